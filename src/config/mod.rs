@@ -1,0 +1,634 @@
+//! The config model. `load` turns a TOML file into a [`ValidConfig`] or into every error it has;
+//! only a `ValidConfig` reaches the running system. This module knows nobody else in the crate.
+//!
+//! Unknown keys are collected with `serde_ignored` rather than refused with
+//! `deny_unknown_fields`, so that a file with three misspelt keys gets three errors in one run.
+
+mod error;
+mod raw;
+mod units;
+
+pub use error::{ConfigError, LoadError};
+pub use units::{parse_duration, parse_port_range};
+
+use raw::{RawCategory, RawConfig};
+use std::collections::BTreeSet;
+use std::net::{IpAddr, SocketAddr};
+use std::ops::RangeInclusive;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Placeholders a command may contain; anything else in braces is a typo worth refusing.
+pub const COMMAND_PLACEHOLDERS: &[&str] = &["{port}", "{category}", "{id}", "{host}"];
+
+/// The first word of a command that means "this very binary".
+pub const SELF_COMMAND: &str = "mcp-fleet";
+
+/// Strategies the proxy implements; the validator refuses others by name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StrategyKind {
+    RoundRobin,
+}
+
+impl StrategyKind {
+    pub const NAMES: &'static [&'static str] = &["round-robin"];
+
+    fn parse(name: &str) -> Option<Self> {
+        match name {
+            "round-robin" => Some(Self::RoundRobin),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::RoundRobin => "round-robin",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ValidConfig {
+    /// The file this came from; relative paths inside it were resolved against its folder.
+    pub source: PathBuf,
+    pub proxy: ProxyConfig,
+    pub monitor_listen: SocketAddr,
+    pub admin_listen: SocketAddr,
+    pub fleet: FleetConfig,
+    /// In the order of their port ranges (static-only categories last), as the seed lists them.
+    pub categories: Vec<CategoryConfig>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProxyConfig {
+    pub listen: SocketAddr,
+    pub threads: usize,
+    pub strategy: StrategyKind,
+    pub max_retries: usize,
+    pub connect_timeout: Duration,
+    /// Longest silence between two reads or writes on an upstream connection; long enough that
+    /// an open SSE stream or a slow tool call is not cut.
+    pub idle_timeout: Duration,
+    /// How long SIGTERM waits for in-flight requests before the process exits.
+    pub shutdown_grace: Duration,
+    /// Idle upstream connections kept per worker thread.
+    pub upstream_keepalive: usize,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct FleetConfig {
+    pub enabled: bool,
+    pub batch_size: usize,
+    pub command: Vec<String>,
+    /// Address the spawned servers listen on and the proxy connects to.
+    pub host: IpAddr,
+    pub state_dir: PathBuf,
+    pub log_dir: PathBuf,
+    pub ready_timeout: Duration,
+    /// Between SIGTERM and SIGKILL when a server is stopped.
+    pub stop_grace: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct CategoryConfig {
+    pub name: String,
+    pub ports: Option<RangeInclusive<u16>>,
+    /// Spawned servers, on the first `servers` ports of `ports`.
+    pub servers: u16,
+    pub max_memory_mb: u64,
+    pub command: Vec<String>,
+    pub static_backends: Vec<SocketAddr>,
+    pub mcp_path: String,
+}
+
+impl CategoryConfig {
+    /// Ports of the servers the fleet spawns for this category, in order.
+    pub fn spawned_ports(&self) -> impl Iterator<Item = u16> + '_ {
+        self.ports
+            .iter()
+            .flat_map(|r| r.clone())
+            .take(self.servers as usize)
+    }
+}
+
+/// The seed design's memory policy: database 150 MB, ai-ml 200, filesystem 100, others 128.
+fn default_max_memory_mb(category: &str) -> u64 {
+    match category {
+        "database" => 150,
+        "ai-ml" => 200,
+        "filesystem" => 100,
+        _ => 128,
+    }
+}
+
+fn default_command() -> Vec<String> {
+    [
+        SELF_COMMAND,
+        "backend",
+        "--port",
+        "{port}",
+        "--category",
+        "{category}",
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
+/// Reads, parses and validates a config file.
+pub fn load(path: &Path) -> Result<ValidConfig, LoadError> {
+    let text = std::fs::read_to_string(path).map_err(|source| LoadError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let base = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."));
+    parse(&text, path, &base)
+}
+
+/// Parses and validates config text; `base` is the folder relative paths are resolved against.
+pub fn parse(text: &str, source: &Path, base: &Path) -> Result<ValidConfig, LoadError> {
+    let deserializer = toml::Deserializer::new(text);
+    let mut unknown = Vec::new();
+    let raw: RawConfig = serde_ignored::deserialize(deserializer, |path| {
+        unknown.push(path.to_string());
+    })
+    .map_err(|e| LoadError::Syntax {
+        path: source.to_path_buf(),
+        message: e.to_string(),
+    })?;
+    let mut errors: Vec<ConfigError> = unknown
+        .into_iter()
+        .map(|key| ConfigError::new(key, "(set)", "unknown key"))
+        .collect();
+    let config = validate(raw, source, base, &mut errors);
+    if errors.is_empty() {
+        Ok(config)
+    } else {
+        Err(LoadError::Invalid {
+            path: source.to_path_buf(),
+            errors,
+        })
+    }
+}
+
+fn duration(
+    key: &str,
+    value: Option<&str>,
+    default: Duration,
+    errors: &mut Vec<ConfigError>,
+) -> Duration {
+    match value {
+        None => default,
+        Some(text) => match parse_duration(text) {
+            Ok(d) if d.is_zero() => {
+                errors.push(ConfigError::new(key, format!("{text:?}"), "must be above zero"));
+                default
+            }
+            Ok(d) => d,
+            Err(why) => {
+                errors.push(ConfigError::new(key, format!("{text:?}"), why));
+                default
+            }
+        },
+    }
+}
+
+fn socket_addr(
+    key: &str,
+    value: Option<&str>,
+    default: &str,
+    errors: &mut Vec<ConfigError>,
+) -> SocketAddr {
+    let text = value.unwrap_or(default);
+    match text.parse::<SocketAddr>() {
+        Ok(addr) if addr.port() == 0 => {
+            errors.push(ConfigError::new(
+                key,
+                format!("{text:?}"),
+                "port 0 is not allowed: clients need a fixed port",
+            ));
+            addr
+        }
+        Ok(addr) => addr,
+        Err(_) => {
+            errors.push(ConfigError::new(
+                key,
+                format!("{text:?}"),
+                "must be IP:PORT, e.g. \"127.0.0.1:8080\" or \"[::1]:8080\"",
+            ));
+            SocketAddr::from(([127, 0, 0, 1], 0))
+        }
+    }
+}
+
+fn bounded(
+    key: &str,
+    value: Option<i64>,
+    default: i64,
+    range: RangeInclusive<i64>,
+    errors: &mut Vec<ConfigError>,
+) -> i64 {
+    let v = value.unwrap_or(default);
+    if range.contains(&v) {
+        v
+    } else {
+        errors.push(ConfigError::new(
+            key,
+            v,
+            format!("must be between {} and {}", range.start(), range.end()),
+        ));
+        default
+    }
+}
+
+fn command(key: &str, words: Vec<String>, errors: &mut Vec<ConfigError>) -> Vec<String> {
+    if words.is_empty() || words[0].trim().is_empty() {
+        errors.push(ConfigError::new(
+            key,
+            format!("{words:?}"),
+            "needs at least a program name",
+        ));
+        return words;
+    }
+    for word in &words {
+        let mut rest = word.as_str();
+        while let Some(open) = rest.find('{') {
+            let tail = &rest[open..];
+            let Some(close) = tail.find('}') else { break };
+            let placeholder = &tail[..=close];
+            if !COMMAND_PLACEHOLDERS.contains(&placeholder) {
+                errors.push(ConfigError::new(
+                    key,
+                    format!("{word:?}"),
+                    format!(
+                        "unknown placeholder {placeholder}; known: {}",
+                        COMMAND_PLACEHOLDERS.join(", ")
+                    ),
+                ));
+            }
+            rest = &tail[close + 1..];
+        }
+    }
+    words
+}
+
+fn mcp_path(key: &str, value: Option<&str>, default: &str, errors: &mut Vec<ConfigError>) -> String {
+    let path = value.unwrap_or(default);
+    let ok = path.starts_with('/')
+        && path
+            .bytes()
+            .all(|b| b.is_ascii_graphic() && b != b'?' && b != b'#');
+    if !ok {
+        errors.push(ConfigError::new(
+            key,
+            format!("{path:?}"),
+            "must be an absolute URL path like \"/mcp\" (no query, no spaces)",
+        ));
+    }
+    path.to_string()
+}
+
+fn resolve(base: &Path, path: &str) -> PathBuf {
+    let p = Path::new(path);
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        base.join(p)
+    }
+}
+
+fn valid_category_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+}
+
+fn validate(
+    raw: RawConfig,
+    source: &Path,
+    base: &Path,
+    errors: &mut Vec<ConfigError>,
+) -> ValidConfig {
+    let p = &raw.proxy;
+    let proxy = ProxyConfig {
+        listen: socket_addr("proxy.listen", p.listen.as_deref(), "0.0.0.0:8080", errors),
+        threads: bounded("proxy.threads", p.threads, 2, 1..=256, errors) as usize,
+        strategy: match p.strategy.as_deref() {
+            None => StrategyKind::RoundRobin,
+            Some(name) => StrategyKind::parse(name).unwrap_or_else(|| {
+                errors.push(ConfigError::new(
+                    "proxy.strategy",
+                    format!("{name:?}"),
+                    format!("unknown strategy; known: {}", StrategyKind::NAMES.join(", ")),
+                ));
+                StrategyKind::RoundRobin
+            }),
+        },
+        max_retries: bounded("proxy.max_retries", p.max_retries, 3, 0..=10, errors) as usize,
+        connect_timeout: duration(
+            "proxy.connect_timeout",
+            p.connect_timeout.as_deref(),
+            Duration::from_secs(1),
+            errors,
+        ),
+        idle_timeout: duration(
+            "proxy.idle_timeout",
+            p.idle_timeout.as_deref(),
+            Duration::from_secs(300),
+            errors,
+        ),
+        shutdown_grace: duration(
+            "proxy.shutdown_grace",
+            p.shutdown_grace.as_deref(),
+            Duration::from_secs(10),
+            errors,
+        ),
+        upstream_keepalive: bounded(
+            "proxy.upstream_keepalive",
+            p.upstream_keepalive,
+            4096,
+            0..=65536,
+            errors,
+        ) as usize,
+    };
+    let monitor_listen = socket_addr(
+        "monitor.listen",
+        raw.monitor.listen.as_deref(),
+        "127.0.0.1:9090",
+        errors,
+    );
+    let admin_listen = socket_addr(
+        "admin.listen",
+        raw.admin.listen.as_deref(),
+        "127.0.0.1:3000",
+        errors,
+    );
+    let listens = [
+        ("proxy.listen", proxy.listen),
+        ("monitor.listen", monitor_listen),
+        ("admin.listen", admin_listen),
+    ];
+    for (i, (key_a, a)) in listens.iter().enumerate() {
+        for (key_b, b) in &listens[i + 1..] {
+            let clash = a.port() == b.port()
+                && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified());
+            if clash {
+                errors.push(ConfigError::new(
+                    *key_b,
+                    format!("\"{b}\""),
+                    format!("same listen address as {key_a} (\"{a}\")"),
+                ));
+            }
+        }
+    }
+
+    let f = &raw.fleet;
+    let host = match f.host.as_deref() {
+        None => IpAddr::from([127, 0, 0, 1]),
+        Some(text) => text.parse().unwrap_or_else(|_| {
+            errors.push(ConfigError::new(
+                "fleet.host",
+                format!("{text:?}"),
+                "must be an IP address, e.g. \"127.0.0.1\"",
+            ));
+            IpAddr::from([127, 0, 0, 1])
+        }),
+    };
+    let fleet_command = command(
+        "fleet.command",
+        f.command.clone().unwrap_or_else(default_command),
+        errors,
+    );
+    let fleet_mcp_path = mcp_path("fleet.mcp_path", f.mcp_path.as_deref(), "/mcp", errors);
+    let fleet = FleetConfig {
+        enabled: f.enabled.unwrap_or(true),
+        batch_size: bounded("fleet.batch_size", f.batch_size, 100, 1..=10_000, errors) as usize,
+        command: fleet_command.clone(),
+        host,
+        state_dir: resolve(base, f.state_dir.as_deref().unwrap_or("state")),
+        log_dir: resolve(base, f.log_dir.as_deref().unwrap_or("logs")),
+        ready_timeout: duration(
+            "fleet.ready_timeout",
+            f.ready_timeout.as_deref(),
+            Duration::from_secs(30),
+            errors,
+        ),
+        stop_grace: duration(
+            "fleet.stop_grace",
+            f.stop_grace.as_deref(),
+            Duration::from_secs(5),
+            errors,
+        ),
+    };
+
+    let mut categories: Vec<CategoryConfig> = raw
+        .categories
+        .into_iter()
+        .map(|(name, c)| category(name, c, &fleet_command, &fleet_mcp_path, errors))
+        .collect();
+    if categories.is_empty() {
+        errors.push(ConfigError::new(
+            "categories",
+            "(none)",
+            "at least one category is needed",
+        ));
+    }
+    categories.sort_by_key(|c| c.ports.as_ref().map_or(u32::MAX, |r| u32::from(*r.start())));
+    check_overlaps(&categories, &listens, errors);
+
+    ValidConfig {
+        source: source.to_path_buf(),
+        proxy,
+        monitor_listen,
+        admin_listen,
+        fleet,
+        categories,
+    }
+}
+
+fn category(
+    name: String,
+    c: RawCategory,
+    fleet_command: &[String],
+    fleet_mcp_path: &str,
+    errors: &mut Vec<ConfigError>,
+) -> CategoryConfig {
+    let key = |k: &str| format!("categories.{name}.{k}");
+    if !valid_category_name(&name) {
+        errors.push(ConfigError::new(
+            format!("categories.{name}"),
+            format!("{name:?}"),
+            "a category name is 1-64 characters of a-z, 0-9, '-' and '_' (it appears in URLs)",
+        ));
+    }
+    let ports = c.ports.as_deref().and_then(|text| match parse_port_range(text) {
+        Ok(r) if *r.start() >= 1 && *r.end() <= 65535 => {
+            Some(u16::try_from(*r.start()).unwrap_or(1)..=u16::try_from(*r.end()).unwrap_or(1))
+        }
+        Ok(_) => {
+            errors.push(ConfigError::new(
+                key("ports"),
+                format!("{text:?}"),
+                "ports must lie within 1-65535",
+            ));
+            None
+        }
+        Err(why) => {
+            errors.push(ConfigError::new(key("ports"), format!("{text:?}"), why));
+            None
+        }
+    });
+    let range_len = ports
+        .as_ref()
+        .map_or(0, |r| i64::from(*r.end()) - i64::from(*r.start()) + 1);
+    let errors_before = errors.len();
+    let servers = match c.servers {
+        None => range_len,
+        Some(n) if n < 0 => {
+            errors.push(ConfigError::new(key("servers"), n, "cannot be negative"));
+            0
+        }
+        Some(n) if n > range_len => {
+            let why = match &c.ports {
+                Some(p) => format!("larger than its port range {p:?} ({range_len} ports)"),
+                None => "servers need a port range: set ports".to_string(),
+            };
+            errors.push(ConfigError::new(key("servers"), n, why));
+            0
+        }
+        Some(n) => n,
+    };
+    let mut static_backends = Vec::new();
+    for text in c.backends.unwrap_or_default() {
+        match text.parse::<SocketAddr>() {
+            Ok(addr) if addr.port() != 0 => static_backends.push(addr),
+            _ => errors.push(ConfigError::new(
+                key("backends"),
+                format!("{text:?}"),
+                "each backend must be IP:PORT with a port in 1-65535",
+            )),
+        }
+    }
+    if servers == 0 && static_backends.is_empty() && errors.len() == errors_before {
+        errors.push(ConfigError::new(
+            format!("categories.{name}"),
+            "(no servers, no backends)",
+            "a category needs spawned servers (ports, servers) or static backends",
+        ));
+    }
+    let max_memory_mb = match c.max_memory_mb {
+        None => default_max_memory_mb(&name),
+        Some(mb) if (1..=1_048_576).contains(&mb) => mb as u64,
+        Some(mb) => {
+            errors.push(ConfigError::new(
+                key("max_memory_mb"),
+                mb,
+                "must be between 1 and 1048576",
+            ));
+            default_max_memory_mb(&name)
+        }
+    };
+    let cmd = match c.command {
+        Some(words) => command(&key("command"), words, errors),
+        None => fleet_command.to_vec(),
+    };
+    CategoryConfig {
+        mcp_path: mcp_path(&key("mcp_path"), c.mcp_path.as_deref(), fleet_mcp_path, errors),
+        name,
+        ports,
+        servers: u16::try_from(servers).unwrap_or(0),
+        max_memory_mb,
+        command: cmd,
+        static_backends,
+    }
+}
+
+fn check_overlaps(
+    categories: &[CategoryConfig],
+    listens: &[(&str, SocketAddr)],
+    errors: &mut Vec<ConfigError>,
+) {
+    for (i, a) in categories.iter().enumerate() {
+        let Some(ra) = &a.ports else { continue };
+        for b in &categories[i + 1..] {
+            let Some(rb) = &b.ports else { continue };
+            if ra.start() <= rb.end() && rb.start() <= ra.end() {
+                errors.push(ConfigError::new(
+                    format!("categories.{}.ports", b.name),
+                    format!("\"{}-{}\"", rb.start(), rb.end()),
+                    format!(
+                        "overlaps categories.{}.ports (\"{}-{}\")",
+                        a.name,
+                        ra.start(),
+                        ra.end()
+                    ),
+                ));
+            }
+        }
+        for (key, addr) in listens {
+            if a.spawned_ports().any(|p| p == addr.port()) {
+                errors.push(ConfigError::new(
+                    *key,
+                    format!("\"{addr}\""),
+                    format!("port is used by a server of category {}", a.name),
+                ));
+            }
+        }
+    }
+    let mut seen = BTreeSet::new();
+    for c in categories {
+        for b in &c.static_backends {
+            if !seen.insert(*b) {
+                errors.push(ConfigError::new(
+                    format!("categories.{}.backends", c.name),
+                    format!("\"{b}\""),
+                    "listed twice: a backend belongs to one category",
+                ));
+            }
+        }
+    }
+}
+
+/// Warnings that do not stop a start: category port ranges inside the kernel's ephemeral port
+/// range (`low..=high`, from `/proc/sys/net/ipv4/ip_local_port_range`). Any outgoing connection on
+/// the machine, the proxy's own included, can take such a port before its server binds.
+pub fn ephemeral_warnings(config: &ValidConfig, ephemeral: RangeInclusive<u16>) -> Vec<String> {
+    let inside: Vec<String> = config
+        .categories
+        .iter()
+        .filter_map(|c| c.ports.as_ref())
+        .filter(|r| r.start() <= ephemeral.end() && ephemeral.start() <= r.end())
+        .map(|r| format!("{}-{}", r.start(), r.end()))
+        .collect();
+    if inside.is_empty() {
+        return Vec::new();
+    }
+    let lo = config
+        .categories
+        .iter()
+        .filter_map(|c| c.ports.as_ref().map(|r| *r.start()))
+        .min()
+        .unwrap_or(0);
+    let hi = config
+        .categories
+        .iter()
+        .filter_map(|c| c.ports.as_ref().map(|r| *r.end()))
+        .max()
+        .unwrap_or(0);
+    vec![format!(
+        "port ranges {} lie inside the kernel's ephemeral range {}-{}: outgoing connections \
+         (the proxy's own included) can take a server's port before it binds. Reserve them with: \
+         sysctl -w net.ipv4.ip_local_reserved_ports={lo}-{hi}",
+        inside.join(", "),
+        ephemeral.start(),
+        ephemeral.end()
+    )]
+}
+
+#[cfg(test)]
+mod tests;

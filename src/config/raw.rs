@@ -1,0 +1,60 @@
+//! The external format: exactly what a user writes in TOML. Every field is optional here so that
+//! defaults and errors are decided in one place, the validator, which can then report every problem
+//! at once with its key.
+
+use serde::Deserialize;
+use std::collections::BTreeMap;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct RawConfig {
+    pub proxy: RawProxy,
+    pub monitor: RawListen,
+    pub admin: RawListen,
+    pub fleet: RawFleet,
+    pub categories: BTreeMap<String, RawCategory>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct RawProxy {
+    pub listen: Option<String>,
+    pub threads: Option<i64>,
+    pub strategy: Option<String>,
+    pub max_retries: Option<i64>,
+    pub connect_timeout: Option<String>,
+    pub idle_timeout: Option<String>,
+    pub shutdown_grace: Option<String>,
+    pub upstream_keepalive: Option<i64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct RawListen {
+    pub listen: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct RawFleet {
+    pub enabled: Option<bool>,
+    pub batch_size: Option<i64>,
+    pub command: Option<Vec<String>>,
+    pub host: Option<String>,
+    pub state_dir: Option<String>,
+    pub log_dir: Option<String>,
+    pub ready_timeout: Option<String>,
+    pub stop_grace: Option<String>,
+    pub mcp_path: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct RawCategory {
+    pub ports: Option<String>,
+    pub servers: Option<i64>,
+    pub max_memory_mb: Option<i64>,
+    pub command: Option<Vec<String>>,
+    pub backends: Option<Vec<String>>,
+    pub mcp_path: Option<String>,
+}

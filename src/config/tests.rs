@@ -1,0 +1,165 @@
+use super::*;
+
+fn check(text: &str) -> Result<ValidConfig, Vec<ConfigError>> {
+    parse(text, Path::new("test.toml"), Path::new("/etc/fleet")).map_err(|e| match e {
+        LoadError::Invalid { errors, .. } => errors,
+        other => panic!("expected validation errors, got {other}"),
+    })
+}
+
+fn errors_of(text: &str) -> Vec<ConfigError> {
+    check(text).expect_err("config should be refused")
+}
+
+const MINIMAL: &str = r#"
+[categories.database]
+ports = "50000-50099"
+servers = 100
+"#;
+
+#[test]
+fn minimal_config_gets_the_defaults() {
+    let c = check(MINIMAL).expect("valid");
+    assert_eq!(c.proxy.listen, "0.0.0.0:8080".parse().expect("addr"));
+    assert_eq!(c.proxy.threads, 2);
+    assert_eq!(c.proxy.max_retries, 3);
+    assert_eq!(c.proxy.shutdown_grace, Duration::from_secs(10));
+    assert_eq!(c.monitor_listen.port(), 9090);
+    assert_eq!(c.admin_listen.port(), 3000);
+    assert_eq!(c.fleet.batch_size, 100);
+    assert_eq!(c.fleet.state_dir, PathBuf::from("/etc/fleet/state"));
+    let db = &c.categories[0];
+    assert_eq!(db.servers, 100);
+    assert_eq!(db.max_memory_mb, 150);
+    assert_eq!(db.mcp_path, "/mcp");
+    assert_eq!(db.command[0], SELF_COMMAND);
+    assert_eq!(db.spawned_ports().count(), 100);
+}
+
+#[test]
+fn categories_come_in_port_order() {
+    let c = check(
+        r#"
+[categories.zeta]
+ports = "100-101"
+[categories.alpha]
+ports = "200-201"
+[categories.static]
+backends = ["127.0.0.1:7000"]
+"#,
+    )
+    .expect("valid");
+    let names: Vec<_> = c.categories.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(names, ["zeta", "alpha", "static"]);
+}
+
+#[test]
+fn every_error_is_reported_at_once_with_key_value_and_reason() {
+    let errs = errors_of(
+        r#"
+[proxy]
+listen = "127.0.0.1:8080"
+lisen = "oops"
+threads = 0
+connect_timeout = "5"
+[monitor]
+listen = "127.0.0.1:8080"
+[categories.a]
+ports = "100-199"
+servers = 101
+[categories.b]
+ports = "150-250"
+[categories.c]
+ports = "70000-70001"
+[categories.d]
+ports = "300-301"
+colour = "blue"
+"#,
+    );
+    let has = |key: &str, reason: &str| {
+        errs.iter()
+            .any(|e| e.key == key && e.reason.contains(reason))
+    };
+    assert!(has("proxy.lisen", "unknown key"), "{errs:?}");
+    assert!(has("categories.d.colour", "unknown key"), "{errs:?}");
+    assert!(has("proxy.threads", "between 1 and 256"), "{errs:?}");
+    assert!(has("proxy.connect_timeout", "needs a unit"), "{errs:?}");
+    assert!(has("monitor.listen", "same listen address as proxy.listen"), "{errs:?}");
+    assert!(has("categories.a.servers", "larger than its port range"), "{errs:?}");
+    assert!(has("categories.b.ports", "overlaps categories.a.ports"), "{errs:?}");
+    assert!(has("categories.c.ports", "within 1-65535"), "{errs:?}");
+    let servers = errs
+        .iter()
+        .find(|e| e.key == "categories.a.servers")
+        .expect("servers error");
+    assert_eq!(servers.value, "101");
+}
+
+#[test]
+fn bad_values_are_named() {
+    let errs = errors_of(
+        r#"
+[proxy]
+strategy = "random"
+shutdown_grace = "10 parsecs"
+[fleet]
+command = ["srv", "--port", "{prot}"]
+host = "localhost"
+[categories."Bad Name"]
+backends = ["not-an-addr", "127.0.0.1:0"]
+[categories.ok]
+ports = "0-5"
+"#,
+    );
+    let has = |key: &str, reason: &str| {
+        errs.iter()
+            .any(|e| e.key == key && e.reason.contains(reason))
+    };
+    assert!(has("proxy.strategy", "unknown strategy"), "{errs:?}");
+    assert!(has("proxy.shutdown_grace", "unknown unit"), "{errs:?}");
+    assert!(has("fleet.command", "unknown placeholder {prot}"), "{errs:?}");
+    assert!(has("fleet.host", "IP address"), "{errs:?}");
+    assert!(has("categories.Bad Name", "a-z"), "{errs:?}");
+    assert_eq!(
+        errs.iter()
+            .filter(|e| e.key == "categories.Bad Name.backends")
+            .count(),
+        2,
+        "{errs:?}"
+    );
+    assert!(has("categories.ok.ports", "within 1-65535"), "{errs:?}");
+}
+
+#[test]
+fn listen_port_inside_a_server_range_is_refused() {
+    let errs = errors_of(
+        r#"
+[proxy]
+listen = "127.0.0.1:50005"
+[categories.database]
+ports = "50000-50099"
+"#,
+    );
+    assert!(errs
+        .iter()
+        .any(|e| e.key == "proxy.listen" && e.reason.contains("category database")));
+}
+
+#[test]
+fn syntax_errors_are_not_validation_errors() {
+    let err = parse("[proxy\nlisten=", Path::new("x.toml"), Path::new("."))
+        .expect_err("must fail");
+    assert!(matches!(err, LoadError::Syntax { .. }));
+    let err = parse("[proxy]\nthreads = \"two\"", Path::new("x.toml"), Path::new("."))
+        .expect_err("must fail");
+    assert!(err.to_string().contains("threads"), "{err}");
+}
+
+#[test]
+fn ephemeral_overlap_warns_with_the_fix() {
+    let c = check(MINIMAL).expect("valid");
+    let warnings = ephemeral_warnings(&c, 32768..=60999);
+    assert_eq!(warnings.len(), 1);
+    assert!(warnings[0].contains("net.ipv4.ip_local_reserved_ports=50000-50099"));
+    assert!(ephemeral_warnings(&c, 32768..=40000).is_empty());
+}

@@ -1,0 +1,5 @@
+//! mcp-fleet: a Pingora proxy and load balancer in front of a supervised fleet of MCP servers.
+//! See ARCHITECTURE.md (in the shared design folder) for the rooms and who may use whom.
+#![deny(unsafe_code)]
+
+pub mod config;
