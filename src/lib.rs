@@ -4,3 +4,5 @@
 
 pub mod config;
 pub mod upstream;
+pub mod proxy;
+pub mod secret_file;
