@@ -6,3 +6,6 @@ pub mod config;
 pub mod upstream;
 pub mod proxy;
 pub mod secret_file;
+pub mod backend;
+pub mod plugins;
+pub mod serve;

@@ -183,7 +183,7 @@ impl ProxyHttp for FleetProxy {
                     404,
                     code::NO_ROUTE,
                     "no such endpoint: MCP is served on /mcp/{category}",
-                    Some(serde_json::json!({ "categories": snapshot.known })),
+                    Some(reply::categories(&snapshot)),
                 )
                 .await
             }
@@ -196,7 +196,7 @@ impl ProxyHttp for FleetProxy {
                 404,
                 code::NO_ROUTE,
                 &message,
-                Some(serde_json::json!({ "categories": snapshot.known })),
+                Some(reply::categories(&snapshot)),
             )
             .await;
         };

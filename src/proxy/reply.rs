@@ -26,6 +26,12 @@ pub fn jsonrpc_error(code: i64, message: &str, data: Option<serde_json::Value>) 
         .into_bytes()
 }
 
+/// `{"categories": [...]}`: the error data of a 404, so a client can correct its URL.
+pub fn categories(snapshot: &Snapshot) -> serde_json::Value {
+    let names: Vec<&str> = snapshot.sets.iter().map(|s| &*s.name).collect();
+    json!({ "categories": names })
+}
+
 /// `/health`: 200 when every category has a ready server, 503 otherwise.
 pub fn health(snapshot: &Snapshot, draining: bool) -> (u16, Vec<u8>) {
     let categories: Vec<_> = snapshot

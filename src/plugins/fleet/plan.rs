@@ -1,0 +1,112 @@
+//! Turns the config into the list of servers to run, in deployment order (categories in port
+//! order, servers in port order), with every placeholder of their command filled in.
+
+use super::child::{resolve_program, Launch};
+use super::FleetError;
+use crate::config::ValidConfig;
+use crate::upstream::server_id;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+#[derive(Debug, Clone)]
+pub struct ServerSpec {
+    pub id: Arc<str>,
+    pub category: Arc<str>,
+    pub addr: SocketAddr,
+    pub launch: Launch,
+}
+
+pub fn plan(config: &ValidConfig) -> Result<Vec<ServerSpec>, FleetError> {
+    if !config.fleet.enabled {
+        return Ok(Vec::new());
+    }
+    let config_dir = config
+        .source
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .map(|p| p.to_path_buf())
+        .unwrap_or_else(|| ".".into());
+    let mut specs = Vec::new();
+    for category in &config.categories {
+        let Some(first) = category.command.first() else {
+            continue;
+        };
+        let program =
+            resolve_program(first, &config_dir).map_err(|source| FleetError::Program {
+                program: first.clone(),
+                source,
+            })?;
+        for (index, port) in category.spawned_ports().enumerate() {
+            let id = server_id(&category.name, index);
+            let host = config.fleet.host.to_string();
+            let fill = |word: &str| {
+                word.replace("{port}", &port.to_string())
+                    .replace("{category}", &category.name)
+                    .replace("{id}", &id)
+                    .replace("{host}", &host)
+            };
+            let mut args: Vec<String> = category.command[1..].iter().map(|w| fill(w)).collect();
+            // The built-in server listens on loopback unless told otherwise; tell it the host.
+            if first == crate::config::SELF_COMMAND && !args.iter().any(|a| a == "--host") {
+                args.push("--host".into());
+                args.push(host.clone());
+            }
+            specs.push(ServerSpec {
+                addr: SocketAddr::new(config.fleet.host, port),
+                category: category.name.as_str().into(),
+                launch: Launch {
+                    program: program.clone(),
+                    args,
+                    cwd: config_dir.clone(),
+                    log_file: config
+                        .fleet
+                        .log_dir
+                        .join(&category.name)
+                        .join(format!("{id}.log")),
+                },
+                id: id.into(),
+            });
+        }
+    }
+    Ok(specs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    #[test]
+    fn placeholders_are_filled_in_port_order() {
+        let config = crate::config::parse(
+            r#"
+[fleet]
+log_dir = "/var/log/fleet"
+[categories.b]
+ports = "41010-41011"
+command = ["./srv", "--listen", "{host}:{port}", "--name", "{id}/{category}"]
+[categories.a]
+ports = "41000-41002"
+servers = 2
+"#,
+            Path::new("/etc/fleet/f.toml"),
+            Path::new("/etc/fleet"),
+        )
+        .expect("valid");
+        let specs = plan(&config).expect("plan");
+        let ids: Vec<_> = specs.iter().map(|s| s.id.as_ref()).collect();
+        assert_eq!(ids, ["a-0", "a-1", "b-0", "b-1"]);
+        let b1 = &specs[3];
+        assert_eq!(b1.launch.program, Path::new("/etc/fleet/./srv"));
+        assert_eq!(
+            b1.launch.args,
+            ["--listen", "127.0.0.1:41011", "--name", "b-1/b"]
+        );
+        assert_eq!(b1.launch.log_file, Path::new("/var/log/fleet/b/b-1.log"));
+        let a0 = &specs[0];
+        assert_eq!(
+            a0.launch.args,
+            ["backend", "--port", "41000", "--category", "a", "--host", "127.0.0.1"]
+        );
+    }
+}
