@@ -1,0 +1,348 @@
+//! Test harness: starts the real `mcp-fleet` binary (as proxy and as built-in backend) on
+//! loopback ports found free at run time, waits on conditions with deadlines (never a bare
+//! sleep), and kills every process it started, by PID, when dropped.
+#![allow(dead_code)]
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_mcp-fleet");
+
+/// A free loopback port (the OS picks; the listener is dropped before use).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+static NEXT_BLOCK: AtomicU16 = AtomicU16::new(0);
+
+/// `n` consecutive free ports below the kernel's ephemeral range (so no outgoing connection
+/// takes one before its server binds). Each test process starts at a different offset.
+pub fn free_port_block(n: u16) -> u16 {
+    let seed = (std::process::id() as u16).wrapping_mul(7919) % 400;
+    loop {
+        let k = NEXT_BLOCK.fetch_add(1, Ordering::Relaxed);
+        let start = 20_000 + ((seed + k * 13) % 400) * 30;
+        assert!(k < 2000, "no free block of {n} ports");
+        let free = (start..start + n).all(|p| TcpListener::bind(("127.0.0.1", p)).is_ok());
+        if free {
+            return start;
+        }
+    }
+}
+
+/// Polls `check` until it returns `Some`, failing the test after `timeout`.
+pub fn wait_for<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    let mut pause = Duration::from_millis(10);
+    loop {
+        if let Some(v) = check() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(200));
+    }
+}
+
+/// PIDs of the direct children of `pid`, from /proc.
+pub fn children_of(pid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return out;
+    };
+    for task in tasks.flatten() {
+        if let Ok(text) = std::fs::read_to_string(task.path().join("children")) {
+            out.extend(text.split_whitespace().filter_map(|p| p.parse::<u32>().ok()));
+        }
+    }
+    out
+}
+
+/// Whether a process exists and is not a zombie.
+pub fn alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => {
+            let state = stat.rsplit(')').next().and_then(|s| s.split_whitespace().next());
+            !matches!(state, Some("Z") | Some("X"))
+        }
+        Err(_) => false,
+    }
+}
+
+pub fn signal(pid: u32, sig: i32) {
+    let _ = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .status();
+}
+
+/// A process this test started; killed (with every child it had) when dropped.
+pub struct Proc {
+    pub child: Child,
+    pub name: String,
+}
+
+impl Proc {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Waits for the process to exit, returning its exit code.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<i32> {
+        let name = self.name.clone();
+        let status = wait_for(&format!("{name} to exit"), timeout, || {
+            self.child.try_wait().ok().flatten()
+        });
+        status.code()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let pid = self.child.id();
+        let kids = children_of(pid);
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        for kid in kids {
+            signal(kid, 9);
+        }
+    }
+}
+
+/// Starts `mcp-fleet backend` on a free port and waits until it accepts connections.
+pub fn start_backend(category: &str, port: u16) -> Proc {
+    let child = Command::new(BIN)
+        .args(["backend", "--port", &port.to_string(), "--category", category])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start backend");
+    let proc = Proc {
+        child,
+        name: format!("backend {category}:{port}"),
+    };
+    wait_for("backend to listen", Duration::from_secs(20), || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).ok()
+    });
+    proc
+}
+
+/// A config file and its folder for one proxy instance.
+pub struct FleetDir {
+    pub dir: tempfile::TempDir,
+    pub proxy_port: u16,
+}
+
+impl FleetDir {
+    /// `spawned`: (category, servers); `statics`: (category, backend addresses).
+    pub fn new(spawned: &[(&str, u16)], statics: &[(&str, Vec<SocketAddr>)]) -> Self {
+        Self::with_extra(spawned, statics, "")
+    }
+
+    pub fn with_extra(
+        spawned: &[(&str, u16)],
+        statics: &[(&str, Vec<SocketAddr>)],
+        extra_fleet: &str,
+    ) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let proxy_port = free_port();
+        let mut text = format!(
+            "[proxy]\nlisten = \"127.0.0.1:{proxy_port}\"\nshutdown_grace = \"5s\"\n\
+             [monitor]\nlisten = \"127.0.0.1:{}\"\n[admin]\nlisten = \"127.0.0.1:{}\"\n\
+             [fleet]\nbatch_size = 4\nstop_grace = \"2s\"\n{extra_fleet}\n",
+            free_port(),
+            free_port()
+        );
+        if spawned.is_empty() {
+            text.push_str("enabled = false\n");
+        }
+        for (name, n) in spawned {
+            let start = free_port_block(*n);
+            text.push_str(&format!(
+                "[categories.{name}]\nports = \"{start}-{}\"\n",
+                start + n - 1
+            ));
+        }
+        for (name, addrs) in statics {
+            let list: Vec<String> = addrs.iter().map(|a| format!("\"{a}\"")).collect();
+            text.push_str(&format!(
+                "[categories.{name}]\nbackends = [{}]\n",
+                list.join(", ")
+            ));
+        }
+        std::fs::write(dir.path().join("fleet.toml"), text).expect("write config");
+        Self { dir, proxy_port }
+    }
+
+    pub fn config(&self) -> PathBuf {
+        self.dir.path().join("fleet.toml")
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn base(&self) -> String {
+        format!("http://127.0.0.1:{}", self.proxy_port)
+    }
+
+    /// Starts `serve` and waits until `/health` says every category has a ready server.
+    pub fn serve(&self) -> Proc {
+        let proc = self.serve_no_wait();
+        let url = format!("{}/health", self.base());
+        wait_for("the fleet to be ready", Duration::from_secs(60), || {
+            let resp = plain::blocking_get(&url)?;
+            (resp.0 == 200 && resp.1.contains("\"status\":\"ok\"")).then_some(())
+        });
+        proc
+    }
+
+    pub fn serve_no_wait(&self) -> Proc {
+        let child = Command::new(BIN)
+            .args(["serve", "--config"])
+            .arg(self.config())
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(
+                std::fs::File::create(self.path().join("serve.log"))
+                    .map(Stdio::from)
+                    .unwrap_or_else(|_| Stdio::null()),
+            )
+            .spawn()
+            .expect("start serve");
+        Proc {
+            child,
+            name: "mcp-fleet serve".into(),
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.path().join("serve.log")).unwrap_or_default()
+    }
+}
+
+/// A tiny blocking HTTP GET for polling (the tests' async client lives in tokio tasks).
+pub mod plain {
+    use std::io::{Read, Write};
+
+    /// (status, body) of `GET url`, or None when the server is not answering yet.
+    pub fn blocking_get(url: &str) -> Option<(u16, String)> {
+        let rest = url.strip_prefix("http://")?;
+        let (host, path) = rest.split_once('/').map_or((rest, "/".to_string()), |(h, p)| {
+            (h, format!("/{p}"))
+        });
+        let mut stream = std::net::TcpStream::connect(host).ok()?;
+        stream
+            .set_read_timeout(Some(std::time::Duration::from_secs(5)))
+            .ok()?;
+        write!(
+            stream,
+            "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+        )
+        .ok()?;
+        let mut text = String::new();
+        stream.read_to_string(&mut text).ok()?;
+        let status = text.split_whitespace().nth(1)?.parse().ok()?;
+        let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string())?;
+        Some((status, body))
+    }
+}
+
+/// MCP helpers over rmcp's client.
+pub mod mcp {
+    use rmcp::model::{CallToolRequestParams, CallToolResult};
+    use rmcp::service::RunningService;
+    use rmcp::transport::StreamableHttpClientTransport;
+    use rmcp::{RoleClient, ServiceExt};
+
+    pub type Client = RunningService<RoleClient, ()>;
+
+    /// Initializes a 2025-11-25 session at `url`.
+    pub async fn connect(url: &str) -> Client {
+        let transport = StreamableHttpClientTransport::from_uri(url.to_string());
+        ().serve(transport).await.expect("MCP initialize")
+    }
+
+    pub fn server_name(client: &Client) -> String {
+        client
+            .peer_info()
+            .and_then(|i| i.server_info.as_ref().map(|s| s.name.clone()))
+            .unwrap_or_default()
+    }
+
+    pub async fn call(
+        client: &Client,
+        tool: &str,
+        args: serde_json::Value,
+    ) -> Result<CallToolResult, rmcp::ServiceError> {
+        let args = args.as_object().cloned().unwrap_or_default();
+        client
+            .call_tool(CallToolRequestParams::new(tool.to_string()).with_arguments(args))
+            .await
+    }
+
+    pub fn text(result: &CallToolResult) -> String {
+        result
+            .content
+            .iter()
+            .filter_map(|c| c.as_text().map(|t| t.text.clone()))
+            .collect::<Vec<_>>()
+            .join("")
+    }
+}
+
+/// Raw HTTP helpers for what an MCP client library hides (headers, status codes, chunks).
+pub mod http {
+    pub const ACCEPT: &str = "application/json, text/event-stream";
+
+    pub fn client() -> reqwest::Client {
+        reqwest::Client::builder()
+            .pool_max_idle_per_host(8)
+            .build()
+            .expect("http client")
+    }
+
+    pub fn initialize_body() -> serde_json::Value {
+        serde_json::json!({
+            "jsonrpc": "2.0", "id": 1, "method": "initialize",
+            "params": {"protocolVersion": "2025-11-25", "capabilities": {},
+                       "clientInfo": {"name": "raw-test", "version": "1"}}
+        })
+    }
+
+    /// A 2026-07-28 stateless `tools/call echo` request body.
+    pub fn stateless_echo(text: &str) -> serde_json::Value {
+        serde_json::json!({
+            "jsonrpc": "2.0", "id": 7, "method": "tools/call",
+            "params": {"name": "echo", "arguments": {"text": text},
+                "_meta": {"io.modelcontextprotocol/protocolVersion": "2026-07-28",
+                          "io.modelcontextprotocol/clientInfo": {"name": "raw-test", "version": "1"},
+                          "io.modelcontextprotocol/clientCapabilities": {}}}
+        })
+    }
+
+    /// Sends a stateless echo; returns (status, body).
+    pub async fn stateless_call(c: &reqwest::Client, url: &str, text: &str) -> (u16, String) {
+        let resp = c
+            .post(url)
+            .header("content-type", "application/json")
+            .header("accept", ACCEPT)
+            .header("mcp-protocol-version", "2026-07-28")
+            .header("mcp-method", "tools/call")
+            .header("mcp-name", "echo")
+            .json(&stateless_echo(text))
+            .send()
+            .await
+            .expect("send");
+        let status = resp.status().as_u16();
+        (status, resp.text().await.unwrap_or_default())
+    }
+}
