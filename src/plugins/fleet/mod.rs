@@ -176,6 +176,19 @@ async fn deploy_and_supervise(
     }
 }
 
+/// Whether the server could bind its port now (with SO_REUSEADDR, as servers do, so the TIME_WAIT
+/// leftovers of its previous life do not count). Without this check a readiness probe would be
+/// answered by whichever process holds the port, and a server that failed to bind would pass.
+fn port_is_free(addr: std::net::SocketAddr) -> std::io::Result<()> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)
+}
+
 /// Polls until the server accepts a TCP connection, it exits, or the deadline passes.
 async fn wait_ready(
     spec: &ServerSpec,
@@ -188,6 +201,9 @@ async fn wait_ready(
         if let Ok(stream) = TcpStream::connect(spec.addr).await {
             // Reset instead of FIN: the probe leaves no TIME_WAIT entry behind.
             let _ = stream.set_zero_linger();
+            if let Ok(Some(status)) = child.try_wait() {
+                return Err(format!("exited ({status}) while another process answered on its port"));
+            }
             return Ok(());
         }
         if let Ok(Some(status)) = child.try_wait() {
@@ -218,6 +234,20 @@ async fn supervise(
         }
     };
     while !*shutdown.borrow() {
+        if let Err(e) = port_is_free(spec.addr) {
+            tracing::error!(
+                server = %spec.id,
+                port = spec.addr.port(),
+                error = %e,
+                "port is in use by another process; retrying after {backoff:?}"
+            );
+            report(&mut first, FirstStart::Failed);
+            if sleep_or_shutdown(backoff, &mut shutdown).await {
+                break;
+            }
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+            continue;
+        }
         let mut child = match child::spawn(&spec.launch) {
             Ok(child) => child,
             Err(e) => {
