@@ -2,10 +2,10 @@
 //! See ARCHITECTURE.md (in the shared design folder) for the rooms and who may use whom.
 #![deny(unsafe_code)]
 
+pub mod backend;
 pub mod config;
-pub mod upstream;
+pub mod plugins;
 pub mod proxy;
 pub mod secret_file;
-pub mod backend;
-pub mod plugins;
 pub mod serve;
+pub mod upstream;

@@ -9,7 +9,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "mcp-fleet", version, about = "Run and front a fleet of MCP servers")]
+#[command(
+    name = "mcp-fleet",
+    version,
+    about = "Run and front a fleet of MCP servers"
+)]
 struct Cli {
     /// Log format on stderr.
     #[arg(long, global = true, value_enum, default_value = "human")]

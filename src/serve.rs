@@ -207,13 +207,14 @@ impl ShutdownSignalWatch for TerminationWatch {
                 std::thread::sleep(Duration::from_millis(100));
                 let mut zeros = 0;
                 while Instant::now() < deadline && zeros < 2 {
-                    zeros = if traffic.in_flight() == 0 { zeros + 1 } else { 0 };
+                    zeros = if traffic.in_flight() == 0 {
+                        zeros + 1
+                    } else {
+                        0
+                    };
                     std::thread::sleep(Duration::from_millis(25));
                 }
-                tracing::info!(
-                    in_flight = traffic.in_flight(),
-                    "drained; stopping servers"
-                );
+                tracing::info!(in_flight = traffic.in_flight(), "drained; stopping servers");
                 stop_fleet(&fleet);
                 tracing::info!("all servers stopped; exiting");
                 std::process::exit(0);

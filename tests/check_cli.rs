@@ -92,20 +92,20 @@ fn all_errors_come_in_one_run() {
 
 #[test]
 fn ranges_in_the_ephemeral_range_get_the_sysctl_fix() {
-    let range = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-        .expect("ephemeral range");
+    let range =
+        std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").expect("ephemeral range");
     let lo: u16 = range
         .split_whitespace()
         .next()
         .and_then(|s| s.parse().ok())
         .expect("low");
-    let (code, out) = check(&format!(
-        "[categories.a]\nports = \"{lo}-{}\"\n",
-        lo + 9
-    ));
+    let (code, out) = check(&format!("[categories.a]\nports = \"{lo}-{}\"\n", lo + 9));
     assert_eq!(code, 0, "{out}");
     assert!(
-        out.contains(&format!("sysctl -w net.ipv4.ip_local_reserved_ports={lo}-{}", lo + 9)),
+        out.contains(&format!(
+            "sysctl -w net.ipv4.ip_local_reserved_ports={lo}-{}",
+            lo + 9
+        )),
         "{out}"
     );
 }

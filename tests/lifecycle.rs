@@ -7,10 +7,14 @@ use common::{alive, children_of, wait_for, FleetDir};
 use std::time::Duration;
 
 fn spawned_children(serve: u32, expected: usize) -> Vec<u32> {
-    wait_for("every server to be a child of serve", Duration::from_secs(30), || {
-        let kids = children_of(serve);
-        (kids.len() >= expected).then_some(kids)
-    })
+    wait_for(
+        "every server to be a child of serve",
+        Duration::from_secs(30),
+        || {
+            let kids = children_of(serve);
+            (kids.len() >= expected).then_some(kids)
+        },
+    )
 }
 
 #[test]
@@ -21,9 +25,11 @@ fn sigkill_of_serve_leaves_no_child_alive() {
     assert!(kids.iter().all(|&k| alive(k)));
     common::signal(serve.pid(), 9);
     let _ = serve.wait_exit(Duration::from_secs(10));
-    wait_for("children to die with their parent", Duration::from_secs(10), || {
-        kids.iter().all(|&k| !alive(k)).then_some(())
-    });
+    wait_for(
+        "children to die with their parent",
+        Duration::from_secs(10),
+        || kids.iter().all(|&k| !alive(k)).then_some(()),
+    );
 }
 
 #[test]
@@ -32,8 +38,16 @@ fn sigterm_stops_children_and_exits_zero() {
     let mut serve = dir.serve();
     let kids = spawned_children(serve.pid(), 4);
     common::signal(serve.pid(), 15);
-    assert_eq!(serve.wait_exit(Duration::from_secs(20)), Some(0), "{}", dir.log());
-    assert!(kids.iter().all(|&k| !alive(k)), "children left after SIGTERM");
+    assert_eq!(
+        serve.wait_exit(Duration::from_secs(20)),
+        Some(0),
+        "{}",
+        dir.log()
+    );
+    assert!(
+        kids.iter().all(|&k| !alive(k)),
+        "children left after SIGTERM"
+    );
     let log = dir.log();
     assert!(log.contains("all servers stopped"), "{log}");
 }
@@ -75,14 +89,22 @@ fn a_taken_port_is_reported_and_retried_not_lost() {
     // Occupy the second server's port, then free it once the failure is reported.
     let squatter = std::net::TcpListener::bind(("127.0.0.1", start + 1)).expect("squat");
     let serve = dir.serve_no_wait();
-    wait_for("the bind failure to be reported", Duration::from_secs(30), || {
-        let log = dir.log();
-        (log.contains("alpha-1") && log.contains(&format!("port={}", start + 1))).then_some(())
-    });
+    wait_for(
+        "the bind failure to be reported",
+        Duration::from_secs(30),
+        || {
+            let log = dir.log();
+            (log.contains("alpha-1") && log.contains(&format!("port={}", start + 1))).then_some(())
+        },
+    );
     drop(squatter);
-    wait_for("the retried server to become ready", Duration::from_secs(30), || {
-        let (status, body) = common::plain::blocking_get(&format!("{}/stats", dir.base()))?;
-        (status == 200 && body.contains("\"ready\":2")).then_some(())
-    });
+    wait_for(
+        "the retried server to become ready",
+        Duration::from_secs(30),
+        || {
+            let (status, body) = common::plain::blocking_get(&format!("{}/stats", dir.base()))?;
+            (status == 200 && body.contains("\"ready\":2")).then_some(())
+        },
+    );
     drop(serve);
 }

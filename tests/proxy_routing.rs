@@ -25,10 +25,20 @@ async fn sessions_stick_stateless_balances_and_bad_routes_get_jsonrpc_404() {
     assert!(name.starts_with("mcp-fleet-backend database:"), "{name}");
     let tools = client.list_all_tools().await.expect("tools/list");
     let names: BTreeSet<String> = tools.iter().map(|t| t.name.to_string()).collect();
-    for t in ["echo", "remember", "recall", "forget", "list_memories", "countdown"] {
+    for t in [
+        "echo",
+        "remember",
+        "recall",
+        "forget",
+        "list_memories",
+        "countdown",
+    ] {
         assert!(names.contains(t), "missing tool {t}: {names:?}");
     }
-    assert!(!names.contains("grow_memory"), "debug tool offered without --debug-tools");
+    assert!(
+        !names.contains("grow_memory"),
+        "debug tool offered without --debug-tools"
+    );
     for i in 0..50 {
         let key = format!("k{i}");
         let value = format!("value-{i}");
@@ -52,9 +62,13 @@ async fn sessions_stick_stateless_balances_and_bad_routes_get_jsonrpc_404() {
                 let url = url.clone();
                 tokio::spawn(async move {
                     let c = mcp::connect(&url).await;
-                    mcp::call(&c, "remember", json!({"key": "me", "value": format!("s{i}")}))
-                        .await
-                        .expect("remember");
+                    mcp::call(
+                        &c,
+                        "remember",
+                        json!({"key": "me", "value": format!("s{i}")}),
+                    )
+                    .await
+                    .expect("remember");
                     let got = mcp::call(&c, "recall", json!({"key": "me"}))
                         .await
                         .expect("recall");
@@ -81,11 +95,16 @@ async fn sessions_stick_stateless_balances_and_bad_routes_get_jsonrpc_404() {
     let c = http::client();
     let mut servers = BTreeSet::new();
     for i in 0..8 {
-        let (status, body) = http::stateless_call(&c, &format!("{base}/mcp/api"), &format!("hi{i}")).await;
+        let (status, body) =
+            http::stateless_call(&c, &format!("{base}/mcp/api"), &format!("hi{i}")).await;
         assert_eq!(status, 200, "{body}");
         let v: serde_json::Value = serde_json::from_str(&body).expect("json reply");
         assert_eq!(v["result"]["content"][0]["text"], format!("hi{i}"));
-        servers.insert(v["result"]["structuredContent"]["server"].as_str().map(String::from));
+        servers.insert(
+            v["result"]["structuredContent"]["server"]
+                .as_str()
+                .map(String::from),
+        );
     }
     assert_eq!(servers.len(), 4, "round-robin over 4 servers: {servers:?}");
 
@@ -101,7 +120,10 @@ async fn sessions_stick_stateless_balances_and_bad_routes_get_jsonrpc_404() {
     let v: serde_json::Value = resp.json().await.expect("json");
     assert_eq!(v["jsonrpc"], "2.0");
     assert_eq!(v["error"]["code"], -32001);
-    assert_eq!(v["error"]["data"]["categories"], json!(["database", "api", "cache"]));
+    assert_eq!(
+        v["error"]["data"]["categories"],
+        json!(["database", "api", "cache"])
+    );
 
     for path in ["/mcp/database/x", "/mcp/..%2Fetc", "/other", "/mcp/"] {
         let resp = c.get(format!("{base}{path}")).send().await.expect("send");
@@ -188,11 +210,15 @@ async fn an_sse_reply_arrives_event_by_event() {
         .expect("countdown");
     assert_eq!(resp.status().as_u16(), 200);
     assert_eq!(
-        resp.headers().get("content-type").and_then(|v| v.to_str().ok()),
+        resp.headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok()),
         Some("text/event-stream")
     );
     assert_eq!(
-        resp.headers().get("x-accel-buffering").and_then(|v| v.to_str().ok()),
+        resp.headers()
+            .get("x-accel-buffering")
+            .and_then(|v| v.to_str().ok()),
         Some("no")
     );
     let mut reads_with_progress_before_result = 0;

@@ -10,7 +10,11 @@ use std::time::Duration;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_session_outlives_the_proxy_and_moves_to_a_second_instance() {
     // Static backends that outlive the proxy processes.
-    let ports = [common::free_port(), common::free_port(), common::free_port()];
+    let ports = [
+        common::free_port(),
+        common::free_port(),
+        common::free_port(),
+    ];
     let _backends: Vec<_> = ports.iter().map(|p| start_backend("notes", *p)).collect();
     let addrs: Vec<_> = ports
         .iter()
@@ -52,7 +56,13 @@ async fn a_session_outlives_the_proxy_and_moves_to_a_second_instance() {
             (status, resp.text().await.unwrap_or_default())
         }
     };
-    let (status, body) = call(first.base(), sid.clone(), "remember", json!({"key": "k", "value": "kept"})).await;
+    let (status, body) = call(
+        first.base(),
+        sid.clone(),
+        "remember",
+        json!({"key": "k", "value": "kept"}),
+    )
+    .await;
     assert_eq!(status, 200, "{body}");
 
     // Restart the proxy on the same config and state dir: the same id still routes.
@@ -62,7 +72,10 @@ async fn a_session_outlives_the_proxy_and_moves_to_a_second_instance() {
     for _ in 0..6 {
         let (status, body) = call(first.base(), sid.clone(), "recall", json!({"key": "k"})).await;
         assert_eq!(status, 200, "{body}");
-        assert!(body.contains("kept"), "recall after restart went elsewhere: {body}");
+        assert!(
+            body.contains("kept"),
+            "recall after restart went elsewhere: {body}"
+        );
     }
 
     // A second instance with a copy of the state dir (same key) and the same backends.
@@ -76,7 +89,10 @@ async fn a_session_outlives_the_proxy_and_moves_to_a_second_instance() {
     let _serve2 = second.serve();
     let (status, body) = call(second.base(), sid.clone(), "recall", json!({"key": "k"})).await;
     assert_eq!(status, 200, "{body}");
-    assert!(body.contains("kept"), "second instance routed elsewhere: {body}");
+    assert!(
+        body.contains("kept"),
+        "second instance routed elsewhere: {body}"
+    );
 
     // A third instance with its own key refuses the id: 404, as the spec wants.
     let stranger = FleetDir::new(&[], &[("notes", addrs)]);
@@ -135,7 +151,10 @@ async fn an_orphaned_session_gets_404_and_a_new_session_works() {
         &[],
         &[(
             "solo",
-            vec![([127, 0, 0, 1], port).into(), ([127, 0, 0, 1], other).into()],
+            vec![
+                ([127, 0, 0, 1], port).into(),
+                ([127, 0, 0, 1], other).into(),
+            ],
         )],
     );
     let _serve = dir.serve();

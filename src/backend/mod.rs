@@ -6,12 +6,12 @@ mod tools;
 
 pub use tools::FleetBackend;
 
+use http_body_util::{combinators::BoxBody, BodyExt, Full};
 use hyper_util::rt::TokioIo;
 use hyper_util::service::TowerToHyperService;
 use rmcp::transport::streamable_http_server::{
     session::local::LocalSessionManager, StreamableHttpServerConfig, StreamableHttpService,
 };
-use http_body_util::{combinators::BoxBody, BodyExt, Full};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::net::TcpListener;
@@ -35,12 +35,13 @@ pub enum BackendError {
 /// Serves until SIGTERM or SIGINT. A bind failure is returned at once, so a supervisor sees the
 /// exit and can report the port.
 pub async fn run(options: BackendOptions) -> Result<(), BackendError> {
-    let listener = TcpListener::bind(options.listen)
-        .await
-        .map_err(|source| BackendError::Bind {
-            addr: options.listen,
-            source,
-        })?;
+    let listener =
+        TcpListener::bind(options.listen)
+            .await
+            .map_err(|source| BackendError::Bind {
+                addr: options.listen,
+                source,
+            })?;
     let name: Arc<str> = format!(
         "mcp-fleet-backend {}:{}",
         options.category,
@@ -56,9 +57,9 @@ pub async fn run(options: BackendOptions) -> Result<(), BackendError> {
     );
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(|source| BackendError::Bind {
-            addr: options.listen,
-            source,
-        })?;
+        addr: options.listen,
+        source,
+    })?;
     tracing::info!(addr = %options.listen, category = %options.category, "MCP server listening on /mcp");
     loop {
         let (stream, _) = tokio::select! {
@@ -76,9 +77,7 @@ pub async fn run(options: BackendOptions) -> Result<(), BackendError> {
         };
         // Without TCP_NODELAY each small SSE write waits ~40 ms for the peer's delayed ACK.
         let _ = stream.set_nodelay(true);
-        let service = TowerToHyperService::new(PathGate {
-            inner: mcp.clone(),
-        });
+        let service = TowerToHyperService::new(PathGate { inner: mcp.clone() });
         tokio::spawn(async move {
             let conn = hyper::server::conn::http1::Builder::new()
                 .keep_alive(true)

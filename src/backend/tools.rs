@@ -156,12 +156,17 @@ impl FleetBackend {
     }
 
     #[tool(description = "Allocate and touch mb megabytes and keep them (memory-policy tests)")]
-    fn grow_memory(&self, Parameters(args): Parameters<GrowArgs>) -> Result<CallToolResult, ErrorData> {
+    fn grow_memory(
+        &self,
+        Parameters(args): Parameters<GrowArgs>,
+    ) -> Result<CallToolResult, ErrorData> {
         if args.mb > 64 * 1024 {
             return Err(ErrorData::invalid_params("mb must be at most 65536", None));
         }
         let block = vec![1u8; (args.mb as usize) << 20];
-        let mut held = HELD.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut held = HELD
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         held.push(block);
         let total: usize = held.iter().map(Vec::len).sum::<usize>() >> 20;
         Ok(text(format!("holding {total} MiB")))

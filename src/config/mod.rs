@@ -87,6 +87,8 @@ pub struct FleetConfig {
     pub ready_timeout: Duration,
     /// Between SIGTERM and SIGKILL when a server is stopped.
     pub stop_grace: Duration,
+    /// Add the category port ranges to `net.ipv4.ip_local_reserved_ports` at start.
+    pub reserve_ports: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -184,7 +186,11 @@ fn duration(
         None => default,
         Some(text) => match parse_duration(text) {
             Ok(d) if d.is_zero() => {
-                errors.push(ConfigError::new(key, format!("{text:?}"), "must be above zero"));
+                errors.push(ConfigError::new(
+                    key,
+                    format!("{text:?}"),
+                    "must be above zero",
+                ));
                 default
             }
             Ok(d) => d,
@@ -275,7 +281,12 @@ fn command(key: &str, words: Vec<String>, errors: &mut Vec<ConfigError>) -> Vec<
     words
 }
 
-fn mcp_path(key: &str, value: Option<&str>, default: &str, errors: &mut Vec<ConfigError>) -> String {
+fn mcp_path(
+    key: &str,
+    value: Option<&str>,
+    default: &str,
+    errors: &mut Vec<ConfigError>,
+) -> String {
     let path = value.unwrap_or(default);
     let ok = path.starts_with('/')
         && path
@@ -324,7 +335,10 @@ fn validate(
                 errors.push(ConfigError::new(
                     "proxy.strategy",
                     format!("{name:?}"),
-                    format!("unknown strategy; known: {}", StrategyKind::NAMES.join(", ")),
+                    format!(
+                        "unknown strategy; known: {}",
+                        StrategyKind::NAMES.join(", ")
+                    ),
                 ));
                 StrategyKind::RoundRobin
             }),
@@ -424,6 +438,7 @@ fn validate(
             Duration::from_secs(5),
             errors,
         ),
+        reserve_ports: f.reserve_ports.unwrap_or(false),
     };
 
     let mut categories: Vec<CategoryConfig> = raw
@@ -466,23 +481,26 @@ fn category(
             "a category name is 1-64 characters of a-z, 0-9, '-' and '_' (it appears in URLs)",
         ));
     }
-    let ports = c.ports.as_deref().and_then(|text| match parse_port_range(text) {
-        Ok(r) if *r.start() >= 1 && *r.end() <= 65535 => {
-            Some(u16::try_from(*r.start()).unwrap_or(1)..=u16::try_from(*r.end()).unwrap_or(1))
-        }
-        Ok(_) => {
-            errors.push(ConfigError::new(
-                key("ports"),
-                format!("{text:?}"),
-                "ports must lie within 1-65535",
-            ));
-            None
-        }
-        Err(why) => {
-            errors.push(ConfigError::new(key("ports"), format!("{text:?}"), why));
-            None
-        }
-    });
+    let ports = c
+        .ports
+        .as_deref()
+        .and_then(|text| match parse_port_range(text) {
+            Ok(r) if *r.start() >= 1 && *r.end() <= 65535 => {
+                Some(u16::try_from(*r.start()).unwrap_or(1)..=u16::try_from(*r.end()).unwrap_or(1))
+            }
+            Ok(_) => {
+                errors.push(ConfigError::new(
+                    key("ports"),
+                    format!("{text:?}"),
+                    "ports must lie within 1-65535",
+                ));
+                None
+            }
+            Err(why) => {
+                errors.push(ConfigError::new(key("ports"), format!("{text:?}"), why));
+                None
+            }
+        });
     let range_len = ports
         .as_ref()
         .map_or(0, |r| i64::from(*r.end()) - i64::from(*r.start()) + 1);
@@ -538,7 +556,12 @@ fn category(
         None => fleet_command.to_vec(),
     };
     CategoryConfig {
-        mcp_path: mcp_path(&key("mcp_path"), c.mcp_path.as_deref(), fleet_mcp_path, errors),
+        mcp_path: mcp_path(
+            &key("mcp_path"),
+            c.mcp_path.as_deref(),
+            fleet_mcp_path,
+            errors,
+        ),
         name,
         ports,
         servers: u16::try_from(servers).unwrap_or(0),

@@ -46,6 +46,7 @@ pub struct RawFleet {
     pub ready_timeout: Option<String>,
     pub stop_grace: Option<String>,
     pub mcp_path: Option<String>,
+    pub reserve_ports: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]

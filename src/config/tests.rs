@@ -84,9 +84,18 @@ colour = "blue"
     assert!(has("categories.d.colour", "unknown key"), "{errs:?}");
     assert!(has("proxy.threads", "between 1 and 256"), "{errs:?}");
     assert!(has("proxy.connect_timeout", "needs a unit"), "{errs:?}");
-    assert!(has("monitor.listen", "same listen address as proxy.listen"), "{errs:?}");
-    assert!(has("categories.a.servers", "larger than its port range"), "{errs:?}");
-    assert!(has("categories.b.ports", "overlaps categories.a.ports"), "{errs:?}");
+    assert!(
+        has("monitor.listen", "same listen address as proxy.listen"),
+        "{errs:?}"
+    );
+    assert!(
+        has("categories.a.servers", "larger than its port range"),
+        "{errs:?}"
+    );
+    assert!(
+        has("categories.b.ports", "overlaps categories.a.ports"),
+        "{errs:?}"
+    );
     assert!(has("categories.c.ports", "within 1-65535"), "{errs:?}");
     let servers = errs
         .iter()
@@ -117,7 +126,10 @@ ports = "0-5"
     };
     assert!(has("proxy.strategy", "unknown strategy"), "{errs:?}");
     assert!(has("proxy.shutdown_grace", "unknown unit"), "{errs:?}");
-    assert!(has("fleet.command", "unknown placeholder {prot}"), "{errs:?}");
+    assert!(
+        has("fleet.command", "unknown placeholder {prot}"),
+        "{errs:?}"
+    );
     assert!(has("fleet.host", "IP address"), "{errs:?}");
     assert!(has("categories.Bad Name", "a-z"), "{errs:?}");
     assert_eq!(
@@ -147,11 +159,14 @@ ports = "50000-50099"
 
 #[test]
 fn syntax_errors_are_not_validation_errors() {
-    let err = parse("[proxy\nlisten=", Path::new("x.toml"), Path::new("."))
-        .expect_err("must fail");
+    let err = parse("[proxy\nlisten=", Path::new("x.toml"), Path::new(".")).expect_err("must fail");
     assert!(matches!(err, LoadError::Syntax { .. }));
-    let err = parse("[proxy]\nthreads = \"two\"", Path::new("x.toml"), Path::new("."))
-        .expect_err("must fail");
+    let err = parse(
+        "[proxy]\nthreads = \"two\"",
+        Path::new("x.toml"),
+        Path::new("."),
+    )
+    .expect_err("must fail");
     assert!(err.to_string().contains("threads"), "{err}");
 }
 

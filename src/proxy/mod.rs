@@ -228,8 +228,7 @@ impl ProxyHttp for FleetProxy {
                     let backend = set
                         .ready_by_addr(&r.backend)
                         .ok_or("its server is gone or not ready")?;
-                    let inner =
-                        HeaderValue::from_bytes(r.inner).map_err(|_| "malformed")?;
+                    let inner = HeaderValue::from_bytes(r.inner).map_err(|_| "malformed")?;
                     Ok((backend.clone(), inner))
                 });
             match decoded {
@@ -303,7 +302,10 @@ impl ProxyHttp for FleetProxy {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         let (Some(set), Some(target)) = (&ctx.set, &ctx.target) else {
-            return Err(Error::explain(ErrorType::InternalError, "no upstream chosen"));
+            return Err(Error::explain(
+                ErrorType::InternalError,
+                "no upstream chosen",
+            ));
         };
         let path_and_query = match &ctx.query {
             Some(q) => format!("{}?{q}", set.mcp_path),
@@ -331,11 +333,9 @@ impl ProxyHttp for FleetProxy {
         resp: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        if let (Some(inner), Some(set), Some(target)) = (
-            resp.headers.get(SESSION_HEADER),
-            &ctx.set,
-            &ctx.target,
-        ) {
+        if let (Some(inner), Some(set), Some(target)) =
+            (resp.headers.get(SESSION_HEADER), &ctx.set, &ctx.target)
+        {
             match self.codec.encode(&set.name, target.addr, inner.as_bytes()) {
                 Ok(token) => {
                     resp.insert_header(SESSION_HEADER, token)?;
@@ -407,11 +407,9 @@ impl ProxyHttp for FleetProxy {
                     code::UPSTREAM_FAILED,
                     "upstream server failed".to_string(),
                 ),
-                pingora::ErrorSource::Downstream => (
-                    400,
-                    code::BAD_REQUEST,
-                    "bad request".to_string(),
-                ),
+                pingora::ErrorSource::Downstream => {
+                    (400, code::BAD_REQUEST, "bad request".to_string())
+                }
                 _ => (500, code::UPSTREAM_FAILED, "proxy error".to_string()),
             },
         };
@@ -433,9 +431,7 @@ impl ProxyHttp for FleetProxy {
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
         if tracing::enabled!(tracing::Level::DEBUG) {
-            let status = session
-                .response_written()
-                .map_or(0, |r| r.status.as_u16());
+            let status = session.response_written().map_or(0, |r| r.status.as_u16());
             let server = ctx.target.as_ref().map(|b| b.id.as_ref()).unwrap_or("-");
             tracing::debug!(
                 method = %session.req_header().method,

@@ -23,10 +23,9 @@ pub fn parse<'a>(path: &'a str, query: Option<&'a str>) -> Route<'a> {
         _ => match path.strip_prefix("/mcp/") {
             // Anything with a further slash, an escape or an odd byte cannot be a configured
             // name; it is left to the snapshot lookup to refuse, never rewritten.
-            Some(category) if !category.is_empty() && !category.contains('/') => Route::Mcp {
-                category,
-                query,
-            },
+            Some(category) if !category.is_empty() && !category.contains('/') => {
+                Route::Mcp { category, query }
+            }
             _ => Route::NotFound,
         },
     }
@@ -47,7 +46,15 @@ mod tests {
                 query: Some("a=1")
             }
         );
-        for bad in ["/mcp/", "/mcp", "/mcp/a/b", "/mcp/../etc", "/", "/mcp/a/", "/other"] {
+        for bad in [
+            "/mcp/",
+            "/mcp",
+            "/mcp/a/b",
+            "/mcp/../etc",
+            "/",
+            "/mcp/a/",
+            "/other",
+        ] {
             assert_eq!(parse(bad, None), Route::NotFound, "{bad}");
         }
     }

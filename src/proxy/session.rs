@@ -188,7 +188,9 @@ mod tests {
                 .expect("encode");
             assert!(token.bytes().all(|b| (0x21..=0x7e).contains(&b)));
             let mut buf = decode_buffer();
-            let route = c.decode("database", token.as_bytes(), &mut buf).expect("decode");
+            let route = c
+                .decode("database", token.as_bytes(), &mut buf)
+                .expect("decode");
             assert_eq!(route.backend, addr);
             assert_eq!(route.inner, b"9f1c6a1e-7d4b-4b8e-a3b0-2f6c1d0e5a77");
         }
@@ -215,7 +217,14 @@ mod tests {
             t[i] = if t[i] == b'A' { b'B' } else { b'A' };
             assert!(c.decode("database", &t, &mut buf).is_err(), "flip at {i}");
         }
-        for bad in [&b""[..], b"f1", b"xx", b"f1!!!!", &[0xff; 40][..], &[b'f'; 5000][..]] {
+        for bad in [
+            &b""[..],
+            b"f1",
+            b"xx",
+            b"f1!!!!",
+            &[0xff; 40][..],
+            &[b'f'; 5000][..],
+        ] {
             assert!(c.decode("database", bad, &mut buf).is_err());
         }
     }
@@ -225,7 +234,10 @@ mod tests {
         let c = codec(1);
         let addr: SocketAddr = "127.0.0.1:1".parse().expect("addr");
         assert_eq!(c.encode("a", addr, b""), Err(SessionError::BadInner));
-        assert_eq!(c.encode("a", addr, b"has space"), Err(SessionError::BadInner));
+        assert_eq!(
+            c.encode("a", addr, b"has space"),
+            Err(SessionError::BadInner)
+        );
         assert_eq!(
             c.encode("a", addr, &[b'x'; MAX_INNER + 1]),
             Err(SessionError::BadInner)

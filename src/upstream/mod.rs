@@ -321,7 +321,10 @@ backends = ["127.0.0.1:7000", "127.0.0.1:7001"]
         assert_eq!(picked.state.in_flight(), 0);
         assert!(a.ready_by_addr(&addr).is_some());
         let other: SocketAddr = "127.0.0.1:41000".parse().expect("addr");
-        assert!(a.ready_by_addr(&other).is_none(), "registered but not ready");
+        assert!(
+            a.ready_by_addr(&other).is_none(),
+            "registered but not ready"
+        );
         let stats = snap.stats();
         assert_eq!((stats.ready, stats.total), (3, 5));
     }

@@ -58,7 +58,10 @@ pub fn children_of(pid: u32) -> Vec<u32> {
     };
     for task in tasks.flatten() {
         if let Ok(text) = std::fs::read_to_string(task.path().join("children")) {
-            out.extend(text.split_whitespace().filter_map(|p| p.parse::<u32>().ok()));
+            out.extend(
+                text.split_whitespace()
+                    .filter_map(|p| p.parse::<u32>().ok()),
+            );
         }
     }
     out
@@ -68,7 +71,10 @@ pub fn children_of(pid: u32) -> Vec<u32> {
 pub fn alive(pid: u32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         Ok(stat) => {
-            let state = stat.rsplit(')').next().and_then(|s| s.split_whitespace().next());
+            let state = stat
+                .rsplit(')')
+                .next()
+                .and_then(|s| s.split_whitespace().next());
             !matches!(state, Some("Z") | Some("X"))
         }
         Err(_) => false,
@@ -118,7 +124,13 @@ impl Drop for Proc {
 /// Starts `mcp-fleet backend` on a free port and waits until it accepts connections.
 pub fn start_backend(category: &str, port: u16) -> Proc {
     let child = Command::new(BIN)
-        .args(["backend", "--port", &port.to_string(), "--category", category])
+        .args([
+            "backend",
+            "--port",
+            &port.to_string(),
+            "--category",
+            category,
+        ])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
@@ -236,9 +248,9 @@ pub mod plain {
     /// (status, body) of `GET url`, or None when the server is not answering yet.
     pub fn blocking_get(url: &str) -> Option<(u16, String)> {
         let rest = url.strip_prefix("http://")?;
-        let (host, path) = rest.split_once('/').map_or((rest, "/".to_string()), |(h, p)| {
-            (h, format!("/{p}"))
-        });
+        let (host, path) = rest
+            .split_once('/')
+            .map_or((rest, "/".to_string()), |(h, p)| (h, format!("/{p}")));
         let mut stream = std::net::TcpStream::connect(host).ok()?;
         stream
             .set_read_timeout(Some(std::time::Duration::from_secs(5)))

@@ -8,12 +8,12 @@
 
 mod child;
 mod plan;
+mod ports;
 
 pub use plan::{plan, ServerSpec};
 
 use crate::config::ValidConfig;
 use crate::upstream::Registry;
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -56,6 +56,24 @@ impl Fleet {
     /// Starts the fleet thread; deployment proceeds in the background while the proxy serves.
     pub fn start(config: &ValidConfig, registry: Arc<Registry>) -> Result<Self, FleetError> {
         let specs = plan(config)?;
+        if config.fleet.reserve_ports && !specs.is_empty() {
+            let ranges: Vec<_> = config
+                .categories
+                .iter()
+                .filter_map(|c| c.ports.clone())
+                .collect();
+            match ports::reserve(&ranges) {
+                Ok(true) => tracing::info!(
+                    ?ranges,
+                    "added the fleet's ports to net.ipv4.ip_local_reserved_ports"
+                ),
+                Ok(false) => {}
+                Err(e) => tracing::warn!(
+                    error = %e,
+                    "cannot reserve the fleet's ports (fleet.reserve_ports); outgoing connections may take them"
+                ),
+            }
+        }
         let (shutdown, shutdown_rx) = watch::channel(false);
         let batch_size = config.fleet.batch_size;
         let ready_timeout = config.fleet.ready_timeout;
@@ -108,9 +126,13 @@ async fn deploy_and_supervise(
 ) {
     let started = Instant::now();
     let total = specs.len();
-    let mut per_category: BTreeMap<Arc<str>, (usize, usize)> = BTreeMap::new();
+    // (category, ready, total) in deployment order, which is config order.
+    let mut per_category: Vec<(Arc<str>, usize, usize)> = Vec::new();
     for s in &specs {
-        per_category.entry(Arc::clone(&s.category)).or_default().1 += 1;
+        match per_category.last_mut() {
+            Some(last) if last.0 == s.category => last.2 += 1,
+            _ => per_category.push((Arc::clone(&s.category), 0, 1)),
+        }
     }
     tracing::info!(servers = total, batch_size, "deploying the fleet");
     let mut tasks = Vec::with_capacity(total);
@@ -137,8 +159,8 @@ async fn deploy_and_supervise(
             match rx.await {
                 Ok(FirstStart::Ready) => {
                     ready += 1;
-                    if let Some(c) = per_category.get_mut(&category) {
-                        c.0 += 1;
+                    if let Some(c) = per_category.iter_mut().find(|c| c.0 == category) {
+                        c.1 += 1;
                     }
                 }
                 Ok(FirstStart::Failed) | Err(_) => failed += 1,
@@ -146,7 +168,7 @@ async fn deploy_and_supervise(
         }
         let by_category = per_category
             .iter()
-            .map(|(name, (r, t))| format!("{name} {r}/{t}"))
+            .map(|(name, r, t)| format!("{name} {r}/{t}"))
             .collect::<Vec<_>>()
             .join(", ");
         tracing::info!(
@@ -202,7 +224,9 @@ async fn wait_ready(
             // Reset instead of FIN: the probe leaves no TIME_WAIT entry behind.
             let _ = stream.set_zero_linger();
             if let Ok(Some(status)) = child.try_wait() {
-                return Err(format!("exited ({status}) while another process answered on its port"));
+                return Err(format!(
+                    "exited ({status}) while another process answered on its port"
+                ));
             }
             return Ok(());
         }

@@ -106,7 +106,15 @@ servers = 2
         let a0 = &specs[0];
         assert_eq!(
             a0.launch.args,
-            ["backend", "--port", "41000", "--category", "a", "--host", "127.0.0.1"]
+            [
+                "backend",
+                "--port",
+                "41000",
+                "--category",
+                "a",
+                "--host",
+                "127.0.0.1"
+            ]
         );
     }
 }
