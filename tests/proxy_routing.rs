@@ -239,3 +239,77 @@ async fn an_sse_reply_arrives_event_by_event() {
         "progress events did not arrive separately before the result: {all}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn get_streams_open_and_delete_ends_the_session() {
+    let dir = FleetDir::new(&[("queue", 2)], &[]);
+    let _serve = dir.serve();
+    let url = format!("{}/mcp/queue", dir.base());
+    let c = http::client();
+    let init = c
+        .post(&url)
+        .header("accept", http::ACCEPT)
+        .json(&http::initialize_body())
+        .send()
+        .await
+        .expect("initialize");
+    let sid = init.headers()["mcp-session-id"]
+        .to_str()
+        .expect("ascii")
+        .to_string();
+    let _ = init.bytes().await;
+    let notify = c
+        .post(&url)
+        .header("accept", http::ACCEPT)
+        .header("mcp-session-id", &sid)
+        .json(&json!({"jsonrpc": "2.0", "method": "notifications/initialized"}))
+        .send()
+        .await
+        .expect("initialized");
+    assert_eq!(notify.status().as_u16(), 202);
+
+    // GET opens the server-to-client stream: its headers arrive while the stream stays open.
+    let stream = c
+        .get(&url)
+        .header("accept", "text/event-stream")
+        .header("mcp-session-id", &sid)
+        .header("mcp-protocol-version", "2025-11-25")
+        .send()
+        .await
+        .expect("GET stream");
+    assert_eq!(stream.status().as_u16(), 200);
+    assert_eq!(
+        stream
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok()),
+        Some("text/event-stream")
+    );
+    drop(stream);
+
+    let delete = c
+        .delete(&url)
+        .header("mcp-session-id", &sid)
+        .header("mcp-protocol-version", "2025-11-25")
+        .send()
+        .await
+        .expect("DELETE");
+    assert!(delete.status().is_success(), "{}", delete.status());
+    // The server has ended the session: it answers 404 itself, through the proxy.
+    let after = c
+        .post(&url)
+        .header("accept", http::ACCEPT)
+        .header("mcp-session-id", &sid)
+        .header("mcp-protocol-version", "2025-11-25")
+        .json(&json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list"}))
+        .send()
+        .await
+        .expect("after delete");
+    assert_eq!(after.status().as_u16(), 404);
+
+    // Other methods are refused by the proxy with a JSON-RPC body.
+    let put = c.put(&url).body("{}").send().await.expect("PUT");
+    assert_eq!(put.status().as_u16(), 405);
+    let v: serde_json::Value = put.json().await.expect("json");
+    assert_eq!(v["jsonrpc"], "2.0");
+}

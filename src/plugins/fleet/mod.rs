@@ -14,6 +14,7 @@ pub use plan::{plan, ServerSpec};
 
 use crate::config::ValidConfig;
 use crate::upstream::Registry;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -46,6 +47,28 @@ pub struct Fleet {
 }
 
 /// How a server's first start ended, reported to the batch deployer.
+/// Ready servers against the planned total, so a server that comes up late (after retries) can
+/// tell the operator when the whole fleet is finally serving.
+#[derive(Debug)]
+struct Census {
+    ready: AtomicUsize,
+    total: usize,
+}
+
+impl Census {
+    fn up(&self, id: &str) {
+        let now = self.ready.fetch_add(1, Ordering::AcqRel) + 1;
+        tracing::debug!(server = id, ready = now, total = self.total, "server ready");
+        if now == self.total {
+            tracing::info!(total = self.total, "all servers ready");
+        }
+    }
+
+    fn down(&self) {
+        self.ready.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum FirstStart {
     Ready,
@@ -135,6 +158,10 @@ async fn deploy_and_supervise(
         }
     }
     tracing::info!(servers = total, batch_size, "deploying the fleet");
+    let census = Arc::new(Census {
+        ready: AtomicUsize::new(0),
+        total,
+    });
     let mut tasks = Vec::with_capacity(total);
     let mut ready = 0usize;
     for (batch_no, batch) in specs.chunks(batch_size.max(1)).enumerate() {
@@ -150,6 +177,7 @@ async fn deploy_and_supervise(
                 ready_timeout,
                 stop_grace,
                 Arc::clone(&registry),
+                Arc::clone(&census),
                 shutdown.clone(),
                 tx,
             )));
@@ -184,7 +212,7 @@ async fn deploy_and_supervise(
         tracing::info!(
             total,
             elapsed_ms = started.elapsed().as_millis() as u64,
-            "fleet deployed: all servers ready"
+            "fleet deployed"
         );
     } else if !*shutdown.borrow() {
         tracing::warn!(
@@ -247,6 +275,7 @@ async fn supervise(
     ready_timeout: Duration,
     stop_grace: Duration,
     registry: Arc<Registry>,
+    census: Arc<Census>,
     mut shutdown: watch::Receiver<bool>,
     first: oneshot::Sender<FirstStart>,
 ) {
@@ -293,15 +322,17 @@ async fn supervise(
             Ok(()) => {
                 registry.set_ready(&[(spec.addr, true)]);
                 report(&mut first, FirstStart::Ready);
-                tracing::debug!(server = %spec.id, pid = child.id(), "server ready");
+                census.up(&spec.id);
                 tokio::select! {
                     status = child.wait() => {
                         registry.set_ready(&[(spec.addr, false)]);
+                        census.down();
                         let status = status.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string());
                         tracing::warn!(server = %spec.id, port = spec.addr.port(), %status, "server exited; restarting after back-off");
                     }
                     _ = shutdown.changed() => {
                         registry.set_ready(&[(spec.addr, false)]);
+                        census.down();
                         child::stop(&mut child, stop_grace).await;
                         break;
                     }
