@@ -4,6 +4,7 @@
 
 pub mod backend;
 pub mod config;
+pub mod health;
 pub mod plugins;
 pub mod proxy;
 pub mod secret_file;

@@ -2,9 +2,10 @@
 //! lifecycle (signals, graceful drain, stopping children).
 
 use crate::config::ValidConfig;
+use crate::health::HealthChecker;
 use crate::plugins::fleet::{Fleet, FleetError};
 use crate::proxy::session::SessionCodec;
-use crate::proxy::{FleetProxy, Traffic, UpstreamTimeouts};
+use crate::proxy::{FleetProxy, ProxySettings, Traffic};
 use crate::secret_file::{self, SecretError};
 use crate::upstream::Registry;
 use async_trait::async_trait;
@@ -30,6 +31,8 @@ pub enum ServeError {
     },
     #[error(transparent)]
     Fleet(#[from] FleetError),
+    #[error("cannot start the health checker: {0}")]
+    Health(std::io::Error),
     #[error("cannot install signal handlers: {0}")]
     Signals(std::io::Error),
 }
@@ -59,6 +62,14 @@ pub fn run(config: ValidConfig) -> Result<(), ServeError> {
 
     let registry = Arc::new(Registry::new(&config));
     let traffic = Arc::new(Traffic::default());
+    let _health = if config.health.enabled {
+        Some(
+            HealthChecker::start(config.health.clone(), Arc::clone(&registry))
+                .map_err(ServeError::Health)?,
+        )
+    } else {
+        None
+    };
     let fleet = Arc::new(Mutex::new(if config.fleet.enabled {
         Some(Fleet::start(&config, Arc::clone(&registry))?)
     } else {
@@ -95,11 +106,7 @@ pub fn run(config: ValidConfig) -> Result<(), ServeError> {
     let proxy = FleetProxy::new(
         Arc::clone(&registry),
         SessionCodec::new(&key),
-        UpstreamTimeouts {
-            connect: config.proxy.connect_timeout,
-            idle: config.proxy.idle_timeout,
-        },
-        config.proxy.max_retries,
+        ProxySettings::from_config(&config.proxy),
         Arc::clone(&traffic),
     );
     let mut service = pingora::proxy::http_proxy_service(&server.configuration, proxy);

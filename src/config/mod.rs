@@ -12,7 +12,7 @@ pub use error::{ConfigError, LoadError};
 pub use units::{parse_duration, parse_port_range};
 
 use raw::{RawCategory, RawConfig};
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
 use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
@@ -28,23 +28,84 @@ pub const SELF_COMMAND: &str = "mcp-fleet";
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StrategyKind {
     RoundRobin,
+    /// Smooth weighted round-robin (nginx's algorithm).
+    Weighted,
+    LeastConnections,
+    /// Power of two random choices on in-flight requests, weight-aware.
+    P2c,
+    /// P2C on peak-EWMA latency x load.
+    PeakEwma,
+    /// Hash ring on a request header; minimal remapping when servers come and go.
+    ConsistentHash,
 }
 
 impl StrategyKind {
-    pub const NAMES: &'static [&'static str] = &["round-robin"];
+    const ALL: [(Self, &'static str); 6] = [
+        (Self::RoundRobin, "round-robin"),
+        (Self::Weighted, "weighted"),
+        (Self::LeastConnections, "least-connections"),
+        (Self::P2c, "p2c"),
+        (Self::PeakEwma, "peak-ewma"),
+        (Self::ConsistentHash, "consistent-hash"),
+    ];
+
+    pub fn names() -> Vec<&'static str> {
+        Self::ALL.iter().map(|(_, n)| *n).collect()
+    }
 
     fn parse(name: &str) -> Option<Self> {
-        match name {
-            "round-robin" => Some(Self::RoundRobin),
-            _ => None,
-        }
+        Self::ALL.iter().find(|(_, n)| *n == name).map(|(k, _)| *k)
     }
 
     pub fn name(self) -> &'static str {
-        match self {
-            Self::RoundRobin => "round-robin",
-        }
+        Self::ALL
+            .iter()
+            .find(|(k, _)| *k == self)
+            .map_or("round-robin", |(_, n)| n)
     }
+}
+
+/// What an active health check does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HealthKind {
+    /// A TCP connect.
+    Tcp,
+    /// `GET path`, expecting `expect_status`.
+    Http { path: String, expect_status: u16 },
+    /// A real MCP round trip: `initialize`, then `DELETE` of the session it made, so a check never
+    /// leaves a session behind on the server.
+    Mcp,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct HealthConfig {
+    pub enabled: bool,
+    pub kind: HealthKind,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub unhealthy_threshold: u32,
+    pub healthy_threshold: u32,
+    /// Checks in flight at once across the fleet.
+    pub concurrency: usize,
+}
+
+/// Passive outlier ejection.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct EjectionConfig {
+    /// Consecutive 5xx answers that eject a server.
+    pub after_5xx: u32,
+    /// First ejection; doubles with each repeated ejection up to `max_time`.
+    pub base_time: Duration,
+    pub max_time: Duration,
+    /// Never eject more than this share of a category by passive checks alone.
+    pub max_percent: u32,
+}
+
+/// Retries may add at most `percent` of the requests of the last 10 s, plus `min` per 10 s.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RetryBudget {
+    pub percent: u32,
+    pub min: u32,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -55,6 +116,7 @@ pub struct ValidConfig {
     pub monitor_listen: SocketAddr,
     pub admin_listen: SocketAddr,
     pub fleet: FleetConfig,
+    pub health: HealthConfig,
     /// In the order of their port ranges (static-only categories last), as the seed lists them.
     pub categories: Vec<CategoryConfig>,
 }
@@ -73,6 +135,12 @@ pub struct ProxyConfig {
     pub shutdown_grace: Duration,
     /// Idle upstream connections kept per worker thread.
     pub upstream_keepalive: usize,
+    /// From sending a request to the first byte of the answer.
+    pub first_byte_timeout: Duration,
+    /// Whole request body read from the client.
+    pub body_timeout: Duration,
+    pub retry_budget: RetryBudget,
+    pub ejection: EjectionConfig,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -101,6 +169,13 @@ pub struct CategoryConfig {
     pub command: Vec<String>,
     pub static_backends: Vec<SocketAddr>,
     pub mcp_path: String,
+    pub strategy: StrategyKind,
+    /// Weight of every server of the category unless `server_weights` names it.
+    pub weight: u32,
+    /// Per-server weights, keyed by server id (`database-3`) or static address.
+    pub server_weights: BTreeMap<String, u32>,
+    /// Lower-case header name consistent hashing keys on.
+    pub hash_header: Option<String>,
 }
 
 impl CategoryConfig {
@@ -326,23 +401,14 @@ fn validate(
     errors: &mut Vec<ConfigError>,
 ) -> ValidConfig {
     let p = &raw.proxy;
+    let strategy = match p.strategy.as_deref() {
+        None => StrategyKind::RoundRobin,
+        Some(name) => strategy_kind("proxy.strategy", name, errors),
+    };
     let proxy = ProxyConfig {
         listen: socket_addr("proxy.listen", p.listen.as_deref(), "0.0.0.0:8080", errors),
         threads: bounded("proxy.threads", p.threads, 2, 1..=256, errors) as usize,
-        strategy: match p.strategy.as_deref() {
-            None => StrategyKind::RoundRobin,
-            Some(name) => StrategyKind::parse(name).unwrap_or_else(|| {
-                errors.push(ConfigError::new(
-                    "proxy.strategy",
-                    format!("{name:?}"),
-                    format!(
-                        "unknown strategy; known: {}",
-                        StrategyKind::NAMES.join(", ")
-                    ),
-                ));
-                StrategyKind::RoundRobin
-            }),
-        },
+        strategy,
         max_retries: bounded("proxy.max_retries", p.max_retries, 3, 0..=10, errors) as usize,
         connect_timeout: duration(
             "proxy.connect_timeout",
@@ -369,7 +435,71 @@ fn validate(
             0..=65536,
             errors,
         ) as usize,
+        first_byte_timeout: duration(
+            "proxy.first_byte_timeout",
+            p.first_byte_timeout.as_deref(),
+            Duration::from_secs(5),
+            errors,
+        ),
+        body_timeout: duration(
+            "proxy.body_timeout",
+            p.body_timeout.as_deref(),
+            Duration::from_secs(30),
+            errors,
+        ),
+        retry_budget: RetryBudget {
+            percent: bounded(
+                "proxy.retry_budget_percent",
+                p.retry_budget_percent,
+                20,
+                0..=100,
+                errors,
+            ) as u32,
+            min: bounded(
+                "proxy.retry_budget_min",
+                p.retry_budget_min,
+                10,
+                0..=100_000,
+                errors,
+            ) as u32,
+        },
+        ejection: EjectionConfig {
+            after_5xx: bounded(
+                "proxy.eject_after_5xx",
+                p.eject_after_5xx,
+                5,
+                0..=1000,
+                errors,
+            ) as u32,
+            base_time: duration(
+                "proxy.eject_time",
+                p.eject_time.as_deref(),
+                Duration::from_secs(10),
+                errors,
+            ),
+            max_time: duration(
+                "proxy.eject_max_time",
+                p.eject_max_time.as_deref(),
+                Duration::from_secs(300),
+                errors,
+            ),
+            max_percent: bounded(
+                "proxy.max_ejected_percent",
+                p.max_ejected_percent,
+                50,
+                0..=100,
+                errors,
+            ) as u32,
+        },
     };
+    if proxy.first_byte_timeout > proxy.idle_timeout {
+        errors.push(ConfigError::new(
+            "proxy.first_byte_timeout",
+            format!("{:?}", proxy.first_byte_timeout),
+            "must not exceed proxy.idle_timeout",
+        ));
+    }
+    let health = health(&raw.health, errors);
     let monitor_listen = socket_addr(
         "monitor.listen",
         raw.monitor.listen.as_deref(),
@@ -444,7 +574,7 @@ fn validate(
     let mut categories: Vec<CategoryConfig> = raw
         .categories
         .into_iter()
-        .map(|(name, c)| category(name, c, &fleet_command, &fleet_mcp_path, errors))
+        .map(|(name, c)| category(name, c, &fleet_command, &fleet_mcp_path, strategy, errors))
         .collect();
     if categories.is_empty() {
         errors.push(ConfigError::new(
@@ -462,8 +592,87 @@ fn validate(
         monitor_listen,
         admin_listen,
         fleet,
+        health,
         categories,
     }
+}
+
+fn strategy_kind(key: &str, name: &str, errors: &mut Vec<ConfigError>) -> StrategyKind {
+    StrategyKind::parse(name).unwrap_or_else(|| {
+        errors.push(ConfigError::new(
+            key,
+            format!("{name:?}"),
+            format!(
+                "unknown strategy; known: {}",
+                StrategyKind::names().join(", ")
+            ),
+        ));
+        StrategyKind::RoundRobin
+    })
+}
+
+fn health(h: &raw::RawHealth, errors: &mut Vec<ConfigError>) -> HealthConfig {
+    let kind = match h.kind.as_deref().unwrap_or("mcp") {
+        "tcp" => HealthKind::Tcp,
+        "mcp" => HealthKind::Mcp,
+        "http" => HealthKind::Http {
+            path: mcp_path("health.path", h.path.as_deref(), "/health", errors),
+            expect_status: bounded(
+                "health.expect_status",
+                h.expect_status,
+                200,
+                100..=599,
+                errors,
+            ) as u16,
+        },
+        other => {
+            errors.push(ConfigError::new(
+                "health.kind",
+                format!("{other:?}"),
+                "known kinds: tcp, http, mcp",
+            ));
+            HealthKind::Tcp
+        }
+    };
+    let config = HealthConfig {
+        enabled: h.enabled.unwrap_or(true),
+        kind,
+        interval: duration(
+            "health.interval",
+            h.interval.as_deref(),
+            Duration::from_secs(30),
+            errors,
+        ),
+        timeout: duration(
+            "health.timeout",
+            h.timeout.as_deref(),
+            Duration::from_secs(2),
+            errors,
+        ),
+        unhealthy_threshold: bounded(
+            "health.unhealthy_threshold",
+            h.unhealthy_threshold,
+            2,
+            1..=100,
+            errors,
+        ) as u32,
+        healthy_threshold: bounded(
+            "health.healthy_threshold",
+            h.healthy_threshold,
+            2,
+            1..=100,
+            errors,
+        ) as u32,
+        concurrency: bounded("health.concurrency", h.concurrency, 64, 1..=4096, errors) as usize,
+    };
+    if config.timeout > config.interval {
+        errors.push(ConfigError::new(
+            "health.timeout",
+            format!("{:?}", config.timeout),
+            "must not exceed health.interval",
+        ));
+    }
+    config
 }
 
 fn category(
@@ -471,6 +680,7 @@ fn category(
     c: RawCategory,
     fleet_command: &[String],
     fleet_mcp_path: &str,
+    default_strategy: StrategyKind,
     errors: &mut Vec<ConfigError>,
 ) -> CategoryConfig {
     let key = |k: &str| format!("categories.{name}.{k}");
@@ -555,7 +765,58 @@ fn category(
         Some(words) => command(&key("command"), words, errors),
         None => fleet_command.to_vec(),
     };
+    let strategy = match c.strategy.as_deref() {
+        Some(name) => strategy_kind(&key("strategy"), name, errors),
+        None => default_strategy,
+    };
+    let weight = bounded(&key("weight"), c.weight, 1, 1..=1000, errors) as u32;
+    let mut server_weights = BTreeMap::new();
+    for (server, w) in c.server_weights.unwrap_or_default() {
+        let known_spawned = server
+            .strip_prefix(&format!("{name}-"))
+            .and_then(|i| i.parse::<i64>().ok())
+            .is_some_and(|i| (0..servers).contains(&i));
+        let known_static = server
+            .parse::<SocketAddr>()
+            .is_ok_and(|a| static_backends.contains(&a));
+        if !known_spawned && !known_static {
+            errors.push(ConfigError::new(
+                key(&format!("server_weights.{server}")),
+                w,
+                format!("no server {server:?} in this category (use an id like {name}-0 or a static address)"),
+            ));
+        } else if !(1..=1000).contains(&w) {
+            errors.push(ConfigError::new(
+                key(&format!("server_weights.{server}")),
+                w,
+                "must be between 1 and 1000",
+            ));
+        } else {
+            server_weights.insert(server, w as u32);
+        }
+    }
+    let hash_header = c.hash_header.as_deref().map(str::to_ascii_lowercase);
+    if let Some(h) = &hash_header {
+        if http::HeaderName::from_bytes(h.as_bytes()).is_err() {
+            errors.push(ConfigError::new(
+                key("hash_header"),
+                format!("{h:?}"),
+                "not a valid HTTP header name",
+            ));
+        }
+    }
+    if strategy == StrategyKind::ConsistentHash && hash_header.is_none() {
+        errors.push(ConfigError::new(
+            key("hash_header"),
+            "(missing)",
+            "consistent-hash needs the header to hash on, e.g. hash_header = \"x-tenant\"",
+        ));
+    }
     CategoryConfig {
+        strategy,
+        weight,
+        server_weights,
+        hash_header,
         mcp_path: mcp_path(
             &key("mcp_path"),
             c.mcp_path.as_deref(),

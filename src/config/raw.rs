@@ -12,6 +12,7 @@ pub struct RawConfig {
     pub monitor: RawListen,
     pub admin: RawListen,
     pub fleet: RawFleet,
+    pub health: RawHealth,
     pub categories: BTreeMap<String, RawCategory>,
 }
 
@@ -26,6 +27,28 @@ pub struct RawProxy {
     pub idle_timeout: Option<String>,
     pub shutdown_grace: Option<String>,
     pub upstream_keepalive: Option<i64>,
+    pub first_byte_timeout: Option<String>,
+    pub body_timeout: Option<String>,
+    pub retry_budget_percent: Option<i64>,
+    pub retry_budget_min: Option<i64>,
+    pub eject_after_5xx: Option<i64>,
+    pub eject_time: Option<String>,
+    pub eject_max_time: Option<String>,
+    pub max_ejected_percent: Option<i64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct RawHealth {
+    pub enabled: Option<bool>,
+    pub kind: Option<String>,
+    pub interval: Option<String>,
+    pub timeout: Option<String>,
+    pub path: Option<String>,
+    pub expect_status: Option<i64>,
+    pub unhealthy_threshold: Option<i64>,
+    pub healthy_threshold: Option<i64>,
+    pub concurrency: Option<i64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -58,4 +81,8 @@ pub struct RawCategory {
     pub command: Option<Vec<String>>,
     pub backends: Option<Vec<String>>,
     pub mcp_path: Option<String>,
+    pub strategy: Option<String>,
+    pub weight: Option<i64>,
+    pub server_weights: Option<BTreeMap<String, i64>>,
+    pub hash_header: Option<String>,
 }

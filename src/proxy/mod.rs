@@ -1,16 +1,20 @@
-//! The `ProxyHttp` implementation: routing `/mcp/{category}`, stateless session affinity, retries
-//! of requests that cannot have reached a server, and the local `/health` and `/stats` answers.
+//! The `ProxyHttp` implementation: routing `/mcp/{category}`, stateless session affinity, load
+//! balancing through the category's strategy, passive ejection, budgeted retries of requests that
+//! cannot have reached a server, timeouts, and the local `/health` and `/stats` answers.
 //!
 //! The proxy knows upstream sets and nothing of processes: servers appear and vanish in the
 //! registry snapshot it loads once per request.
 
+mod first_byte;
 pub mod reply;
 pub mod route;
 pub mod session;
 
-use crate::upstream::{Backend, InFlight, Registry, UpstreamSet};
+use crate::config::{EjectionConfig, RetryBudget};
+use crate::upstream::{clock, hash_bytes, Backend, InFlight, PickRequest, Registry, UpstreamSet};
 use async_trait::async_trait;
 use bytes::Bytes;
+use first_byte::Watchdog;
 use http::{HeaderValue, Method, Uri};
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::{HttpPeer, ProxyHttp, Session};
@@ -22,16 +26,38 @@ use session::{SessionCodec, SessionError};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 const SESSION_HEADER: &str = "mcp-session-id";
 
-/// Timeouts applied to every upstream connection.
+/// How the proxy treats upstreams: timeouts, retries, ejection. Built once from the config.
 #[derive(Debug, Clone, Copy)]
-pub struct UpstreamTimeouts {
-    pub connect: Duration,
-    /// Longest silence on an upstream connection (between SSE events, or before a slow reply).
-    pub idle: Duration,
+pub struct ProxySettings {
+    pub connect_timeout: Duration,
+    /// From sending a request to the first byte of its answer.
+    pub first_byte_timeout: Duration,
+    /// Longest silence on an upstream connection once the answer has started (between SSE
+    /// events).
+    pub idle_timeout: Duration,
+    /// The whole request body from the client.
+    pub body_timeout: Duration,
+    pub max_retries: usize,
+    pub retry_budget: RetryBudget,
+    pub ejection: EjectionConfig,
+}
+
+impl ProxySettings {
+    pub fn from_config(p: &crate::config::ProxyConfig) -> Self {
+        Self {
+            connect_timeout: p.connect_timeout,
+            first_byte_timeout: p.first_byte_timeout,
+            idle_timeout: p.idle_timeout,
+            body_timeout: p.body_timeout,
+            max_retries: p.max_retries,
+            retry_budget: p.retry_budget,
+            ejection: p.ejection,
+        }
+    }
 }
 
 /// Requests in progress across all worker threads, and whether the instance is shutting down.
@@ -69,8 +95,7 @@ impl Drop for RequestGuard {
 pub struct FleetProxy {
     registry: Arc<Registry>,
     codec: SessionCodec,
-    timeouts: UpstreamTimeouts,
-    max_retries: usize,
+    settings: ProxySettings,
     traffic: Arc<Traffic>,
 }
 
@@ -78,17 +103,40 @@ impl FleetProxy {
     pub fn new(
         registry: Arc<Registry>,
         codec: SessionCodec,
-        timeouts: UpstreamTimeouts,
-        max_retries: usize,
+        settings: ProxySettings,
         traffic: Arc<Traffic>,
     ) -> Self {
         Self {
             registry,
             codec,
-            timeouts,
-            max_retries,
+            settings,
             traffic,
         }
+    }
+
+    /// A connection-level failure of `ctx.target` (refused, reset, timed out): count it and
+    /// eject the server if the category can spare it.
+    fn passive_failure(&self, ctx: &mut RequestCtx) {
+        if ctx.failure_recorded {
+            return;
+        }
+        ctx.failure_recorded = true;
+        if let (Some(set), Some(target)) = (&ctx.set, &ctx.target) {
+            target.state.record_failure();
+            if let Some(span) = set.try_eject(target, clock::now_ms(), &self.settings.ejection) {
+                tracing::info!(server = %target.id, ejected_for = ?span, "ejected after a failed request");
+            }
+        }
+    }
+
+    /// Whether a request that failed before reaching a server may go to another one.
+    fn may_retry(&self, ctx: &RequestCtx) -> bool {
+        !ctx.session_bound
+            && ctx.attempts <= self.settings.max_retries
+            && ctx
+                .set
+                .as_ref()
+                .is_some_and(|s| s.try_retry(clock::now_ms(), &self.settings.retry_budget))
     }
 }
 
@@ -107,6 +155,15 @@ pub struct RequestCtx {
     attempts: usize,
     last_failed: Option<SocketAddr>,
     connect_failed: bool,
+    /// Hash of the category's consistent-hash header, when present.
+    hash_key: Option<u64>,
+    started: Option<Instant>,
+    /// When the request was handed to the current upstream connection.
+    sent_at: Option<Instant>,
+    watchdog: Option<Watchdog>,
+    first_byte_timed_out: bool,
+    retry_refused: bool,
+    failure_recorded: bool,
 }
 
 async fn respond(
@@ -167,6 +224,7 @@ impl ProxyHttp for FleetProxy {
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         self.traffic.in_flight.fetch_add(1, Ordering::AcqRel);
         ctx.guard = Some(RequestGuard(Arc::clone(&self.traffic)));
+        ctx.started = Some(Instant::now());
 
         let snapshot = self.registry.load();
         let uri = &session.req_header().uri;
@@ -215,6 +273,7 @@ impl ProxyHttp for FleetProxy {
             .await;
         }
 
+        let now = clock::now_ms();
         if let Some(token) = session.req_header().headers.get(SESSION_HEADER) {
             let mut buf = session::decode_buffer();
             let decoded = self
@@ -226,8 +285,8 @@ impl ProxyHttp for FleetProxy {
                 })
                 .and_then(|r| {
                     let backend = set
-                        .ready_by_addr(&r.backend)
-                        .ok_or("its server is gone or not ready")?;
+                        .session_target(&r.backend, now)
+                        .ok_or("its server is gone, unhealthy or ejected")?;
                     let inner = HeaderValue::from_bytes(r.inner).map_err(|_| "malformed")?;
                     Ok((backend.clone(), inner))
                 });
@@ -252,6 +311,18 @@ impl ProxyHttp for FleetProxy {
             let message = format!("no server of category {} is ready", set.name);
             return respond_rpc_error(session, 503, code::UNAVAILABLE, &message, None).await;
         }
+        if let Some(header) = &set.hash_header {
+            ctx.hash_key = session
+                .req_header()
+                .headers
+                .get(header)
+                .map(|v| hash_bytes(v.as_bytes()));
+        }
+        // A client that stalls while sending its body is cut off after body_timeout.
+        session
+            .as_downstream_mut()
+            .set_read_timeout(Some(self.settings.body_timeout));
+        set.record_request(now);
         ctx.set = Some(set);
         Ok(false)
     }
@@ -269,13 +340,12 @@ impl ProxyHttp for FleetProxy {
                 .set
                 .as_ref()
                 .ok_or_else(|| Error::explain(ErrorType::InternalError, "no upstream set"))?;
-            // A retry goes to another server: with round-robin the next pick already is one,
-            // unless the set has shrunk to the failed server alone.
-            let mut pick = set.pick();
-            if pick.map(|b| Some(b.addr)) == Some(ctx.last_failed) && set.ready_count() > 1 {
-                pick = set.pick();
-            }
-            pick.cloned()
+            let req = PickRequest {
+                key: ctx.hash_key,
+                avoid: ctx.last_failed,
+                now_ms: clock::now_ms(),
+            };
+            set.pick(&req).cloned()
         };
         let Some(backend) = backend else {
             return Err(Error::explain(
@@ -284,15 +354,83 @@ impl ProxyHttp for FleetProxy {
             ));
         };
         ctx.in_flight = Some(backend.state.start_request());
+        ctx.failure_recorded = false;
         let mut peer = HttpPeer::new(backend.addr, false, String::new());
-        peer.options.connection_timeout = Some(self.timeouts.connect);
-        peer.options.total_connection_timeout = Some(self.timeouts.connect);
-        peer.options.read_timeout = Some(self.timeouts.idle);
-        peer.options.write_timeout = Some(self.timeouts.idle);
+        peer.options.connection_timeout = Some(self.settings.connect_timeout);
+        peer.options.total_connection_timeout = Some(self.settings.connect_timeout);
+        // The idle timeout bounds every read; the shorter first-byte wait is the watchdog's.
+        peer.options.read_timeout = Some(self.settings.idle_timeout);
+        peer.options.write_timeout = Some(self.settings.idle_timeout);
         // Pooled upstream connections idle longer than this are closed rather than reused.
         peer.options.idle_timeout = Some(Duration::from_secs(60));
         ctx.target = Some(backend);
         Ok(Box::new(peer))
+    }
+
+    async fn connected_to_upstream(
+        &self,
+        _session: &mut Session,
+        _reused: bool,
+        _peer: &HttpPeer,
+        fd: std::os::unix::io::RawFd,
+        _digest: Option<&pingora::protocols::Digest>,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        ctx.sent_at = Some(Instant::now());
+        ctx.watchdog = if self.settings.first_byte_timeout < self.settings.idle_timeout {
+            Watchdog::arm(fd, self.settings.first_byte_timeout)
+        } else {
+            None
+        };
+        Ok(())
+    }
+
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        _body: &mut Option<Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        if ctx
+            .started
+            .is_some_and(|t| t.elapsed() > self.settings.body_timeout)
+        {
+            return Err(Error::explain(
+                ErrorType::HTTPStatus(408),
+                "request body not received within body_timeout",
+            ));
+        }
+        Ok(())
+    }
+
+    async fn upstream_response_filter(
+        &self,
+        _session: &mut Session,
+        resp: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        if resp.status.is_informational() {
+            return Ok(());
+        }
+        if let Some(w) = ctx.watchdog.take() {
+            w.disarm();
+        }
+        if let (Some(set), Some(target)) = (&ctx.set, &ctx.target) {
+            let now = clock::now_ms();
+            if let Some(sent) = ctx.sent_at {
+                target.state.observe_latency(sent.elapsed(), now);
+            }
+            if target
+                .state
+                .record_status(resp.status.as_u16(), now, &self.settings.ejection)
+            {
+                if let Some(span) = set.try_eject(target, now, &self.settings.ejection) {
+                    tracing::info!(server = %target.id, ejected_for = ?span, "ejected after a run of 5xx answers");
+                }
+            }
+        }
+        Ok(())
     }
 
     async fn upstream_request_filter(
@@ -369,11 +507,43 @@ impl ProxyHttp for FleetProxy {
             target.state.record_connect_failure();
             ctx.last_failed = Some(target.addr);
         }
+        self.passive_failure(ctx);
         ctx.in_flight = None;
-        // Nothing reached the server, so another one may take the request; a session request
-        // has nowhere else to go.
-        if !ctx.session_bound && ctx.attempts <= self.max_retries {
-            e.set_retry(true);
+        // Nothing reached the server, so another one may take the request (within the budget);
+        // a session request has nowhere else to go.
+        let retry = self.may_retry(ctx);
+        ctx.retry_refused = !retry && !ctx.session_bound;
+        e.set_retry(retry);
+        e
+    }
+
+    fn error_while_proxy(
+        &self,
+        _peer: &HttpPeer,
+        session: &mut Session,
+        mut e: Box<Error>,
+        ctx: &mut RequestCtx,
+        client_reused: bool,
+    ) -> Box<Error> {
+        ctx.first_byte_timed_out = ctx.watchdog.as_ref().is_some_and(Watchdog::fired);
+        if e.esource() == &pingora::ErrorSource::Upstream || ctx.first_byte_timed_out {
+            self.passive_failure(ctx);
+            if let Some(target) = &ctx.target {
+                ctx.last_failed = Some(target.addr);
+            }
+        }
+        // Pingora's rule: only an idempotent request whose reused connection failed before any
+        // answer may be retried (the server closed an idle connection as we sent). A POST that
+        // may have reached the server, or a request the watchdog cut, is never retried.
+        let idempotent = session.req_header().method.is_idempotent()
+            && !session.as_ref().retry_buffer_truncated();
+        if idempotent && !ctx.first_byte_timed_out {
+            e.retry.decide_reuse(client_reused);
+        } else {
+            e.set_retry(false);
+        }
+        if e.retry() && !self.may_retry(ctx) {
+            e.set_retry(false);
         }
         e
     }
@@ -384,11 +554,30 @@ impl ProxyHttp for FleetProxy {
         e: &Error,
         ctx: &mut RequestCtx,
     ) -> FailToProxy {
+        ctx.first_byte_timed_out |= ctx.watchdog.as_ref().is_some_and(Watchdog::fired);
         let (status, rpc_code, message) = match e.etype() {
             _ if ctx.session_bound && ctx.connect_failed => (
                 404,
                 code::SESSION_NOT_FOUND,
                 session_not_found("its server does not answer"),
+            ),
+            _ if ctx.first_byte_timed_out => (
+                504,
+                code::TIMEOUT,
+                format!(
+                    "upstream server sent no answer within {:?}",
+                    self.settings.first_byte_timeout
+                ),
+            ),
+            ErrorType::HTTPStatus(408) => (
+                408,
+                code::BAD_REQUEST,
+                "request body not received in time".to_string(),
+            ),
+            _ if ctx.retry_refused && ctx.connect_failed => (
+                502,
+                code::UPSTREAM_FAILED,
+                "upstream server refused the connection; retries exhausted".to_string(),
             ),
             ErrorType::HTTPStatus(503) => (
                 503,

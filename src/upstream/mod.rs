@@ -1,23 +1,37 @@
 //! The upstream registry: for each category, the set of servers the proxy may send to.
 //!
 //! Readers (the proxy, once per request) do one `ArcSwap::load` and work on an immutable
-//! [`Snapshot`]. Writers (the fleet when a server becomes ready or goes away; later reload and
-//! health) change the member list under a mutex, build a whole new snapshot and swap it in. Live
-//! per-backend counters are `Arc`s carried from member to snapshot, so nothing is lost in a swap.
+//! [`Snapshot`]. Writers (the fleet when a server becomes ready or goes away, the health checker
+//! when a verdict flips) change the member list under a mutex, build a whole new snapshot and swap
+//! it in. Live per-backend state (in-flight, ejection, latency) and per-category state (strategy
+//! cursor, retry budget) are `Arc`s carried from snapshot to snapshot, so nothing is lost in a swap.
+//! Passive ejection is the one change that does not need a swap: it is an atomic deadline that
+//! strategies check on every pick.
 
 mod backend;
+mod budget;
+pub mod clock;
 mod strategy;
 
 pub use backend::{Backend, BackendState, InFlight, Origin};
-pub use strategy::{RoundRobin, Strategy};
+pub use strategy::{hash_bytes, smooth_sequence, PickRequest, Strategy};
 
-use crate::config::{StrategyKind, ValidConfig};
+use crate::config::{EjectionConfig, RetryBudget, StrategyKind, ValidConfig};
 use arc_swap::ArcSwap;
+use budget::BudgetState;
 use serde::Serialize;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 use strategy::StrategyMemory;
+
+/// State of a category that outlives snapshots.
+#[derive(Debug, Default)]
+pub struct CategoryShared {
+    memory: StrategyMemory,
+    budget: BudgetState,
+}
 
 /// The backends of one category as of one snapshot.
 #[derive(Debug)]
@@ -25,30 +39,76 @@ pub struct UpstreamSet {
     pub name: Arc<str>,
     /// Path of the MCP endpoint on every server of this category.
     pub mcp_path: Arc<str>,
-    /// All members, ready or not, in configuration order (for stats and session lookups).
+    pub strategy_kind: StrategyKind,
+    /// Header consistent hashing keys on (lower case).
+    pub hash_header: Option<http::HeaderName>,
+    /// All members, eligible or not, in configuration order (for stats and session lookups).
     pub all: Vec<Backend>,
-    /// Members the strategy may pick from.
+    /// Members the strategy may pick from (ready and healthy).
     ready: Vec<Backend>,
     by_addr: HashMap<SocketAddr, usize>,
     strategy: Box<dyn Strategy>,
+    shared: Arc<CategoryShared>,
 }
 
 impl UpstreamSet {
-    /// The backend for a request without a session.
-    pub fn pick(&self) -> Option<&Backend> {
-        self.strategy.pick(&self.ready).map(|i| &self.ready[i])
+    /// The backend for a request without a session: the strategy's pick among eligible,
+    /// non-ejected servers, avoiding `req.avoid` unless it is the only one left.
+    pub fn pick(&self, req: &PickRequest) -> Option<&Backend> {
+        let i = self.strategy.pick(&self.ready, req).or_else(|| {
+            req.avoid.and_then(|_| {
+                self.strategy.pick(
+                    &self.ready,
+                    &PickRequest {
+                        avoid: None,
+                        ..*req
+                    },
+                )
+            })
+        })?;
+        Some(&self.ready[i])
     }
 
-    /// The backend that owns a session, if it is still a ready member of this category.
-    pub fn ready_by_addr(&self, addr: &SocketAddr) -> Option<&Backend> {
+    /// The backend that owns a session, if it is still eligible and not ejected.
+    pub fn session_target(&self, addr: &SocketAddr, now_ms: u64) -> Option<&Backend> {
         self.by_addr
             .get(addr)
             .map(|&i| &self.all[i])
-            .filter(|b| b.ready)
+            .filter(|b| b.eligible() && b.state.usable(now_ms))
     }
 
     pub fn ready_count(&self) -> usize {
         self.ready.len()
+    }
+
+    /// Passive ejection of `backend`, unless that would take more than `max_percent` of the
+    /// eligible servers out by ejection alone. Returns the ejection's length when it happened.
+    pub fn try_eject(
+        &self,
+        backend: &Backend,
+        now_ms: u64,
+        config: &EjectionConfig,
+    ) -> Option<Duration> {
+        if !backend.state.usable(now_ms) {
+            return None; // already out
+        }
+        let ejected = self
+            .ready
+            .iter()
+            .filter(|b| !b.state.usable(now_ms))
+            .count();
+        if (ejected + 1) * 100 > config.max_percent as usize * self.ready.len() {
+            return None;
+        }
+        Some(backend.state.eject(now_ms, config))
+    }
+
+    pub fn record_request(&self, now_ms: u64) {
+        self.shared.budget.record_request(now_ms);
+    }
+
+    pub fn try_retry(&self, now_ms: u64, budget: &RetryBudget) -> bool {
+        self.shared.budget.try_retry(now_ms, budget)
     }
 }
 
@@ -67,7 +127,13 @@ impl Snapshot {
         self.index.get(name).map(|&i| &self.sets[i])
     }
 
+    /// Servers the proxy can send new requests to right now, per category.
+    pub fn serving(set: &UpstreamSet, now_ms: u64) -> usize {
+        set.ready.iter().filter(|b| b.state.usable(now_ms)).count()
+    }
+
     pub fn stats(&self) -> FleetStats {
+        let now = clock::now_ms();
         let categories = self
             .sets
             .iter()
@@ -79,15 +145,22 @@ impl Snapshot {
                         id: b.id.to_string(),
                         addr: b.addr.to_string(),
                         origin: b.origin,
+                        weight: b.weight,
                         ready: b.ready,
+                        healthy: b.healthy,
+                        ejected_ms: b.state.ejected_until().saturating_sub(now),
                         in_flight: b.state.in_flight(),
                         requests: b.state.requests(),
+                        failures: b.state.failures(),
                         connect_failures: b.state.connect_failures(),
+                        ejections: b.state.ejections_total(),
+                        latency_ms: b.state.latency_us().map(|us| (us / 10.0).round() / 100.0),
                     })
                     .collect();
                 CategoryStats {
                     name: set.name.to_string(),
-                    ready: set.ready.len(),
+                    strategy: set.strategy_kind.name(),
+                    ready: Self::serving(set, now),
                     total: set.all.len(),
                     requests: servers.iter().map(|s| s.requests).sum(),
                     servers,
@@ -112,6 +185,8 @@ pub struct FleetStats {
 #[derive(Debug, Serialize)]
 pub struct CategoryStats {
     pub name: String,
+    pub strategy: &'static str,
+    /// Servers taking new requests: ready, healthy and not ejected.
     pub ready: usize,
     pub total: usize,
     pub requests: u64,
@@ -123,10 +198,26 @@ pub struct ServerStats {
     pub id: String,
     pub addr: String,
     pub origin: Origin,
+    pub weight: u32,
     pub ready: bool,
+    pub healthy: bool,
+    /// Milliseconds of passive ejection left (0: not ejected).
+    pub ejected_ms: u64,
     pub in_flight: u32,
     pub requests: u64,
+    pub failures: u64,
     pub connect_failures: u64,
+    pub ejections: u64,
+    /// Peak-EWMA time to first byte.
+    pub latency_ms: Option<f64>,
+}
+
+/// A member as the writers see it: the backend plus how many times it has become ready, so the
+/// health checker can tell a restarted server from one it has already judged.
+#[derive(Debug, Clone)]
+struct Member {
+    backend: Backend,
+    ready_epoch: u64,
 }
 
 #[derive(Debug)]
@@ -134,8 +225,9 @@ struct CategoryMembers {
     name: Arc<str>,
     mcp_path: Arc<str>,
     strategy: StrategyKind,
-    memory: StrategyMemory,
-    members: Vec<Backend>,
+    hash_header: Option<http::HeaderName>,
+    shared: Arc<CategoryShared>,
+    members: Vec<Member>,
 }
 
 /// The writers' side: the member lists the snapshots are built from.
@@ -150,18 +242,18 @@ impl Members {
             .categories
             .iter()
             .map(|c| {
+                let all: Vec<Backend> = c.members.iter().map(|m| m.backend.clone()).collect();
+                let ready: Vec<Backend> = all.iter().filter(|b| b.eligible()).cloned().collect();
                 Arc::new(UpstreamSet {
                     name: Arc::clone(&c.name),
                     mcp_path: Arc::clone(&c.mcp_path),
-                    by_addr: c
-                        .members
-                        .iter()
-                        .enumerate()
-                        .map(|(i, b)| (b.addr, i))
-                        .collect(),
-                    ready: c.members.iter().filter(|b| b.ready).cloned().collect(),
-                    all: c.members.clone(),
-                    strategy: strategy::build(c.strategy, &c.memory),
+                    strategy_kind: c.strategy,
+                    hash_header: c.hash_header.clone(),
+                    by_addr: all.iter().enumerate().map(|(i, b)| (b.addr, i)).collect(),
+                    strategy: strategy::build(c.strategy, &ready, &c.shared.memory),
+                    ready,
+                    all,
+                    shared: Arc::clone(&c.shared),
                 })
             })
             .collect();
@@ -186,45 +278,81 @@ pub fn server_id(category: &str, index: usize) -> String {
     format!("{category}-{index}")
 }
 
+/// What the health checker needs to know of a member.
+#[derive(Debug, Clone)]
+pub struct HealthTarget {
+    pub id: Arc<str>,
+    pub addr: SocketAddr,
+    pub mcp_path: Arc<str>,
+    pub healthy: bool,
+    pub ready_epoch: u64,
+}
+
 /// Shared by the proxy (reads) and the plugins (writes).
 #[derive(Debug)]
 pub struct Registry {
     current: ArcSwap<Snapshot>,
     members: Mutex<Members>,
+    /// With active checks on, a server is unhealthy until it passes one.
+    health_checks: bool,
+    /// Bumped on every swap, so the health checker notices new members without polling.
+    generation: tokio::sync::watch::Sender<u64>,
 }
 
 impl Registry {
-    /// Registers every category of the config: spawned servers start not ready (they are
-    /// published by the fleet once they accept connections), static backends start ready.
+    /// Registers every category of the config: spawned servers start not ready (the fleet
+    /// publishes them once they accept connections), static backends start ready; with active
+    /// health checks on, every server starts unhealthy until it passes once.
     pub fn new(config: &ValidConfig) -> Self {
+        let healthy = !config.health.enabled;
         let categories = config
             .categories
             .iter()
             .map(|c| {
-                let spawned = c.spawned_ports().enumerate().map(|(i, port)| Backend {
-                    id: server_id(&c.name, i).into(),
-                    addr: SocketAddr::new(config.fleet.host, port),
-                    origin: Origin::Spawned,
-                    ready: false,
-                    state: Arc::default(),
-                });
-                let spawned: Vec<Backend> = if config.fleet.enabled {
-                    spawned.collect()
+                let weight_of = |key: &str| c.server_weights.get(key).copied().unwrap_or(c.weight);
+                let spawned: Vec<Member> = if config.fleet.enabled {
+                    c.spawned_ports()
+                        .enumerate()
+                        .map(|(i, port)| {
+                            let id = server_id(&c.name, i);
+                            Member {
+                                backend: Backend {
+                                    weight: weight_of(&id),
+                                    id: id.into(),
+                                    addr: SocketAddr::new(config.fleet.host, port),
+                                    origin: Origin::Spawned,
+                                    ready: false,
+                                    healthy,
+                                    state: Arc::default(),
+                                },
+                                ready_epoch: 0,
+                            }
+                        })
+                        .collect()
                 } else {
                     Vec::new()
                 };
-                let statics = c.static_backends.iter().map(|addr| Backend {
-                    id: format!("{}@{addr}", c.name).into(),
-                    addr: *addr,
-                    origin: Origin::Static,
-                    ready: true,
-                    state: Arc::default(),
+                let statics = c.static_backends.iter().map(|addr| Member {
+                    backend: Backend {
+                        id: format!("{}@{addr}", c.name).into(),
+                        addr: *addr,
+                        origin: Origin::Static,
+                        weight: weight_of(&addr.to_string()),
+                        ready: true,
+                        healthy,
+                        state: Arc::default(),
+                    },
+                    ready_epoch: 1,
                 });
                 CategoryMembers {
                     name: c.name.as_str().into(),
                     mcp_path: c.mcp_path.as_str().into(),
-                    strategy: config.proxy.strategy,
-                    memory: StrategyMemory::default(),
+                    strategy: c.strategy,
+                    hash_header: c
+                        .hash_header
+                        .as_deref()
+                        .and_then(|h| http::HeaderName::from_bytes(h.as_bytes()).ok()),
+                    shared: Arc::default(),
                     members: spawned.into_iter().chain(statics).collect(),
                 }
             })
@@ -233,6 +361,8 @@ impl Registry {
         Self {
             current: ArcSwap::from_pointee(members.snapshot()),
             members: Mutex::new(members),
+            health_checks: config.health.enabled,
+            generation: tokio::sync::watch::Sender::new(0),
         }
     }
 
@@ -241,25 +371,88 @@ impl Registry {
         self.current.load()
     }
 
-    /// Marks servers ready or not (by address) and publishes one new snapshot for the lot.
-    /// Returns how many members changed.
-    pub fn set_ready(&self, changes: &[(SocketAddr, bool)]) -> usize {
+    /// A receiver that changes whenever a new snapshot is published.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.generation.subscribe()
+    }
+
+    fn publish(&self, members: &Members) {
+        self.current.store(Arc::new(members.snapshot()));
+        self.generation.send_modify(|g| *g += 1);
+    }
+
+    /// Applies `change` to every member named in `changes` (by address) and publishes one new
+    /// snapshot for the lot. Returns how many members changed.
+    fn update(
+        &self,
+        changes: &[(SocketAddr, bool)],
+        mut change: impl FnMut(&mut Member, bool) -> bool,
+    ) -> usize {
         let mut members = self.lock();
+        let wanted: HashMap<SocketAddr, bool> = changes.iter().copied().collect();
         let mut changed = 0;
         for c in &mut members.categories {
-            for b in &mut c.members {
-                if let Some((_, ready)) = changes.iter().find(|(addr, _)| *addr == b.addr) {
-                    if b.ready != *ready {
-                        b.ready = *ready;
+            for m in &mut c.members {
+                if let Some(&value) = wanted.get(&m.backend.addr) {
+                    if change(m, value) {
                         changed += 1;
                     }
                 }
             }
         }
         if changed > 0 {
-            self.current.store(Arc::new(members.snapshot()));
+            self.publish(&members);
         }
         changed
+    }
+
+    /// Marks servers ready (accepting connections) or not. A server that becomes ready again
+    /// after a restart is unhealthy until the health checker has passed it once.
+    pub fn set_ready(&self, changes: &[(SocketAddr, bool)]) -> usize {
+        let checks = self.health_checks;
+        self.update(changes, |m, ready| {
+            if m.backend.ready == ready {
+                return false;
+            }
+            m.backend.ready = ready;
+            if ready {
+                m.ready_epoch += 1;
+                m.backend.healthy = !checks;
+            }
+            true
+        })
+    }
+
+    /// Records active health verdicts.
+    pub fn set_health(&self, changes: &[(SocketAddr, bool)]) -> usize {
+        self.update(changes, |m, healthy| {
+            if m.backend.healthy == healthy {
+                return false;
+            }
+            m.backend.healthy = healthy;
+            true
+        })
+    }
+
+    /// Every ready member, for the health checker.
+    pub fn health_targets(&self) -> Vec<HealthTarget> {
+        let members = self.lock();
+        members
+            .categories
+            .iter()
+            .flat_map(|c| {
+                c.members
+                    .iter()
+                    .filter(|m| m.backend.ready)
+                    .map(|m| HealthTarget {
+                        id: Arc::clone(&m.backend.id),
+                        addr: m.backend.addr,
+                        mcp_path: Arc::clone(&c.mcp_path),
+                        healthy: m.backend.healthy,
+                        ready_epoch: m.ready_epoch,
+                    })
+            })
+            .collect()
     }
 
     fn lock(&self) -> MutexGuard<'_, Members> {
@@ -276,14 +469,17 @@ mod tests {
     use super::*;
     use std::path::Path;
 
-    fn registry() -> Registry {
+    fn registry(extra: &str) -> Registry {
         let config = crate::config::parse(
-            r#"
+            &format!(
+                r#"
+{extra}
 [categories.a]
 ports = "41000-41002"
 [categories.b]
 backends = ["127.0.0.1:7000", "127.0.0.1:7001"]
-"#,
+"#
+            ),
             Path::new("t.toml"),
             Path::new("."),
         )
@@ -291,41 +487,103 @@ backends = ["127.0.0.1:7000", "127.0.0.1:7001"]
         Registry::new(&config)
     }
 
+    fn req() -> PickRequest {
+        PickRequest {
+            key: None,
+            avoid: None,
+            now_ms: clock::now_ms(),
+        }
+    }
+
     #[test]
-    fn spawned_start_unready_static_start_ready() {
-        let r = registry();
+    fn spawned_start_unready_static_start_unhealthy_until_checked() {
+        let r = registry("");
         let snap = r.load();
         assert_eq!(snap.known, "a, b");
         let a = snap.category("a").expect("a");
         assert_eq!(a.all.len(), 3);
-        assert!(a.pick().is_none());
+        assert!(a.pick(&req()).is_none());
         let b = snap.category("b").expect("b");
-        assert_eq!(b.ready_count(), 2);
+        assert_eq!(
+            b.ready_count(),
+            0,
+            "static servers wait for their first check"
+        );
+        assert_eq!(r.health_targets().len(), 2);
+        let addr: SocketAddr = "127.0.0.1:7000".parse().expect("addr");
+        assert_eq!(r.set_health(&[(addr, true)]), 1);
+        assert_eq!(r.load().category("b").expect("b").ready_count(), 1);
         assert!(snap.category("c").is_none());
     }
 
     #[test]
+    fn without_health_checks_ready_means_eligible() {
+        let r = registry("[health]\nenabled = false");
+        assert_eq!(r.load().category("b").expect("b").ready_count(), 2);
+    }
+
+    #[test]
     fn publishing_swaps_a_snapshot_and_keeps_live_state() {
-        let r = registry();
+        let r = registry("");
+        let mut generation = r.subscribe();
         let addr: SocketAddr = "127.0.0.1:41001".parse().expect("addr");
         let before = r.load().category("a").expect("a").all[1].state.clone();
         let guard = before.start_request();
         assert_eq!(r.set_ready(&[(addr, true)]), 1);
+        assert!(generation.has_changed().expect("sender alive"));
+        generation.mark_unchanged();
         assert_eq!(r.set_ready(&[(addr, true)]), 0, "no change, no swap");
+        assert!(!generation.has_changed().expect("sender alive"));
+        assert!(
+            r.load().category("a").expect("a").pick(&req()).is_none(),
+            "not yet checked"
+        );
+        let target = r
+            .health_targets()
+            .into_iter()
+            .find(|t| t.addr == addr)
+            .expect("target");
+        assert_eq!(target.ready_epoch, 1);
+        r.set_health(&[(addr, true)]);
         let snap = r.load();
         let a = snap.category("a").expect("a");
-        let picked = a.pick().expect("one ready");
+        let picked = a.pick(&req()).expect("one eligible");
         assert_eq!(picked.addr, addr);
         assert_eq!(picked.state.in_flight(), 1, "counters carried over");
         drop(guard);
         assert_eq!(picked.state.in_flight(), 0);
-        assert!(a.ready_by_addr(&addr).is_some());
+        assert!(a.session_target(&addr, clock::now_ms()).is_some());
         let other: SocketAddr = "127.0.0.1:41000".parse().expect("addr");
+        assert!(a.session_target(&other, clock::now_ms()).is_none());
+
+        // A restart makes it unhealthy again until it passes a check.
+        r.set_ready(&[(addr, false)]);
+        r.set_ready(&[(addr, true)]);
+        assert_eq!(r.load().category("a").expect("a").ready_count(), 0);
+    }
+
+    #[test]
+    fn ejection_respects_the_share_cap() {
+        let r = registry("[health]\nenabled = false");
+        let snap = r.load();
+        let b = snap.category("b").expect("b");
+        let config = EjectionConfig {
+            after_5xx: 5,
+            base_time: Duration::from_secs(10),
+            max_time: Duration::from_secs(60),
+            max_percent: 50,
+        };
+        let now = clock::now_ms();
+        assert!(b.try_eject(&b.all[0], now, &config).is_some());
         assert!(
-            a.ready_by_addr(&other).is_none(),
-            "registered but not ready"
+            b.try_eject(&b.all[1], now, &config).is_none(),
+            "a second ejection would take 100% out"
         );
-        let stats = snap.stats();
-        assert_eq!((stats.ready, stats.total), (3, 5));
+        let p = b.pick(&req()).expect("the other one");
+        assert_eq!(p.addr, b.all[1].addr);
+        assert!(
+            b.session_target(&b.all[0].addr, now).is_none(),
+            "ejected: sessions get 404"
+        );
     }
 }

@@ -1,0 +1,203 @@
+//! Active health checks. Every ready server is checked every `health.interval` (each server's
+//! turn jittered by +-10% so a thousand checks do not fire together), at most
+//! `health.concurrency` at once. `unhealthy_threshold` failures in a row take a server out,
+//! `healthy_threshold` passes bring it back; a server that has just become ready (new, or
+//! restarted) is out until it passes once, and is checked at once rather than at its next turn.
+//!
+//! Verdicts go to the registry, which publishes a new snapshot. Runs on its own thread with a
+//! single-threaded runtime, so checks never compete with proxy workers for a scheduler.
+
+mod probe;
+
+pub use probe::check;
+
+use crate::config::HealthConfig;
+use crate::upstream::Registry;
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+use tokio::sync::{mpsc, watch, Semaphore};
+use tokio::time::Instant;
+
+#[derive(Debug)]
+struct TargetState {
+    epoch: u64,
+    passes: u32,
+    failures: u32,
+    /// Passed at least once since it last became ready.
+    proven: bool,
+    healthy: bool,
+    due: Instant,
+    checking: bool,
+}
+
+struct Verdict {
+    addr: SocketAddr,
+    epoch: u64,
+    result: Result<(), String>,
+}
+
+pub struct HealthChecker {
+    shutdown: watch::Sender<bool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl HealthChecker {
+    pub fn start(config: HealthConfig, registry: Arc<Registry>) -> std::io::Result<Self> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let thread = std::thread::Builder::new()
+            .name("health".into())
+            .spawn(move || runtime.block_on(run(config, registry, shutdown_rx)))?;
+        Ok(Self {
+            shutdown,
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for HealthChecker {
+    fn drop(&mut self) {
+        let _ = self.shutdown.send(true);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// `interval` +-10%, so servers checked together drift apart.
+fn jittered(interval: Duration, salt: u64) -> Duration {
+    let spread = interval.as_millis() as u64 / 5;
+    if spread == 0 {
+        return interval;
+    }
+    let r = crate::upstream::hash_bytes(&salt.to_le_bytes()) % spread;
+    interval - interval / 10 + Duration::from_millis(r)
+}
+
+async fn run(config: HealthConfig, registry: Arc<Registry>, mut shutdown: watch::Receiver<bool>) {
+    let mut states: HashMap<SocketAddr, TargetState> = HashMap::new();
+    let mut generation = registry.subscribe();
+    let permits = Arc::new(Semaphore::new(config.concurrency));
+    let (tx, mut rx) = mpsc::unbounded_channel::<Verdict>();
+    let mut round: u64 = 0;
+    loop {
+        let now = Instant::now();
+        let targets = registry.health_targets();
+        let mut seen = HashSet::with_capacity(targets.len());
+        for t in targets {
+            seen.insert(t.addr);
+            let st = states.entry(t.addr).or_insert_with(|| TargetState {
+                epoch: t.ready_epoch,
+                passes: 0,
+                failures: 0,
+                proven: t.healthy,
+                healthy: t.healthy,
+                // Healthy members (checks were off, or a restart of this checker) take their
+                // turn somewhere in the first interval; the others are checked now.
+                due: if t.healthy {
+                    now + jittered(config.interval, t.addr.port().into())
+                } else {
+                    now
+                },
+                checking: false,
+            });
+            if st.epoch != t.ready_epoch {
+                *st = TargetState {
+                    epoch: t.ready_epoch,
+                    passes: 0,
+                    failures: 0,
+                    proven: false,
+                    healthy: t.healthy,
+                    due: now,
+                    checking: false,
+                };
+            }
+            st.healthy = t.healthy;
+            if !st.checking && st.due <= now {
+                st.checking = true;
+                let (tx, permits, kind) = (tx.clone(), Arc::clone(&permits), config.kind.clone());
+                let (addr, epoch, path, timeout) =
+                    (t.addr, t.ready_epoch, t.mcp_path, config.timeout);
+                tokio::spawn(async move {
+                    let Ok(_permit) = permits.acquire_owned().await else {
+                        return;
+                    };
+                    let result = check(&kind, addr, &path, timeout).await;
+                    let _ = tx.send(Verdict {
+                        addr,
+                        epoch,
+                        result,
+                    });
+                });
+            }
+        }
+        states.retain(|addr, _| seen.contains(addr));
+        let next = states
+            .values()
+            .filter(|s| !s.checking)
+            .map(|s| s.due)
+            .min()
+            .unwrap_or(now + config.interval)
+            .min(now + Duration::from_secs(1));
+
+        let first = tokio::select! {
+            _ = shutdown.changed() => return,
+            _ = tokio::time::sleep_until(next) => None,
+            changed = generation.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                None
+            }
+            v = rx.recv() => v,
+        };
+        let mut flips = Vec::new();
+        let mut verdicts: Vec<Verdict> = first.into_iter().collect();
+        while let Ok(v) = rx.try_recv() {
+            verdicts.push(v);
+        }
+        for v in verdicts {
+            round += 1;
+            let Some(st) = states.get_mut(&v.addr) else {
+                continue;
+            };
+            if st.epoch != v.epoch {
+                continue; // a verdict on a previous life of the server
+            }
+            st.checking = false;
+            st.due = Instant::now() + jittered(config.interval, round ^ u64::from(v.addr.port()));
+            match v.result {
+                Ok(()) => {
+                    st.passes += 1;
+                    st.failures = 0;
+                    let back = !st.proven || st.passes >= config.healthy_threshold;
+                    st.proven = true;
+                    if !st.healthy && back {
+                        st.healthy = true;
+                        tracing::info!(server = %v.addr, "health check passed: in rotation");
+                        flips.push((v.addr, true));
+                    }
+                }
+                Err(why) => {
+                    st.failures += 1;
+                    st.passes = 0;
+                    if st.healthy && st.failures >= config.unhealthy_threshold {
+                        st.healthy = false;
+                        tracing::warn!(server = %v.addr, failures = st.failures, "health check failed: out of rotation: {why}");
+                        flips.push((v.addr, false));
+                    } else {
+                        tracing::debug!(server = %v.addr, failures = st.failures, "health check failed: {why}");
+                    }
+                }
+            }
+        }
+        if !flips.is_empty() {
+            registry.set_health(&flips);
+        }
+    }
+}
