@@ -1,43 +1,72 @@
-//! Cost of the per-request hot path pieces: one snapshot load plus a pick, and the session codec.
-//! Reported, not asserted: `cargo bench --bench hot_path`.
+//! Cost of the per-request hot path: one snapshot load plus a pick, per strategy and set size,
+//! and the session codec. Reported, not asserted: `cargo bench --bench hot_path`.
 
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion};
 use mcp_fleet::proxy::session::{decode_buffer, SessionCodec};
-use mcp_fleet::upstream::Registry;
+use mcp_fleet::upstream::{clock, PickRequest, Registry};
 use std::net::SocketAddr;
 use std::path::Path;
 
-fn registry(n: u32) -> Registry {
+const STRATEGIES: [&str; 6] = [
+    "round-robin",
+    "weighted",
+    "least-connections",
+    "p2c",
+    "peak-ewma",
+    "consistent-hash",
+];
+
+fn registry(strategy: &str, n: u32) -> Registry {
+    let backends = (0..n)
+        .map(|i| format!("\"127.{}.{}.{}:7000\"", (i >> 16) & 255, (i >> 8) & 255, i & 255))
+        .collect::<Vec<_>>()
+        .join(",");
+    // Uneven weights so weighted and the weight-aware strategies do real work.
+    let weights = (0..n.min(50))
+        .map(|i| format!("\"127.0.0.{}:7000\" = {}", i & 255, 1 + i % 5))
+        .filter(|_| n < 256)
+        .collect::<Vec<_>>()
+        .join(", ");
     let text = format!(
-        "[fleet]\nenabled = false\n[categories.c]\nbackends = [{}]\n",
-        (0..n)
-            .map(|i| format!(
-                "\"127.{}.{}.{}:7000\"",
-                (i >> 16) & 255,
-                (i >> 8) & 255,
-                i & 255
-            ))
-            .collect::<Vec<_>>()
-            .join(",")
+        "[fleet]\nenabled = false\n[health]\nenabled = false\n[categories.c]\nstrategy = \"{strategy}\"\n\
+         hash_header = \"x-tenant\"\nbackends = [{backends}]\nserver_weights = {{ {weights} }}\n"
     );
-    let config =
-        mcp_fleet::config::parse(&text, Path::new("b.toml"), Path::new(".")).expect("bench config");
+    let config = mcp_fleet::config::parse(&text, Path::new("b.toml"), Path::new("."))
+        .expect("bench config");
     Registry::new(&config)
 }
 
 fn pick(c: &mut Criterion) {
-    let mut group = c.benchmark_group("load+pick/round-robin");
-    for n in [10u32, 100, 1_000, 10_000] {
-        let r = registry(n);
-        group.bench_with_input(BenchmarkId::from_parameter(n), &n, |b, _| {
-            b.iter(|| {
-                let snap = r.load();
-                let set = snap.category(black_box("c")).expect("set");
-                black_box(set.pick().map(|b| b.addr))
-            })
-        });
+    for strategy in STRATEGIES {
+        let mut group = c.benchmark_group(format!("load+pick/{strategy}"));
+        for n in [10u32, 100, 1_000, 10_000] {
+            let r = registry(strategy, n);
+            // Some load, so least-connections and p2c compare real numbers.
+            let snap = r.load();
+            let set = snap.category("c").expect("set");
+            let _held: Vec<_> = set
+                .all
+                .iter()
+                .step_by(3)
+                .map(|b| b.state.start_request())
+                .collect();
+            let mut key = 0u64;
+            group.bench_with_input(BenchmarkId::from_parameter(n), &n, |b, _| {
+                b.iter(|| {
+                    key = key.wrapping_add(0x9e37_79b9_7f4a_7c15);
+                    let snap = r.load();
+                    let set = snap.category(black_box("c")).expect("set");
+                    let req = PickRequest {
+                        key: Some(key),
+                        avoid: None,
+                        now_ms: clock::now_ms(),
+                    };
+                    black_box(set.pick(&req).map(|b| b.addr))
+                })
+            });
+        }
+        group.finish();
     }
-    group.finish();
 }
 
 fn session(c: &mut Criterion) {
