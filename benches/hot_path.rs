@@ -18,7 +18,14 @@ const STRATEGIES: [&str; 6] = [
 
 fn registry(strategy: &str, n: u32) -> Registry {
     let backends = (0..n)
-        .map(|i| format!("\"127.{}.{}.{}:7000\"", (i >> 16) & 255, (i >> 8) & 255, i & 255))
+        .map(|i| {
+            format!(
+                "\"127.{}.{}.{}:7000\"",
+                (i >> 16) & 255,
+                (i >> 8) & 255,
+                i & 255
+            )
+        })
         .collect::<Vec<_>>()
         .join(",");
     // Uneven weights so weighted and the weight-aware strategies do real work.
@@ -31,8 +38,8 @@ fn registry(strategy: &str, n: u32) -> Registry {
         "[fleet]\nenabled = false\n[health]\nenabled = false\n[categories.c]\nstrategy = \"{strategy}\"\n\
          hash_header = \"x-tenant\"\nbackends = [{backends}]\nserver_weights = {{ {weights} }}\n"
     );
-    let config = mcp_fleet::config::parse(&text, Path::new("b.toml"), Path::new("."))
-        .expect("bench config");
+    let config =
+        mcp_fleet::config::parse(&text, Path::new("b.toml"), Path::new(".")).expect("bench config");
     Registry::new(&config)
 }
 

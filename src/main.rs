@@ -51,6 +51,9 @@ enum Command {
         /// Also offer grow_memory (for memory-policy tests).
         #[arg(long)]
         debug_tools: bool,
+        /// Delay every echo call by this many milliseconds (a slow server, for tests).
+        #[arg(long, default_value_t = 0)]
+        delay_ms: u64,
     },
 }
 
@@ -133,6 +136,7 @@ fn main() -> ExitCode {
             category,
             host,
             debug_tools,
+            delay_ms,
         } => {
             init_logging(cli.log_format, "warn");
             // One thread: a fleet runs a thousand of these, so each must stay small.
@@ -150,6 +154,7 @@ fn main() -> ExitCode {
                 listen: SocketAddr::new(host, port),
                 category,
                 debug_tools,
+                delay: std::time::Duration::from_millis(delay_ms),
             };
             match runtime.block_on(mcp_fleet::backend::run(options)) {
                 Ok(()) => ExitCode::SUCCESS,

@@ -21,6 +21,8 @@ pub struct BackendOptions {
     pub listen: SocketAddr,
     pub category: String,
     pub debug_tools: bool,
+    /// Delay added to every `echo` call (fault injection).
+    pub delay: std::time::Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -49,9 +51,10 @@ pub async fn run(options: BackendOptions) -> Result<(), BackendError> {
     )
     .into();
     let router = FleetBackend::router(options.debug_tools);
+    let delay = options.delay;
     let config = StreamableHttpServerConfig::default().with_json_response(true);
     let mcp = StreamableHttpService::new(
-        move || Ok(FleetBackend::new(Arc::clone(&name), router.clone())),
+        move || Ok(FleetBackend::new(Arc::clone(&name), delay, router.clone())),
         Arc::new(LocalSessionManager::default()),
         config,
     );

@@ -50,6 +50,8 @@ static HELD: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
 #[derive(Clone)]
 pub struct FleetBackend {
     name: Arc<str>,
+    /// Added to every `echo`: fault injection for balancing tests (a slow server).
+    delay: Duration,
     memories: Arc<Mutex<BTreeMap<String, String>>>,
     tool_router: ToolRouter<Self>,
 }
@@ -60,9 +62,10 @@ fn text(s: impl Into<String>) -> CallToolResult {
 
 impl FleetBackend {
     /// The handler a session starts from; `router` is built once per process and cloned.
-    pub fn new(name: Arc<str>, router: ToolRouter<Self>) -> Self {
+    pub fn new(name: Arc<str>, delay: Duration, router: ToolRouter<Self>) -> Self {
         Self {
             name,
+            delay,
             memories: Arc::default(),
             tool_router: router,
         }
@@ -88,7 +91,10 @@ impl FleetBackend {
 #[tool_router]
 impl FleetBackend {
     #[tool(description = "Return the text unchanged, with the name of the server that answered")]
-    fn echo(&self, Parameters(args): Parameters<EchoArgs>) -> CallToolResult {
+    async fn echo(&self, Parameters(args): Parameters<EchoArgs>) -> CallToolResult {
+        if !self.delay.is_zero() {
+            tokio::time::sleep(self.delay).await;
+        }
         let mut result = text(args.text);
         result.structured_content = Some(serde_json::json!({ "server": &*self.name }));
         result

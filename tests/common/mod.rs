@@ -3,6 +3,8 @@
 //! sleep), and kills every process it started, by PID, when dropped.
 #![allow(dead_code)]
 
+pub mod fake;
+
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -21,13 +23,13 @@ pub fn free_port() -> u16 {
 
 static NEXT_BLOCK: AtomicU16 = AtomicU16::new(0);
 
-/// `n` consecutive free ports below the kernel's ephemeral range (so no outgoing connection
+/// `n` (at most 128) consecutive free ports below the kernel's ephemeral range (so no outgoing connection
 /// takes one before its server binds). Each test process starts at a different offset.
 pub fn free_port_block(n: u16) -> u16 {
-    let seed = (std::process::id() as u16).wrapping_mul(7919) % 400;
+    let seed = (std::process::id() as u16).wrapping_mul(7919) % 90;
     loop {
         let k = NEXT_BLOCK.fetch_add(1, Ordering::Relaxed);
-        let start = 20_000 + ((seed + k * 13) % 400) * 30;
+        let start = 20_000 + ((seed + k * 7) % 90) * 128;
         assert!(k < 2000, "no free block of {n} ports");
         let free = (start..start + n).all(|p| TcpListener::bind(("127.0.0.1", p)).is_ok());
         if free {
@@ -123,6 +125,11 @@ impl Drop for Proc {
 
 /// Starts `mcp-fleet backend` on a free port and waits until it accepts connections.
 pub fn start_backend(category: &str, port: u16) -> Proc {
+    start_backend_with(category, port, &[])
+}
+
+/// `start_backend` with extra flags (e.g. `--delay-ms 200`).
+pub fn start_backend_with(category: &str, port: u16, flags: &[&str]) -> Proc {
     let child = Command::new(BIN)
         .args([
             "backend",
@@ -131,6 +138,7 @@ pub fn start_backend(category: &str, port: u16) -> Proc {
             "--category",
             category,
         ])
+        .args(flags)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
@@ -144,6 +152,15 @@ pub fn start_backend(category: &str, port: u16) -> Proc {
         std::net::TcpStream::connect(("127.0.0.1", port)).ok()
     });
     proc
+}
+
+/// Extra config lines for `FleetDir::with_sections`.
+#[derive(Default)]
+pub struct Sections<'a> {
+    pub proxy: &'a str,
+    pub fleet: &'a str,
+    pub health: &'a str,
+    pub categories: Vec<(&'a str, String)>,
 }
 
 /// A config file and its folder for one proxy instance.
@@ -163,30 +180,70 @@ impl FleetDir {
         statics: &[(&str, Vec<SocketAddr>)],
         extra_fleet: &str,
     ) -> Self {
+        Self::with_sections(
+            spawned,
+            statics,
+            &Sections {
+                fleet: extra_fleet,
+                ..Sections::default()
+            },
+        )
+    }
+
+    /// Like `new`, with extra lines for the `[proxy]`, `[fleet]` and `[health]` sections and
+    /// per-category settings (`(category, lines)`).
+    pub fn with_sections(
+        spawned: &[(&str, u16)],
+        statics: &[(&str, Vec<SocketAddr>)],
+        sections: &Sections,
+    ) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let proxy_port = free_port();
         let mut text = format!(
-            "[proxy]\nlisten = \"127.0.0.1:{proxy_port}\"\nshutdown_grace = \"5s\"\n\
+            "[proxy]\nlisten = \"127.0.0.1:{proxy_port}\"\nshutdown_grace = \"5s\"\n{}\n\
              [monitor]\nlisten = \"127.0.0.1:{}\"\n[admin]\nlisten = \"127.0.0.1:{}\"\n\
-             [fleet]\nbatch_size = 4\nstop_grace = \"2s\"\n{extra_fleet}\n",
+             [health]\n{}\n\
+             [fleet]\n{}stop_grace = \"2s\"\n{}\n",
+            sections.proxy,
             free_port(),
-            free_port()
+            free_port(),
+            if sections.health.is_empty() {
+                "interval = \"1s\"\ntimeout = \"500ms\""
+            } else {
+                sections.health
+            },
+            if sections.fleet.contains("batch_size") {
+                ""
+            } else {
+                "batch_size = 4\n"
+            },
+            sections.fleet,
         );
+        let category_extra = |name: &str| {
+            sections
+                .categories
+                .iter()
+                .filter(|(c, _)| *c == name)
+                .map(|(_, lines)| format!("{lines}\n"))
+                .collect::<String>()
+        };
         if spawned.is_empty() {
             text.push_str("enabled = false\n");
         }
         for (name, n) in spawned {
             let start = free_port_block(*n);
             text.push_str(&format!(
-                "[categories.{name}]\nports = \"{start}-{}\"\n",
-                start + n - 1
+                "[categories.{name}]\nports = \"{start}-{}\"\n{}",
+                start + n - 1,
+                category_extra(name)
             ));
         }
         for (name, addrs) in statics {
             let list: Vec<String> = addrs.iter().map(|a| format!("\"{a}\"")).collect();
             text.push_str(&format!(
-                "[categories.{name}]\nbackends = [{}]\n",
-                list.join(", ")
+                "[categories.{name}]\nbackends = [{}]\n{}",
+                list.join(", "),
+                category_extra(name)
             ));
         }
         std::fs::write(dir.path().join("fleet.toml"), text).expect("write config");
@@ -205,15 +262,32 @@ impl FleetDir {
         format!("http://127.0.0.1:{}", self.proxy_port)
     }
 
-    /// Starts `serve` and waits until `/health` says every category has a ready server.
+    /// Starts `serve` and waits until every server is taking requests (ready, healthy, not
+    /// ejected), per `/stats`.
     pub fn serve(&self) -> Proc {
-        let proc = self.serve_no_wait();
-        let url = format!("{}/health", self.base());
-        wait_for("the fleet to be ready", Duration::from_secs(60), || {
-            let resp = plain::blocking_get(&url)?;
-            (resp.0 == 200 && resp.1.contains("\"status\":\"ok\"")).then_some(())
-        });
-        proc
+        let mut proc = self.serve_no_wait();
+        let url = format!("{}/stats", self.base());
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some((200, body)) = plain::blocking_get(&url) {
+                let all = serde_json::from_str::<serde_json::Value>(&body)
+                    .is_ok_and(|v| v["ready"] == v["total"] && v["total"].as_u64() > Some(0));
+                if all {
+                    return proc;
+                }
+            }
+            let exited = proc.child.try_wait().ok().flatten();
+            if exited.is_some() || Instant::now() > deadline {
+                let log = self.log();
+                let tail: Vec<&str> = log.lines().rev().take(30).collect();
+                panic!(
+                    "the fleet was not ready (exit: {exited:?}); health: {:?}\nlog tail:\n{}",
+                    plain::blocking_get(&url),
+                    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     pub fn serve_no_wait(&self) -> Proc {
@@ -339,6 +413,66 @@ pub mod http {
                           "io.modelcontextprotocol/clientInfo": {"name": "raw-test", "version": "1"},
                           "io.modelcontextprotocol/clientCapabilities": {}}}
         })
+    }
+
+    /// Current `/stats` of a proxy.
+    pub async fn stats(c: &reqwest::Client, base: &str) -> serde_json::Value {
+        c.get(format!("{base}/stats"))
+            .send()
+            .await
+            .expect("stats")
+            .json()
+            .await
+            .expect("stats json")
+    }
+
+    /// The server entries of one category in `/stats`.
+    pub fn servers(stats: &serde_json::Value, category: &str) -> Vec<serde_json::Value> {
+        stats["categories"]
+            .as_array()
+            .and_then(|cs| cs.iter().find(|c| c["name"] == category))
+            .and_then(|c| c["servers"].as_array().cloned())
+            .unwrap_or_default()
+    }
+
+    /// Sends `n` stateless echoes, `concurrency` at a time; returns the statuses.
+    pub async fn blast(
+        c: &reqwest::Client,
+        url: &str,
+        n: usize,
+        concurrency: usize,
+        header: Option<(&str, String)>,
+    ) -> Vec<u16> {
+        use futures::StreamExt;
+        futures::stream::iter(0..n)
+            .map(|i| {
+                let c = c.clone();
+                let header = header.clone();
+                let url = url.to_string();
+                async move {
+                    let mut req = c
+                        .post(&url)
+                        .header("content-type", "application/json")
+                        .header("accept", ACCEPT)
+                        .header("mcp-protocol-version", "2026-07-28")
+                        .header("mcp-method", "tools/call")
+                        .header("mcp-name", "echo");
+                    if let Some((k, v)) = header {
+                        req = req.header(k, v);
+                    }
+                    match req.json(&stateless_echo(&format!("m{i}"))).send().await {
+                        Ok(r) => {
+                            let status = r.status().as_u16();
+                            let _ = r.bytes().await;
+                            status
+                        }
+                        Err(_) => 0,
+                    }
+                }
+            })
+            .buffer_unordered(concurrency)
+            .collect()
+            .await
     }
 
     /// Sends a stateless echo; returns (status, body).
