@@ -325,8 +325,14 @@ const MAX_RING_POINTS: usize = 400_000;
 #[derive(Debug)]
 pub struct ConsistentHash {
     ring: Vec<(u64, u32)>,
+    /// `starts[b]`: first ring position whose hash is at or past bucket `b` (the top
+    /// `INDEX_BITS` bits of a key), so a lookup is an index and a short forward scan instead of
+    /// a binary search through up to 400,000 points.
+    starts: Vec<u32>,
     fallback: RoundRobin,
 }
+
+const INDEX_BITS: u32 = 16;
 
 impl ConsistentHash {
     fn new(ready: &[Backend], cursor: Arc<AtomicUsize>) -> Self {
@@ -348,8 +354,18 @@ impl ConsistentHash {
             }
         }
         ring.sort_unstable();
+        let mut starts = Vec::with_capacity(1 << INDEX_BITS);
+        let mut pos = 0usize;
+        for bucket in 0u64..(1 << INDEX_BITS) {
+            let floor = bucket << (64 - INDEX_BITS);
+            while pos < ring.len() && ring[pos].0 < floor {
+                pos += 1;
+            }
+            starts.push(pos as u32);
+        }
         Self {
             ring,
+            starts,
             fallback: RoundRobin { cursor },
         }
     }
@@ -363,7 +379,10 @@ impl Strategy for ConsistentHash {
         if self.ring.is_empty() {
             return None;
         }
-        let start = self.ring.partition_point(|(h, _)| *h < key);
+        let mut start = self.starts[(key >> (64 - INDEX_BITS)) as usize] as usize;
+        while start < self.ring.len() && self.ring[start].0 < key {
+            start += 1;
+        }
         // Walk clockwise past unusable servers: their keys spill to the next server on the ring,
         // and come back when they return.
         let len = self.ring.len();
