@@ -2,11 +2,16 @@
 //! See ARCHITECTURE.md (in the shared design folder) for the rooms and who may use whom.
 #![deny(unsafe_code)]
 
+pub mod admin;
 pub mod backend;
 pub mod config;
 pub mod health;
+pub mod metrics;
+pub mod monitor;
 pub mod plugins;
 pub mod proxy;
+pub mod reload;
 pub mod secret_file;
 pub mod serve;
+pub mod state_file;
 pub mod upstream;

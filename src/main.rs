@@ -3,10 +3,12 @@
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
+use mcp_fleet::admin::client::AdminClient;
 use mcp_fleet::config::{self, LoadError};
 use std::net::{IpAddr, SocketAddr};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
 #[derive(Parser)]
 #[command(
@@ -37,6 +39,38 @@ enum Command {
     },
     /// Validate a config without starting anything: exit 0, or print every error and exit 2.
     Check {
+        #[arg(long, default_value = "conf/fleet.toml")]
+        config: PathBuf,
+    },
+    /// Deploy servers by global index through the running instance (the seed's deploy-batch).
+    Deploy {
+        #[arg(long, default_value = "conf/fleet.toml")]
+        config: PathBuf,
+        #[arg(long)]
+        batch_size: usize,
+        #[arg(long, default_value_t = 0)]
+        start_index: usize,
+    },
+    /// Per-category table of the running instance: planned, deployed, healthy, failed.
+    Status {
+        #[arg(long, default_value = "conf/fleet.toml")]
+        config: PathBuf,
+    },
+    /// Start the failed servers of the running instance again.
+    RetryFailed {
+        #[arg(long, default_value = "conf/fleet.toml")]
+        config: PathBuf,
+    },
+    /// Drain, restart and re-add one server of the running instance.
+    Restart {
+        /// Server id, e.g. database-7.
+        id: String,
+        #[arg(long, default_value = "conf/fleet.toml")]
+        config: PathBuf,
+    },
+    /// Validate the config, then make the running instance reload it (SIGHUP) and print what
+    /// changed.
+    Reload {
         #[arg(long, default_value = "conf/fleet.toml")]
         config: PathBuf,
     },
@@ -76,6 +110,135 @@ fn report_load_error(e: &LoadError) -> ExitCode {
     ExitCode::from(2)
 }
 
+/// Loads the config, builds the admin client, runs `f`; errors are printed with their context.
+fn admin_call(
+    path: &Path,
+    f: impl FnOnce(&AdminClient) -> Result<ExitCode, mcp_fleet::admin::client::ClientError>,
+) -> ExitCode {
+    let config = match config::load(path) {
+        Ok(c) => c,
+        Err(e) => return report_load_error(&e),
+    };
+    match AdminClient::from_config(&config).and_then(|c| f(&c)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn print_error(status: u16, v: &serde_json::Value) -> ExitCode {
+    eprintln!(
+        "error: the instance answered {status}: {}",
+        v["error"].as_str().unwrap_or(&v.to_string())
+    );
+    for e in v["errors"].as_array().into_iter().flatten() {
+        eprintln!("  - {}", e.as_str().unwrap_or_default());
+    }
+    ExitCode::FAILURE
+}
+
+fn print_deployment(status: u16, v: &serde_json::Value) -> ExitCode {
+    if status != 200 {
+        return print_error(status, v);
+    }
+    let list = |k: &str| v[k].as_array().map_or(0, Vec::len);
+    println!(
+        "{}: {} deployed, {} already running, {} failed ({} ms)",
+        v["kind"].as_str().unwrap_or("deployment"),
+        list("deployed"),
+        list("already"),
+        list("failed"),
+        v["duration_ms"].as_u64().unwrap_or(0)
+    );
+    for f in v["failed"].as_array().into_iter().flatten() {
+        println!(
+            "  failed {}: {}",
+            f["id"].as_str().unwrap_or("?"),
+            f["error"].as_str().unwrap_or("?")
+        );
+    }
+    if list("failed") > 0 {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+/// `mcp-fleet reload`: validate, signal the instance named by the pid file, report the outcome
+/// from its deployment history.
+fn reload(path: &Path) -> ExitCode {
+    let config = match config::load(path) {
+        Ok(c) => c,
+        Err(e) => return report_load_error(&e),
+    };
+    let pid_file = config.fleet.state_dir.join(mcp_fleet::serve::PID_FILE);
+    let pid: Option<i32> = std::fs::read_to_string(&pid_file)
+        .ok()
+        .and_then(|t| t.trim().parse().ok());
+    let Some(pid) = pid.filter(|p| std::path::Path::new(&format!("/proc/{p}")).exists()) else {
+        eprintln!(
+            "error: mcp-fleet is not running for {} (no live pid in {})",
+            path.display(),
+            pid_file.display()
+        );
+        return ExitCode::FAILURE;
+    };
+    let client = AdminClient::from_config(&config).ok();
+    let last_seq = client
+        .as_ref()
+        .and_then(|c| {
+            c.call("GET", "/deployments", None, Duration::from_secs(5))
+                .ok()
+        })
+        .and_then(|(_, v)| {
+            v.as_array()
+                .and_then(|a| a.last())
+                .and_then(|d| d["seq"].as_u64())
+        })
+        .unwrap_or(0);
+    let sent = std::process::Command::new("kill")
+        .args(["-HUP", &pid.to_string()])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !sent {
+        eprintln!("error: cannot signal pid {pid}");
+        return ExitCode::FAILURE;
+    }
+    println!("{}: valid; sent SIGHUP to pid {pid}", path.display());
+    let Some(client) = client else {
+        println!("(no admin token readable here: see the instance's log for what changed)");
+        return ExitCode::SUCCESS;
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while std::time::Instant::now() < deadline {
+        if let Ok((200, v)) = client.call("GET", "/deployments", None, Duration::from_secs(5)) {
+            let entry =
+                v.as_array().into_iter().flatten().find(|d| {
+                    d["kind"] == "reload" && d["seq"].as_u64().is_some_and(|s| s > last_seq)
+                });
+            if let Some(d) = entry {
+                println!("reload {}:", d["outcome"].as_str().unwrap_or("?"));
+                for n in d["notes"].as_array().into_iter().flatten() {
+                    println!("  {}", n.as_str().unwrap_or_default());
+                }
+                if d["notes"].as_array().is_none_or(Vec::is_empty) {
+                    println!("  (no changes)");
+                }
+                return if d["outcome"] == "applied" {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::FAILURE
+                };
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    println!("(the instance did not report the reload within 30 s: see its log)");
+    ExitCode::SUCCESS
+}
+
 fn ephemeral_range() -> Option<std::ops::RangeInclusive<u16>> {
     let text = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").ok()?;
     let mut parts = text.split_whitespace().map(|p| p.parse::<u16>().ok());
@@ -92,6 +255,60 @@ fn warn_ephemeral(config: &config::ValidConfig) -> Vec<String> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Deploy {
+            config,
+            batch_size,
+            start_index,
+        } => admin_call(&config, |c| {
+            let body = serde_json::json!({"batch_size": batch_size, "start_index": start_index});
+            let (status, v) = c.call("POST", "/deploy", Some(&body), Duration::from_secs(600))?;
+            Ok(print_deployment(status, &v))
+        }),
+        Command::Status { config } => admin_call(&config, |c| {
+            let (status, v) = c.call("GET", "/status", None, Duration::from_secs(10))?;
+            if status != 200 {
+                return Ok(print_error(status, &v));
+            }
+            println!(
+                "{:<20} {:>8} {:>9} {:>8} {:>7}",
+                "category", "planned", "deployed", "healthy", "failed"
+            );
+            let mut totals = [0u64; 4];
+            for row in v["categories"].as_array().into_iter().flatten() {
+                let n = |k: &str| row[k].as_u64().unwrap_or(0);
+                let cols = [n("planned"), n("deployed"), n("healthy"), n("failed")];
+                for (t, c) in totals.iter_mut().zip(cols) {
+                    *t += c;
+                }
+                println!(
+                    "{:<20} {:>8} {:>9} {:>8} {:>7}",
+                    row["category"].as_str().unwrap_or("?"),
+                    cols[0],
+                    cols[1],
+                    cols[2],
+                    cols[3]
+                );
+            }
+            println!(
+                "{:<20} {:>8} {:>9} {:>8} {:>7}",
+                "total", totals[0], totals[1], totals[2], totals[3]
+            );
+            Ok(ExitCode::SUCCESS)
+        }),
+        Command::RetryFailed { config } => admin_call(&config, |c| {
+            let (status, v) = c.call("POST", "/retry-failed", None, Duration::from_secs(600))?;
+            Ok(print_deployment(status, &v))
+        }),
+        Command::Restart { id, config } => admin_call(&config, |c| {
+            let (status, v) = c.call(
+                "POST",
+                &format!("/servers/{id}/restart"),
+                None,
+                Duration::from_secs(600),
+            )?;
+            Ok(print_deployment(status, &v))
+        }),
+        Command::Reload { config: path } => reload(&path),
         Command::Check { config: path } => match config::load(&path) {
             Ok(config) => {
                 for w in warn_ephemeral(&config) {

@@ -1,50 +1,170 @@
-//! `mcp-fleet serve`: wires config, registry, fleet and proxy together and owns the process
-//! lifecycle (signals, graceful drain, stopping children).
+//! `mcp-fleet serve`: wires config, registry, health checker, fleet, reload, admin API and proxy
+//! together and owns the process lifecycle (signals, graceful drain, stopping children).
+//!
+//! Threads: Pingora's (the proxy), `health` (active checks), and `control`, a single-threaded
+//! runtime that runs the fleet's supervisors, the admin API, the monitor endpoint and reloads.
+//! Children are forked from `control`, which lives as long as the process.
 
+use crate::admin::{token, AdminApi};
 use crate::config::ValidConfig;
 use crate::health::HealthChecker;
 use crate::plugins::fleet::{Fleet, FleetError};
 use crate::proxy::session::SessionCodec;
-use crate::proxy::{FleetProxy, ProxySettings, Traffic};
+use crate::proxy::{FleetProxy, Traffic};
+use crate::reload::Reloader;
 use crate::secret_file::{self, SecretError};
 use crate::upstream::Registry;
 use async_trait::async_trait;
 use pingora::server::configuration::ServerConf;
 use pingora::server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch};
+use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::signal::unix::{signal, SignalKind};
+use tokio::signal::unix::{signal, Signal, SignalKind};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
     #[error("cannot create {path}: {source}")]
     Dir {
-        path: std::path::PathBuf,
+        path: PathBuf,
         source: std::io::Error,
     },
     #[error("session key: {0}")]
     Key(#[from] SecretError),
-    #[error("proxy.listen {addr} is not available: {source}")]
+    #[error("admin token: {0}")]
+    Token(#[from] token::TokenError),
+    #[error("{key} {addr} is not available: {source}")]
     Listen {
-        addr: std::net::SocketAddr,
+        key: &'static str,
+        addr: SocketAddr,
         source: std::io::Error,
     },
     #[error(transparent)]
     Fleet(#[from] FleetError),
-    #[error("cannot start the health checker: {0}")]
-    Health(std::io::Error),
-    #[error("cannot install signal handlers: {0}")]
-    Signals(std::io::Error),
+    #[error("cannot start the {what}: {source}")]
+    Thread {
+        what: &'static str,
+        source: std::io::Error,
+    },
 }
 
 /// File name of the session-affinity key inside the state dir.
 pub const SESSION_KEY_FILE: &str = "session.key";
+/// The running instance's pid, for `mcp-fleet reload`.
+pub const PID_FILE: &str = "mcp-fleet.pid";
+
+fn bind(key: &'static str, addr: SocketAddr) -> Result<std::net::TcpListener, ServeError> {
+    let listener = std::net::TcpListener::bind(addr)
+        .and_then(|l| l.set_nonblocking(true).map(|()| l))
+        .map_err(|source| ServeError::Listen { key, addr, source })?;
+    Ok(listener)
+}
+
+/// The control thread and how to stop it.
+struct ControlPlane {
+    stop: tokio::sync::watch::Sender<bool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl ControlPlane {
+    /// Stops every server (through the fleet) and waits for the thread.
+    fn stop(&mut self) {
+        let _ = self.stop.send(true);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+struct ControlParts {
+    runtime: tokio::runtime::Runtime,
+    hangup: Signal,
+    fleet: Option<Fleet>,
+    reloader: Arc<Reloader>,
+    admin: Arc<AdminApi>,
+    admin_listener: std::net::TcpListener,
+    monitor_listener: std::net::TcpListener,
+}
+
+fn start_control(parts: ControlParts) -> Result<ControlPlane, ServeError> {
+    let (stop, mut stop_rx) = tokio::sync::watch::channel(false);
+    let ControlParts {
+        runtime,
+        mut hangup,
+        fleet,
+        reloader,
+        admin,
+        admin_listener,
+        monitor_listener,
+    } = parts;
+    let thread = std::thread::Builder::new()
+        .name("control".into())
+        .spawn(move || {
+            runtime.block_on(async move {
+                if let Some(f) = fleet.clone() {
+                    tokio::spawn(async move {
+                        f.start().await;
+                    });
+                }
+                match tokio::net::TcpListener::from_std(admin_listener) {
+                    Ok(l) => {
+                        tokio::spawn(Arc::clone(&admin).serve(l));
+                    }
+                    Err(e) => tracing::error!(error = %e, "admin API not served"),
+                }
+                match tokio::net::TcpListener::from_std(monitor_listener) {
+                    Ok(l) => {
+                        tokio::spawn(crate::monitor::serve(l));
+                    }
+                    Err(e) => tracing::error!(error = %e, "monitor endpoint not served"),
+                }
+                loop {
+                    tokio::select! {
+                        _ = hangup.recv() => {
+                            tracing::info!("SIGHUP: reloading the configuration");
+                            let r = Arc::clone(&reloader);
+                            tokio::spawn(async move {
+                                // Errors and results are logged by the reloader itself.
+                                let _ = r.reload().await;
+                            });
+                        }
+                        _ = stop_rx.changed() => break,
+                    }
+                }
+                if let Some(f) = fleet {
+                    f.shutdown().await;
+                }
+            });
+        })
+        .map_err(|source| ServeError::Thread {
+            what: "control thread",
+            source,
+        })?;
+    Ok(ControlPlane {
+        stop,
+        thread: Some(thread),
+    })
+}
 
 /// Runs until SIGTERM/SIGINT, then drains and stops every child. Returns only on a start error;
 /// a finished run exits the process with status 0.
 pub fn run(config: ValidConfig) -> Result<(), ServeError> {
-    // SIGHUP's default action kills the process; claim it before anything else can be hit by it.
-    let sighup_guard = ignore_sighup_until_reload_lands()?;
+    // SIGHUP's default action kills the process: claim it before anything else.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|source| ServeError::Thread {
+            what: "control runtime",
+            source,
+        })?;
+    let hangup = {
+        let _enter = runtime.enter();
+        signal(SignalKind::hangup()).map_err(|source| ServeError::Thread {
+            what: "SIGHUP handler",
+            source,
+        })?
+    };
 
     for dir in [&config.fleet.state_dir, &config.fleet.log_dir] {
         std::fs::create_dir_all(dir).map_err(|source| ServeError::Dir {
@@ -54,35 +174,58 @@ pub fn run(config: ValidConfig) -> Result<(), ServeError> {
     }
     let key: [u8; 32] =
         secret_file::load_or_create(&config.fleet.state_dir.join(SESSION_KEY_FILE))?;
-    // Fail before spawning 1000 children if the proxy port is taken.
-    std::net::TcpListener::bind(config.proxy.listen).map_err(|source| ServeError::Listen {
-        addr: config.proxy.listen,
-        source,
-    })?;
+    let admin_token = token::for_server(&config)?;
+    // Fail before spawning a thousand children if a port is taken.
+    drop(bind("proxy.listen", config.proxy.listen)?);
+    let admin_listener = bind("admin.listen", config.admin_listen)?;
+    let monitor_listener = bind("monitor.listen", config.monitor_listen)?;
+    let pid_file = config.fleet.state_dir.join(PID_FILE);
+    if let Err(e) = std::fs::write(&pid_file, format!("{}\n", std::process::id())) {
+        tracing::warn!(error = %e, path = %pid_file.display(), "cannot write the pid file; `mcp-fleet reload` will not find this instance");
+    }
 
     let registry = Arc::new(Registry::new(&config));
     let traffic = Arc::new(Traffic::default());
-    let _health = if config.health.enabled {
-        Some(
-            HealthChecker::start(config.health.clone(), Arc::clone(&registry))
-                .map_err(ServeError::Health)?,
-        )
+    let health =
+        HealthChecker::start(Arc::clone(&registry)).map_err(|source| ServeError::Thread {
+            what: "health checker",
+            source,
+        })?;
+    let fleet = if config.fleet.enabled {
+        Some(Fleet::new(&config, Arc::clone(&registry))?)
     } else {
         None
     };
-    let fleet = Arc::new(Mutex::new(if config.fleet.enabled {
-        Some(Fleet::start(&config, Arc::clone(&registry))?)
-    } else {
-        None
-    }));
+    let reloader = Arc::new(Reloader::new(
+        config.source.clone(),
+        config.clone(),
+        Arc::clone(&registry),
+        fleet.clone(),
+    ));
+    let admin = Arc::new(AdminApi {
+        fleet: fleet.clone(),
+        reloader: Arc::clone(&reloader),
+        registry: Arc::clone(&registry),
+        token: admin_token,
+    });
+    let control = Arc::new(Mutex::new(Some(start_control(ControlParts {
+        runtime,
+        hangup,
+        fleet,
+        reloader,
+        admin,
+        admin_listener,
+        monitor_listener,
+    })?)));
 
     let mut conf = ServerConf {
         threads: config.proxy.threads,
         // Pingora's default keeps 128 idle upstream connections per thread: too few for 1000
         // backends, so most requests would pay a new TCP handshake.
         upstream_keepalive_pool_size: config.proxy.upstream_keepalive,
-        // Pingora counts the first attempt as one of its "retries".
-        max_retries: config.proxy.max_retries + 1,
+        // Pingora's cap on attempts; ours (proxy.max_retries, reloadable, at most 10) is
+        // enforced per request in the proxy.
+        max_retries: 11,
         // Pingora waits this long after SIGTERM (default 300 s); our drain watcher exits as
         // soon as in-flight requests finish, so this is only the upper bound.
         grace_period_seconds: Some(config.proxy.shutdown_grace.as_secs().max(1)),
@@ -106,7 +249,6 @@ pub fn run(config: ValidConfig) -> Result<(), ServeError> {
     let proxy = FleetProxy::new(
         Arc::clone(&registry),
         SessionCodec::new(&key),
-        ProxySettings::from_config(&config.proxy),
         Arc::clone(&traffic),
     );
     let mut service = pingora::proxy::http_proxy_service(&server.configuration, proxy);
@@ -114,61 +256,38 @@ pub fn run(config: ValidConfig) -> Result<(), ServeError> {
     server.add_service(service);
     tracing::info!(
         listen = %config.proxy.listen,
+        admin = %config.admin_listen,
+        monitor = %config.monitor_listen,
         threads = config.proxy.threads,
-        strategy = config.proxy.strategy.name(),
         categories = config.categories.len(),
         "proxy serving /mcp/{{category}}"
     );
 
     let watch = TerminationWatch {
         traffic,
-        fleet: Arc::clone(&fleet),
+        control: Arc::clone(&control),
         grace: config.proxy.shutdown_grace,
+        pid_file: pid_file.clone(),
     };
     server.run(RunArgs {
         shutdown_signal: Box::new(watch),
     });
     // Pingora's grace period ran out before the drain finished: stop anyway.
     tracing::info!("proxy stopped; stopping servers");
-    stop_fleet(&fleet);
-    drop(sighup_guard);
+    stop_control(&control, &pid_file);
+    drop(health);
     std::process::exit(0);
 }
 
-fn stop_fleet(fleet: &Mutex<Option<Fleet>>) {
-    let taken = fleet
+fn stop_control(control: &Mutex<Option<ControlPlane>>, pid_file: &std::path::Path) {
+    let taken = control
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
         .take();
-    if let Some(mut fleet) = taken {
-        fleet.stop();
+    if let Some(mut c) = taken {
+        c.stop();
     }
-}
-
-/// Keeps SIGHUP from killing the process. Configuration reload (the real SIGHUP action) is not
-/// part of this build; until it is, SIGHUP is logged and otherwise has no effect.
-fn ignore_sighup_until_reload_lands() -> Result<std::thread::JoinHandle<()>, ServeError> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_io()
-        .build()
-        .map_err(ServeError::Signals)?;
-    let mut hup = {
-        let _enter = runtime.enter();
-        signal(SignalKind::hangup()).map_err(ServeError::Signals)?
-    };
-    std::thread::Builder::new()
-        .name("sighup".into())
-        .spawn(move || {
-            runtime.block_on(async move {
-                while hup.recv().await.is_some() {
-                    tracing::warn!(
-                        "SIGHUP received: configuration reload is not available in this version; \
-                         restart `mcp-fleet serve` to apply config changes"
-                    );
-                }
-            })
-        })
-        .map_err(ServeError::Signals)
+    let _ = std::fs::remove_file(pid_file);
 }
 
 /// Pingora's shutdown hook. SIGTERM, SIGINT and SIGQUIT all mean a graceful stop here (there is
@@ -176,8 +295,9 @@ fn ignore_sighup_until_reload_lands() -> Result<std::thread::JoinHandle<()>, Ser
 /// the last in-flight request is done, or when the grace runs out.
 struct TerminationWatch {
     traffic: Arc<Traffic>,
-    fleet: Arc<Mutex<Option<Fleet>>>,
+    control: Arc<Mutex<Option<ControlPlane>>>,
     grace: Duration,
+    pid_file: PathBuf,
 }
 
 #[async_trait]
@@ -204,7 +324,8 @@ impl ShutdownSignalWatch for TerminationWatch {
         );
         self.traffic.start_draining();
         let traffic = Arc::clone(&self.traffic);
-        let fleet = Arc::clone(&self.fleet);
+        let control = Arc::clone(&self.control);
+        let pid_file = self.pid_file.clone();
         let deadline = Instant::now() + self.grace;
         let spawned = std::thread::Builder::new()
             .name("drain".into())
@@ -222,7 +343,7 @@ impl ShutdownSignalWatch for TerminationWatch {
                     std::thread::sleep(Duration::from_millis(25));
                 }
                 tracing::info!(in_flight = traffic.in_flight(), "drained; stopping servers");
-                stop_fleet(&fleet);
+                stop_control(&control, &pid_file);
                 tracing::info!("all servers stopped; exiting");
                 std::process::exit(0);
             });

@@ -63,13 +63,13 @@ fn sigint_is_graceful_too() {
 }
 
 #[test]
-fn sighup_does_not_kill_serve() {
+fn sighup_reloads_instead_of_killing_serve() {
     let dir = FleetDir::new(&[("alpha", 1)], &[]);
     let mut serve = dir.serve();
     common::signal(serve.pid(), 1);
     // Still answering after the signal was handled.
     wait_for("the SIGHUP to be logged", Duration::from_secs(10), || {
-        dir.log().contains("SIGHUP received").then_some(())
+        dir.log().contains("configuration reloaded").then_some(())
     });
     let health = common::plain::blocking_get(&format!("{}/health", dir.base()));
     assert_eq!(health.map(|h| h.0), Some(200));

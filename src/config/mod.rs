@@ -115,6 +115,9 @@ pub struct ValidConfig {
     pub proxy: ProxyConfig,
     pub monitor_listen: SocketAddr,
     pub admin_listen: SocketAddr,
+    /// Where the admin token is read from; `None`: generated at first start in the state dir
+    /// (or taken from `MCP_FLEET_ADMIN_TOKEN`).
+    pub admin_token_file: Option<PathBuf>,
     pub fleet: FleetConfig,
     pub health: HealthConfig,
     /// In the order of their port ranges (static-only categories last), as the seed lists them.
@@ -157,6 +160,21 @@ pub struct FleetConfig {
     pub stop_grace: Duration,
     /// Add the category port ranges to `net.ipv4.ip_local_reserved_ports` at start.
     pub reserve_ports: bool,
+    /// Which servers `serve` deploys when the state dir has no deployment record yet.
+    pub deploy_on_start: DeployOnStart,
+    /// How long a server being removed keeps its sessions before it is stopped.
+    pub drain_timeout: Duration,
+    /// More than this many restarts within `restart_window` marks a server failed.
+    pub max_restarts: u32,
+    pub restart_window: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeployOnStart {
+    /// Every configured server (the default: `serve` brings up the whole fleet).
+    All,
+    /// None: servers are deployed in batches through the admin API (`mcp-fleet deploy`).
+    None,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -512,6 +530,7 @@ fn validate(
         "127.0.0.1:3000",
         errors,
     );
+    let admin_token_file = raw.admin.token_file.as_deref().map(|p| resolve(base, p));
     let listens = [
         ("proxy.listen", proxy.listen),
         ("monitor.listen", monitor_listen),
@@ -569,6 +588,31 @@ fn validate(
             errors,
         ),
         reserve_ports: f.reserve_ports.unwrap_or(false),
+        deploy_on_start: match f.deploy_on_start.as_deref() {
+            None | Some("all") => DeployOnStart::All,
+            Some("none") => DeployOnStart::None,
+            Some(other) => {
+                errors.push(ConfigError::new(
+                    "fleet.deploy_on_start",
+                    format!("{other:?}"),
+                    "must be \"all\" or \"none\"",
+                ));
+                DeployOnStart::All
+            }
+        },
+        drain_timeout: duration(
+            "fleet.drain_timeout",
+            f.drain_timeout.as_deref(),
+            Duration::from_secs(30),
+            errors,
+        ),
+        max_restarts: bounded("fleet.max_restarts", f.max_restarts, 5, 1..=1000, errors) as u32,
+        restart_window: duration(
+            "fleet.restart_window",
+            f.restart_window.as_deref(),
+            Duration::from_secs(300),
+            errors,
+        ),
     };
 
     let mut categories: Vec<CategoryConfig> = raw
@@ -591,6 +635,7 @@ fn validate(
         proxy,
         monitor_listen,
         admin_listen,
+        admin_token_file,
         fleet,
         health,
         categories,

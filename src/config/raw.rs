@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 pub struct RawConfig {
     pub proxy: RawProxy,
     pub monitor: RawListen,
-    pub admin: RawListen,
+    pub admin: RawAdmin,
     pub fleet: RawFleet,
     pub health: RawHealth,
     pub categories: BTreeMap<String, RawCategory>,
@@ -59,6 +59,13 @@ pub struct RawListen {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
+pub struct RawAdmin {
+    pub listen: Option<String>,
+    pub token_file: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
 pub struct RawFleet {
     pub enabled: Option<bool>,
     pub batch_size: Option<i64>,
@@ -70,6 +77,10 @@ pub struct RawFleet {
     pub stop_grace: Option<String>,
     pub mcp_path: Option<String>,
     pub reserve_ports: Option<bool>,
+    pub deploy_on_start: Option<String>,
+    pub drain_timeout: Option<String>,
+    pub max_restarts: Option<i64>,
+    pub restart_window: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

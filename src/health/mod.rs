@@ -45,14 +45,16 @@ pub struct HealthChecker {
 }
 
 impl HealthChecker {
-    pub fn start(config: HealthConfig, registry: Arc<Registry>) -> std::io::Result<Self> {
+    /// Starts the checker; it reads `[health]` from the registry on every round, so a reload
+    /// that changes it (or turns checks on or off) applies without a restart.
+    pub fn start(registry: Arc<Registry>) -> std::io::Result<Self> {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
         let (shutdown, shutdown_rx) = watch::channel(false);
         let thread = std::thread::Builder::new()
             .name("health".into())
-            .spawn(move || runtime.block_on(run(config, registry, shutdown_rx)))?;
+            .spawn(move || runtime.block_on(run(registry, shutdown_rx)))?;
         Ok(Self {
             shutdown,
             thread: Some(thread),
@@ -79,13 +81,27 @@ fn jittered(interval: Duration, salt: u64) -> Duration {
     interval - interval / 10 + Duration::from_millis(r)
 }
 
-async fn run(config: HealthConfig, registry: Arc<Registry>, mut shutdown: watch::Receiver<bool>) {
+async fn run(registry: Arc<Registry>, mut shutdown: watch::Receiver<bool>) {
     let mut states: HashMap<SocketAddr, TargetState> = HashMap::new();
     let mut generation = registry.subscribe();
-    let permits = Arc::new(Semaphore::new(config.concurrency));
+    let mut config: HealthConfig = registry.health_config();
+    let mut permits = Arc::new(Semaphore::new(config.concurrency));
     let (tx, mut rx) = mpsc::unbounded_channel::<Verdict>();
     let mut round: u64 = 0;
     loop {
+        let latest = registry.health_config();
+        if latest.concurrency != config.concurrency {
+            permits = Arc::new(Semaphore::new(latest.concurrency));
+        }
+        config = latest;
+        if !config.enabled {
+            states.clear();
+            tokio::select! {
+                _ = shutdown.changed() => return,
+                changed = generation.changed() => if changed.is_err() { return },
+            }
+            continue;
+        }
         let now = Instant::now();
         let targets = registry.health_targets();
         let mut seen = HashSet::with_capacity(targets.len());

@@ -10,7 +10,6 @@ pub mod reply;
 pub mod route;
 pub mod session;
 
-use crate::config::{EjectionConfig, RetryBudget};
 use crate::upstream::{clock, hash_bytes, Backend, InFlight, PickRequest, Registry, UpstreamSet};
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -29,36 +28,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const SESSION_HEADER: &str = "mcp-session-id";
-
-/// How the proxy treats upstreams: timeouts, retries, ejection. Built once from the config.
-#[derive(Debug, Clone, Copy)]
-pub struct ProxySettings {
-    pub connect_timeout: Duration,
-    /// From sending a request to the first byte of its answer.
-    pub first_byte_timeout: Duration,
-    /// Longest silence on an upstream connection once the answer has started (between SSE
-    /// events).
-    pub idle_timeout: Duration,
-    /// The whole request body from the client.
-    pub body_timeout: Duration,
-    pub max_retries: usize,
-    pub retry_budget: RetryBudget,
-    pub ejection: EjectionConfig,
-}
-
-impl ProxySettings {
-    pub fn from_config(p: &crate::config::ProxyConfig) -> Self {
-        Self {
-            connect_timeout: p.connect_timeout,
-            first_byte_timeout: p.first_byte_timeout,
-            idle_timeout: p.idle_timeout,
-            body_timeout: p.body_timeout,
-            max_retries: p.max_retries,
-            retry_budget: p.retry_budget,
-            ejection: p.ejection,
-        }
-    }
-}
 
 /// Requests in progress across all worker threads, and whether the instance is shutting down.
 /// Shared with the process lifecycle so SIGTERM can wait for the count to reach zero.
@@ -92,24 +61,19 @@ impl Drop for RequestGuard {
     }
 }
 
+/// The proxy. Timeouts, retries and ejection rules come from the category's snapshot
+/// (`UpstreamSet::proxy`), so a reload changes them for the next request.
 pub struct FleetProxy {
     registry: Arc<Registry>,
     codec: SessionCodec,
-    settings: ProxySettings,
     traffic: Arc<Traffic>,
 }
 
 impl FleetProxy {
-    pub fn new(
-        registry: Arc<Registry>,
-        codec: SessionCodec,
-        settings: ProxySettings,
-        traffic: Arc<Traffic>,
-    ) -> Self {
+    pub fn new(registry: Arc<Registry>, codec: SessionCodec, traffic: Arc<Traffic>) -> Self {
         Self {
             registry,
             codec,
-            settings,
             traffic,
         }
     }
@@ -123,7 +87,7 @@ impl FleetProxy {
         ctx.failure_recorded = true;
         if let (Some(set), Some(target)) = (&ctx.set, &ctx.target) {
             target.state.record_failure();
-            if let Some(span) = set.try_eject(target, clock::now_ms(), &self.settings.ejection) {
+            if let Some(span) = set.try_eject(target, clock::now_ms(), &set.proxy.ejection) {
                 tracing::info!(server = %target.id, ejected_for = ?span, "ejected after a failed request");
             }
         }
@@ -132,11 +96,10 @@ impl FleetProxy {
     /// Whether a request that failed before reaching a server may go to another one.
     fn may_retry(&self, ctx: &RequestCtx) -> bool {
         !ctx.session_bound
-            && ctx.attempts <= self.settings.max_retries
-            && ctx
-                .set
-                .as_ref()
-                .is_some_and(|s| s.try_retry(clock::now_ms(), &self.settings.retry_budget))
+            && ctx.set.as_ref().is_some_and(|s| {
+                ctx.attempts <= s.proxy.max_retries
+                    && s.try_retry(clock::now_ms(), &s.proxy.retry_budget)
+            })
     }
 }
 
@@ -321,7 +284,7 @@ impl ProxyHttp for FleetProxy {
         // A client that stalls while sending its body is cut off after body_timeout.
         session
             .as_downstream_mut()
-            .set_read_timeout(Some(self.settings.body_timeout));
+            .set_read_timeout(Some(set.proxy.body_timeout));
         set.record_request(now);
         ctx.set = Some(set);
         Ok(false)
@@ -355,12 +318,17 @@ impl ProxyHttp for FleetProxy {
         };
         ctx.in_flight = Some(backend.state.start_request());
         ctx.failure_recorded = false;
+        let proxy = ctx
+            .set
+            .as_ref()
+            .map(|s| Arc::clone(&s.proxy))
+            .ok_or_else(|| Error::explain(ErrorType::InternalError, "no upstream set"))?;
         let mut peer = HttpPeer::new(backend.addr, false, String::new());
-        peer.options.connection_timeout = Some(self.settings.connect_timeout);
-        peer.options.total_connection_timeout = Some(self.settings.connect_timeout);
+        peer.options.connection_timeout = Some(proxy.connect_timeout);
+        peer.options.total_connection_timeout = Some(proxy.connect_timeout);
         // The idle timeout bounds every read; the shorter first-byte wait is the watchdog's.
-        peer.options.read_timeout = Some(self.settings.idle_timeout);
-        peer.options.write_timeout = Some(self.settings.idle_timeout);
+        peer.options.read_timeout = Some(proxy.idle_timeout);
+        peer.options.write_timeout = Some(proxy.idle_timeout);
         // Pooled upstream connections idle longer than this are closed rather than reused.
         peer.options.idle_timeout = Some(Duration::from_secs(60));
         ctx.target = Some(backend);
@@ -377,11 +345,11 @@ impl ProxyHttp for FleetProxy {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         ctx.sent_at = Some(Instant::now());
-        ctx.watchdog = if self.settings.first_byte_timeout < self.settings.idle_timeout {
-            Watchdog::arm(fd, self.settings.first_byte_timeout)
-        } else {
-            None
-        };
+        ctx.watchdog = ctx.set.as_ref().and_then(|s| {
+            (s.proxy.first_byte_timeout < s.proxy.idle_timeout)
+                .then(|| Watchdog::arm(fd, s.proxy.first_byte_timeout))
+                .flatten()
+        });
         Ok(())
     }
 
@@ -392,10 +360,11 @@ impl ProxyHttp for FleetProxy {
         _end_of_stream: bool,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        if ctx
-            .started
-            .is_some_and(|t| t.elapsed() > self.settings.body_timeout)
-        {
+        let limit = ctx.set.as_ref().map(|s| s.proxy.body_timeout);
+        if let (Some(t), Some(limit)) = (ctx.started, limit) {
+            if t.elapsed() <= limit {
+                return Ok(());
+            }
             return Err(Error::explain(
                 ErrorType::HTTPStatus(408),
                 "request body not received within body_timeout",
@@ -423,9 +392,9 @@ impl ProxyHttp for FleetProxy {
             }
             if target
                 .state
-                .record_status(resp.status.as_u16(), now, &self.settings.ejection)
+                .record_status(resp.status.as_u16(), now, &set.proxy.ejection)
             {
-                if let Some(span) = set.try_eject(target, now, &self.settings.ejection) {
+                if let Some(span) = set.try_eject(target, now, &set.proxy.ejection) {
                     tracing::info!(server = %target.id, ejected_for = ?span, "ejected after a run of 5xx answers");
                 }
             }
@@ -566,7 +535,9 @@ impl ProxyHttp for FleetProxy {
                 code::TIMEOUT,
                 format!(
                     "upstream server sent no answer within {:?}",
-                    self.settings.first_byte_timeout
+                    ctx.set
+                        .as_ref()
+                        .map_or(Duration::ZERO, |s| s.proxy.first_byte_timeout)
                 ),
             ),
             ErrorType::HTTPStatus(408) => (
@@ -610,6 +581,9 @@ impl ProxyHttp for FleetProxy {
                 ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed
             );
         if !downstream_gone && session.response_written().is_none() {
+            // The connection is closed after this answer; say so, or a client that pools
+            // connections sends its next request into a closing socket.
+            session.set_keepalive(None);
             let _ = respond_rpc_error(session, status, rpc_code, &message, None).await;
         }
         FailToProxy {

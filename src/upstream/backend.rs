@@ -167,12 +167,20 @@ pub struct Backend {
     pub ready: bool,
     /// The active health checker's verdict.
     pub healthy: bool,
+    /// Being removed (reload, restart): no new requests; its sessions may finish until the drain
+    /// ends.
+    pub draining: bool,
     pub state: Arc<BackendState>,
 }
 
 impl Backend {
-    /// Whether the snapshot offers it to strategies at all.
+    /// Whether the snapshot offers it to strategies for new requests.
     pub fn eligible(&self) -> bool {
+        self.ready && self.healthy && !self.draining
+    }
+
+    /// Whether requests of sessions it owns may still reach it.
+    pub fn serves_sessions(&self) -> bool {
         self.ready && self.healthy
     }
 }

@@ -16,11 +16,13 @@ mod strategy;
 pub use backend::{Backend, BackendState, InFlight, Origin};
 pub use strategy::{hash_bytes, smooth_sequence, PickRequest, Strategy};
 
-use crate::config::{EjectionConfig, RetryBudget, StrategyKind, ValidConfig};
+use crate::config::{
+    EjectionConfig, HealthConfig, ProxyConfig, RetryBudget, StrategyKind, ValidConfig,
+};
 use arc_swap::ArcSwap;
 use budget::BudgetState;
 use serde::Serialize;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -40,6 +42,8 @@ pub struct UpstreamSet {
     /// Path of the MCP endpoint on every server of this category.
     pub mcp_path: Arc<str>,
     pub strategy_kind: StrategyKind,
+    /// Timeouts, retries and ejection rules in force for this snapshot (a reload swaps them).
+    pub proxy: Arc<ProxyConfig>,
     /// Header consistent hashing keys on (lower case).
     pub hash_header: Option<http::HeaderName>,
     /// All members, eligible or not, in configuration order (for stats and session lookups).
@@ -74,7 +78,14 @@ impl UpstreamSet {
         self.by_addr
             .get(addr)
             .map(|&i| &self.all[i])
-            .filter(|b| b.eligible() && b.state.usable(now_ms))
+            .filter(|b| b.serves_sessions() && b.state.usable(now_ms))
+    }
+
+    /// Requests in flight on the member at `addr`.
+    pub fn in_flight(&self, addr: &SocketAddr) -> Option<u32> {
+        self.by_addr
+            .get(addr)
+            .map(|&i| self.all[i].state.in_flight())
     }
 
     pub fn ready_count(&self) -> usize {
@@ -148,6 +159,7 @@ impl Snapshot {
                         weight: b.weight,
                         ready: b.ready,
                         healthy: b.healthy,
+                        draining: b.draining,
                         ejected_ms: b.state.ejected_until().saturating_sub(now),
                         in_flight: b.state.in_flight(),
                         requests: b.state.requests(),
@@ -201,6 +213,7 @@ pub struct ServerStats {
     pub weight: u32,
     pub ready: bool,
     pub healthy: bool,
+    pub draining: bool,
     /// Milliseconds of passive ejection left (0: not ejected).
     pub ejected_ms: u64,
     pub in_flight: u32,
@@ -218,6 +231,8 @@ pub struct ServerStats {
 struct Member {
     backend: Backend,
     ready_epoch: u64,
+    /// Still in the configuration (a draining member that is not goes away when its drain ends).
+    desired: bool,
 }
 
 #[derive(Debug)]
@@ -226,14 +241,82 @@ struct CategoryMembers {
     mcp_path: Arc<str>,
     strategy: StrategyKind,
     hash_header: Option<http::HeaderName>,
+    proxy: Arc<ProxyConfig>,
     shared: Arc<CategoryShared>,
     members: Vec<Member>,
+    /// Still in the configuration.
+    desired: bool,
 }
 
 /// The writers' side: the member lists the snapshots are built from.
 #[derive(Debug)]
 struct Members {
     categories: Vec<CategoryMembers>,
+    health: HealthConfig,
+}
+
+/// The members a config describes, all fresh (not ready, never checked).
+fn desired_members(config: &ValidConfig) -> Vec<CategoryMembers> {
+    let healthy = !config.health.enabled;
+    let proxy = Arc::new(config.proxy.clone());
+    config
+        .categories
+        .iter()
+        .map(|c| {
+            let weight_of = |key: &str| c.server_weights.get(key).copied().unwrap_or(c.weight);
+            let spawned: Vec<Member> = if config.fleet.enabled {
+                c.spawned_ports()
+                    .enumerate()
+                    .map(|(i, port)| {
+                        let id = server_id(&c.name, i);
+                        Member {
+                            backend: Backend {
+                                weight: weight_of(&id),
+                                id: id.into(),
+                                addr: SocketAddr::new(config.fleet.host, port),
+                                origin: Origin::Spawned,
+                                ready: false,
+                                healthy,
+                                draining: false,
+                                state: Arc::default(),
+                            },
+                            ready_epoch: 0,
+                            desired: true,
+                        }
+                    })
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            let statics = c.static_backends.iter().map(|addr| Member {
+                backend: Backend {
+                    id: format!("{}@{addr}", c.name).into(),
+                    addr: *addr,
+                    origin: Origin::Static,
+                    weight: weight_of(&addr.to_string()),
+                    ready: true,
+                    healthy,
+                    draining: false,
+                    state: Arc::default(),
+                },
+                ready_epoch: 1,
+                desired: true,
+            });
+            CategoryMembers {
+                name: c.name.as_str().into(),
+                mcp_path: c.mcp_path.as_str().into(),
+                strategy: c.strategy,
+                hash_header: c
+                    .hash_header
+                    .as_deref()
+                    .and_then(|h| http::HeaderName::from_bytes(h.as_bytes()).ok()),
+                proxy: Arc::clone(&proxy),
+                shared: Arc::default(),
+                members: spawned.into_iter().chain(statics).collect(),
+                desired: true,
+            }
+        })
+        .collect()
 }
 
 impl Members {
@@ -248,6 +331,7 @@ impl Members {
                     name: Arc::clone(&c.name),
                     mcp_path: Arc::clone(&c.mcp_path),
                     strategy_kind: c.strategy,
+                    proxy: Arc::clone(&c.proxy),
                     hash_header: c.hash_header.clone(),
                     by_addr: all.iter().enumerate().map(|(i, b)| (b.addr, i)).collect(),
                     strategy: strategy::build(c.strategy, &ready, &c.shared.memory),
@@ -294,7 +378,7 @@ pub struct Registry {
     current: ArcSwap<Snapshot>,
     members: Mutex<Members>,
     /// With active checks on, a server is unhealthy until it passes one.
-    health_checks: bool,
+    health_checks: Mutex<bool>,
     /// Bumped on every swap, so the health checker notices new members without polling.
     generation: tokio::sync::watch::Sender<u64>,
 }
@@ -304,66 +388,138 @@ impl Registry {
     /// publishes them once they accept connections), static backends start ready; with active
     /// health checks on, every server starts unhealthy until it passes once.
     pub fn new(config: &ValidConfig) -> Self {
-        let healthy = !config.health.enabled;
-        let categories = config
-            .categories
-            .iter()
-            .map(|c| {
-                let weight_of = |key: &str| c.server_weights.get(key).copied().unwrap_or(c.weight);
-                let spawned: Vec<Member> = if config.fleet.enabled {
-                    c.spawned_ports()
-                        .enumerate()
-                        .map(|(i, port)| {
-                            let id = server_id(&c.name, i);
-                            Member {
-                                backend: Backend {
-                                    weight: weight_of(&id),
-                                    id: id.into(),
-                                    addr: SocketAddr::new(config.fleet.host, port),
-                                    origin: Origin::Spawned,
-                                    ready: false,
-                                    healthy,
-                                    state: Arc::default(),
-                                },
-                                ready_epoch: 0,
-                            }
-                        })
-                        .collect()
-                } else {
-                    Vec::new()
-                };
-                let statics = c.static_backends.iter().map(|addr| Member {
-                    backend: Backend {
-                        id: format!("{}@{addr}", c.name).into(),
-                        addr: *addr,
-                        origin: Origin::Static,
-                        weight: weight_of(&addr.to_string()),
-                        ready: true,
-                        healthy,
-                        state: Arc::default(),
-                    },
-                    ready_epoch: 1,
-                });
-                CategoryMembers {
-                    name: c.name.as_str().into(),
-                    mcp_path: c.mcp_path.as_str().into(),
-                    strategy: c.strategy,
-                    hash_header: c
-                        .hash_header
-                        .as_deref()
-                        .and_then(|h| http::HeaderName::from_bytes(h.as_bytes()).ok()),
-                    shared: Arc::default(),
-                    members: spawned.into_iter().chain(statics).collect(),
-                }
-            })
-            .collect();
-        let members = Members { categories };
+        let members = Members {
+            categories: desired_members(config),
+            health: config.health.clone(),
+        };
         Self {
             current: ArcSwap::from_pointee(members.snapshot()),
             members: Mutex::new(members),
-            health_checks: config.health.enabled,
+            health_checks: Mutex::new(config.health.enabled),
             generation: tokio::sync::watch::Sender::new(0),
         }
+    }
+
+    /// Applies a reloaded config: categories and members are rebuilt from it, keeping the live
+    /// state (counters, ejection, health, readiness) of every member whose address stays, and
+    /// the strategy cursor and retry budget of every category that stays. Members that leave the
+    /// config, and those in `replace` (their command changed), are kept but draining: no new
+    /// requests, their sessions still served until `finish_drain`. Returns the draining
+    /// addresses and how long building and swapping the snapshot took.
+    pub fn apply(
+        &self,
+        config: &ValidConfig,
+        replace: &HashSet<SocketAddr>,
+    ) -> (Vec<SocketAddr>, Duration, Duration) {
+        let mut members = self.lock();
+        let mut fresh = desired_members(config);
+        let mut old: HashMap<Arc<str>, CategoryMembers> = members
+            .categories
+            .drain(..)
+            .map(|c| (Arc::clone(&c.name), c))
+            .collect();
+        let mut draining = Vec::new();
+        for c in &mut fresh {
+            let Some(mut prev) = old.remove(&c.name) else {
+                continue;
+            };
+            c.shared = Arc::clone(&prev.shared);
+            for m in &mut c.members {
+                if let Some(i) = prev
+                    .members
+                    .iter()
+                    .position(|p| p.backend.addr == m.backend.addr)
+                {
+                    let p = prev.members.remove(i);
+                    m.backend.ready = p.backend.ready;
+                    m.backend.healthy = p.backend.healthy;
+                    m.backend.state = p.backend.state;
+                    m.ready_epoch = p.ready_epoch;
+                    m.backend.draining = p.backend.draining || replace.contains(&m.backend.addr);
+                    if m.backend.draining {
+                        draining.push(m.backend.addr);
+                    }
+                }
+            }
+            // Members that left the config drain at the end of the list.
+            for mut p in prev.members {
+                p.desired = false;
+                if !p.backend.draining {
+                    p.backend.draining = true;
+                }
+                draining.push(p.backend.addr);
+                c.members.push(p);
+            }
+        }
+        // Whole categories that left keep serving their sessions while they drain; they take no
+        // new requests (every member is draining).
+        for (_, mut gone) in old {
+            gone.desired = false;
+            for m in &mut gone.members {
+                m.desired = false;
+                m.backend.draining = true;
+                draining.push(m.backend.addr);
+            }
+            fresh.push(gone);
+        }
+        if !config.health.enabled {
+            for c in &mut fresh {
+                for m in &mut c.members {
+                    m.backend.healthy = true;
+                }
+            }
+        }
+        members.categories = fresh;
+        members.health = config.health.clone();
+        *self
+            .health_checks
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = config.health.enabled;
+        let started = std::time::Instant::now();
+        let snapshot = Arc::new(members.snapshot());
+        let built = started.elapsed();
+        let swap = std::time::Instant::now();
+        self.current.store(snapshot);
+        let swapped = swap.elapsed();
+        self.generation.send_modify(|g| *g += 1);
+        draining.sort();
+        draining.dedup();
+        (draining, built, swapped)
+    }
+
+    /// Ends the drain of `addrs`: members no longer in the config are removed (their sessions
+    /// now get 404), members being replaced start over as not ready.
+    pub fn finish_drain(&self, addrs: &[SocketAddr]) {
+        let mut members = self.lock();
+        let set: HashSet<&SocketAddr> = addrs.iter().collect();
+        for c in &mut members.categories {
+            c.members
+                .retain(|m| !(m.backend.draining && !m.desired && set.contains(&m.backend.addr)));
+            for m in &mut c.members {
+                if m.backend.draining && set.contains(&m.backend.addr) {
+                    m.backend.draining = false;
+                    m.backend.ready = false;
+                }
+            }
+        }
+        members
+            .categories
+            .retain(|c| c.desired || !c.members.is_empty());
+        self.publish(&members);
+    }
+
+    /// The health settings in force.
+    pub fn health_config(&self) -> HealthConfig {
+        self.lock().health.clone()
+    }
+
+    /// Requests in flight on the member at `addr` (0 when unknown).
+    pub fn in_flight(&self, addr: SocketAddr) -> u32 {
+        self.load()
+            .sets
+            .iter()
+            .find_map(|s| s.in_flight(&addr))
+            .unwrap_or(0)
     }
 
     /// The current snapshot, for the hot path: one atomic load, no lock.
@@ -409,7 +565,10 @@ impl Registry {
     /// Marks servers ready (accepting connections) or not. A server that becomes ready again
     /// after a restart is unhealthy until the health checker has passed it once.
     pub fn set_ready(&self, changes: &[(SocketAddr, bool)]) -> usize {
-        let checks = self.health_checks;
+        let checks = *self
+            .health_checks
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         self.update(changes, |m, ready| {
             if m.backend.ready == ready {
                 return false;

@@ -1,83 +1,198 @@
-//! The fleet plugin: spawns every configured server in batches, waits for each batch to accept
-//! connections before starting the next, publishes ready servers into the upstream registry, and
-//! restarts servers that exit, with back-off.
+//! The fleet plugin: deploys servers in batches (each batch must accept connections before the
+//! next starts), publishes ready servers into the upstream registry, restarts servers that exit
+//! (with back-off, until too many restarts mark them failed), remembers which servers are meant to
+//! run in the state dir, and carries out the operator's deploy, restart, retry and stop orders.
 //!
-//! All of it runs on one dedicated thread with its own single-threaded runtime. Children are
-//! forked from that thread, which lives as long as the process, so `PR_SET_PDEATHSIG` fires only
-//! when the whole process dies. The fleet knows nothing of HTTP routing.
+//! Every method runs on the control thread's runtime: children are forked from that one
+//! long-lived thread, so `PR_SET_PDEATHSIG` fires only when the whole process dies. The fleet
+//! knows nothing of HTTP routing.
 
 mod child;
 mod plan;
 mod ports;
+mod supervisor;
 
 pub use plan::{plan, ServerSpec};
+pub use supervisor::ServerState;
 
-use crate::config::ValidConfig;
+use crate::config::{DeployOnStart, ValidConfig};
+use crate::state_file::{self, Loaded};
 use crate::upstream::Registry;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
-use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
-use tokio::net::TcpStream;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime};
+use supervisor::{Desired, SharedStatus, Want};
 use tokio::sync::{oneshot, watch};
 
-/// First restart delay; doubles per consecutive failure up to `MAX_BACKOFF`.
-const MIN_BACKOFF: Duration = Duration::from_secs(1);
-const MAX_BACKOFF: Duration = Duration::from_secs(60);
-/// A server that stayed up this long has its back-off reset.
-const STABLE_AFTER: Duration = Duration::from_secs(60);
+/// File in the state dir that lists the servers meant to run.
+pub const DEPLOYMENT_FILE: &str = "deployment.json";
+/// Deployments kept in the history.
+const HISTORY: usize = 200;
 
 #[derive(Debug, thiserror::Error)]
 pub enum FleetError {
-    #[error("cannot start the fleet thread: {0}")]
-    Thread(std::io::Error),
-    #[error("cannot build the fleet runtime: {0}")]
-    Runtime(std::io::Error),
     #[error("cannot resolve command {program:?}: {source}")]
     Program {
         program: String,
         source: std::io::Error,
     },
+    #[error("no server {0:?} in the configuration")]
+    UnknownServer(String),
+    #[error("server {0:?} is not deployed")]
+    NotDeployed(String),
+    #[error("server {id:?} did not come back: {why}")]
+    NotReady { id: String, why: String },
 }
 
-/// Handle to the running fleet thread.
-pub struct Fleet {
-    shutdown: watch::Sender<bool>,
-    thread: Option<JoinHandle<()>>,
+/// Fleet settings that a reload may change.
+#[derive(Debug, Clone)]
+pub struct FleetSettings {
+    pub batch_size: usize,
+    pub ready_timeout: Duration,
+    pub stop_grace: Duration,
+    pub drain_timeout: Duration,
+    pub max_restarts: u32,
+    pub restart_window: Duration,
+    pub deploy_on_start: DeployOnStart,
 }
 
-/// How a server's first start ended, reported to the batch deployer.
-/// Ready servers against the planned total, so a server that comes up late (after retries) can
-/// tell the operator when the whole fleet is finally serving.
-#[derive(Debug)]
-struct Census {
+impl FleetSettings {
+    fn from_config(config: &ValidConfig) -> Self {
+        let f = &config.fleet;
+        Self {
+            batch_size: f.batch_size,
+            ready_timeout: f.ready_timeout,
+            stop_grace: f.stop_grace,
+            drain_timeout: f.drain_timeout,
+            max_restarts: f.max_restarts,
+            restart_window: f.restart_window,
+            deploy_on_start: f.deploy_on_start,
+        }
+    }
+}
+
+/// A server the fleet runs.
+struct Managed {
+    spec: ServerSpec,
+    status: SharedStatus,
+    desired: watch::Sender<Desired>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// What `GET /servers` shows of a server.
+#[derive(Debug, Clone, Serialize)]
+pub struct ServerInfo {
+    pub id: String,
+    pub index: usize,
+    pub category: String,
+    pub port: u16,
+    pub pid: Option<u32>,
+    pub state: ServerState,
+    pub uptime_s: Option<u64>,
+    pub restarts: u32,
+    pub rss_bytes: Option<u64>,
+    pub last_error: Option<String>,
+}
+
+/// One deployment, restart, retry or reload, for `GET /deployments`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Deployment {
+    pub seq: u64,
+    pub kind: String,
+    /// Seconds since the Unix epoch.
+    pub started_at: u64,
+    pub duration_ms: u64,
+    pub requested: usize,
+    pub deployed: Vec<String>,
+    pub failed: Vec<Failure>,
+    pub already: Vec<String>,
+    pub outcome: String,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Failure {
+    pub id: String,
+    pub error: String,
+}
+
+/// What a reload changes in the plan, by server id.
+#[derive(Debug, Default)]
+pub struct PlanDiff {
+    pub added: Vec<Arc<str>>,
+    pub removed: Vec<Arc<str>>,
+    /// Same id, other address or command: drained, stopped and started anew.
+    pub changed: Vec<Arc<str>>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct DeploymentRecord {
+    version: u32,
+    deployed: Vec<String>,
+}
+
+pub struct Inner {
+    pub(crate) registry: Arc<Registry>,
+    /// Every server the config describes, in global index order.
+    plan: Mutex<Vec<ServerSpec>>,
+    servers: Mutex<BTreeMap<Arc<str>, Managed>>,
+    settings: Mutex<FleetSettings>,
+    state_path: PathBuf,
+    pub(crate) shutdown: watch::Sender<bool>,
+    history: Mutex<VecDeque<Deployment>>,
+    seq: AtomicUsize,
     ready: AtomicUsize,
-    total: usize,
 }
 
-impl Census {
-    fn up(&self, id: &str) {
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Every critical section here is a few assignments; a panic in one leaves the data usable.
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl Inner {
+    pub(crate) fn settings(&self) -> FleetSettings {
+        lock(&self.settings).clone()
+    }
+
+    pub(crate) fn census_up(&self, id: &str) {
         let now = self.ready.fetch_add(1, Ordering::AcqRel) + 1;
-        tracing::debug!(server = id, ready = now, total = self.total, "server ready");
-        if now == self.total {
-            tracing::info!(total = self.total, "all servers ready");
+        let total = lock(&self.servers).len();
+        tracing::debug!(server = id, ready = now, total, "server ready");
+        if now == total {
+            tracing::info!(total, "all deployed servers ready");
         }
     }
 
-    fn down(&self) {
+    pub(crate) fn census_down(&self) {
         self.ready.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum FirstStart {
-    Ready,
-    Failed,
+/// Handle to the fleet; cheap to clone.
+#[derive(Clone)]
+pub struct Fleet {
+    inner: Arc<Inner>,
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+fn rss_bytes(pid: u32) -> Option<u64> {
+    let statm = std::fs::read_to_string(format!("/proc/{pid}/statm")).ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    Some(pages * 4096)
 }
 
 impl Fleet {
-    /// Starts the fleet thread; deployment proceeds in the background while the proxy serves.
-    pub fn start(config: &ValidConfig, registry: Arc<Registry>) -> Result<Self, FleetError> {
+    /// Plans the fleet from the config; nothing runs until `start` or `deploy`.
+    pub fn new(config: &ValidConfig, registry: Arc<Registry>) -> Result<Self, FleetError> {
         let specs = plan(config)?;
         if config.fleet.reserve_ports && !specs.is_empty() {
             let ranges: Vec<_> = config
@@ -97,276 +212,486 @@ impl Fleet {
                 ),
             }
         }
-        let (shutdown, shutdown_rx) = watch::channel(false);
-        let batch_size = config.fleet.batch_size;
-        let ready_timeout = config.fleet.ready_timeout;
-        let stop_grace = config.fleet.stop_grace;
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(FleetError::Runtime)?;
-        let thread = std::thread::Builder::new()
-            .name("fleet".into())
-            .spawn(move || {
-                runtime.block_on(deploy_and_supervise(
-                    specs,
-                    batch_size,
-                    ready_timeout,
-                    stop_grace,
-                    registry,
-                    shutdown_rx,
-                ));
-            })
-            .map_err(FleetError::Thread)?;
+        let (shutdown, _) = watch::channel(false);
         Ok(Self {
-            shutdown,
-            thread: Some(thread),
+            inner: Arc::new(Inner {
+                registry,
+                plan: Mutex::new(specs),
+                servers: Mutex::new(BTreeMap::new()),
+                settings: Mutex::new(FleetSettings::from_config(config)),
+                state_path: config.fleet.state_dir.join(DEPLOYMENT_FILE),
+                shutdown,
+                history: Mutex::new(VecDeque::new()),
+                seq: AtomicUsize::new(0),
+                ready: AtomicUsize::new(0),
+            }),
         })
     }
 
-    /// Stops every server (SIGTERM, then SIGKILL after the grace) and waits for the thread.
-    pub fn stop(&mut self) {
-        let _ = self.shutdown.send(true);
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
-}
-
-impl Drop for Fleet {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-async fn deploy_and_supervise(
-    specs: Vec<ServerSpec>,
-    batch_size: usize,
-    ready_timeout: Duration,
-    stop_grace: Duration,
-    registry: Arc<Registry>,
-    shutdown: watch::Receiver<bool>,
-) {
-    let started = Instant::now();
-    let total = specs.len();
-    // (category, ready, total) in deployment order, which is config order.
-    let mut per_category: Vec<(Arc<str>, usize, usize)> = Vec::new();
-    for s in &specs {
-        match per_category.last_mut() {
-            Some(last) if last.0 == s.category => last.2 += 1,
-            _ => per_category.push((Arc::clone(&s.category), 0, 1)),
-        }
-    }
-    tracing::info!(servers = total, batch_size, "deploying the fleet");
-    let census = Arc::new(Census {
-        ready: AtomicUsize::new(0),
-        total,
-    });
-    let mut tasks = Vec::with_capacity(total);
-    let mut ready = 0usize;
-    for (batch_no, batch) in specs.chunks(batch_size.max(1)).enumerate() {
-        if *shutdown.borrow() {
-            break;
-        }
-        let mut outcomes = Vec::with_capacity(batch.len());
-        for spec in batch {
-            let (tx, rx) = oneshot::channel();
-            outcomes.push((Arc::clone(&spec.category), rx));
-            tasks.push(tokio::spawn(supervise(
-                spec.clone(),
-                ready_timeout,
-                stop_grace,
-                Arc::clone(&registry),
-                Arc::clone(&census),
-                shutdown.clone(),
-                tx,
-            )));
-        }
-        let mut failed = 0;
-        for (category, rx) in outcomes {
-            match rx.await {
-                Ok(FirstStart::Ready) => {
-                    ready += 1;
-                    if let Some(c) = per_category.iter_mut().find(|c| c.0 == category) {
-                        c.1 += 1;
-                    }
-                }
-                Ok(FirstStart::Failed) | Err(_) => failed += 1,
-            }
-        }
-        let by_category = per_category
+    /// Brings back the fleet the state dir records, or, without a record, what
+    /// `fleet.deploy_on_start` says.
+    pub async fn start(&self) -> Deployment {
+        let plan_ids: Vec<Arc<str>> = lock(&self.inner.plan)
             .iter()
-            .map(|(name, r, t)| format!("{name} {r}/{t}"))
-            .collect::<Vec<_>>()
-            .join(", ");
-        tracing::info!(
-            batch = batch_no + 1,
-            ready,
-            total,
-            failed_in_batch = failed,
-            elapsed_ms = started.elapsed().as_millis() as u64,
-            "deployment: {ready}/{total} ready ({by_category})"
-        );
-    }
-    if ready == total {
-        tracing::info!(
-            total,
-            elapsed_ms = started.elapsed().as_millis() as u64,
-            "fleet deployed"
-        );
-    } else if !*shutdown.borrow() {
-        tracing::warn!(
-            ready,
-            total,
-            "fleet deployed with servers not ready; they are being retried"
-        );
-    }
-    for task in tasks {
-        let _ = task.await;
-    }
-}
-
-/// Whether the server could bind its port now (with SO_REUSEADDR, as servers do, so the TIME_WAIT
-/// leftovers of its previous life do not count). Without this check a readiness probe would be
-/// answered by whichever process holds the port, and a server that failed to bind would pass.
-fn port_is_free(addr: std::net::SocketAddr) -> std::io::Result<()> {
-    let socket = if addr.is_ipv4() {
-        tokio::net::TcpSocket::new_v4()?
-    } else {
-        tokio::net::TcpSocket::new_v6()?
-    };
-    socket.set_reuseaddr(true)?;
-    socket.bind(addr)
-}
-
-/// Polls until the server accepts a TCP connection, it exits, or the deadline passes.
-async fn wait_ready(
-    spec: &ServerSpec,
-    child: &mut tokio::process::Child,
-    timeout: Duration,
-) -> Result<(), String> {
-    let deadline = Instant::now() + timeout;
-    let mut pause = Duration::from_millis(10);
-    loop {
-        if let Ok(stream) = TcpStream::connect(spec.addr).await {
-            // Reset instead of FIN: the probe leaves no TIME_WAIT entry behind.
-            let _ = stream.set_zero_linger();
-            if let Ok(Some(status)) = child.try_wait() {
-                return Err(format!(
-                    "exited ({status}) while another process answered on its port"
-                ));
+            .map(|s| Arc::clone(&s.id))
+            .collect();
+        let policy = self.inner.settings().deploy_on_start;
+        let mut notes = Vec::new();
+        let ids: Vec<Arc<str>> = match state_file::read_json::<DeploymentRecord>(
+            &self.inner.state_path,
+        ) {
+            Loaded::Found(record) => {
+                let wanted: HashSet<&str> = record.deployed.iter().map(String::as_str).collect();
+                let unknown = record
+                    .deployed
+                    .iter()
+                    .filter(|id| !plan_ids.iter().any(|p| p.as_ref() == id.as_str()))
+                    .count();
+                if unknown > 0 {
+                    notes.push(format!(
+                        "{unknown} recorded servers are no longer in the configuration"
+                    ));
+                }
+                plan_ids
+                    .iter()
+                    .filter(|id| wanted.contains(id.as_ref()))
+                    .cloned()
+                    .collect()
             }
-            return Ok(());
-        }
-        if let Ok(Some(status)) = child.try_wait() {
-            return Err(format!("exited before accepting connections ({status})"));
-        }
-        if Instant::now() >= deadline {
-            return Err(format!("not accepting connections after {timeout:?}"));
-        }
-        tokio::time::sleep(pause).await;
-        pause = (pause * 2).min(Duration::from_millis(200));
+            Loaded::Missing => match policy {
+                DeployOnStart::All => plan_ids.clone(),
+                DeployOnStart::None => Vec::new(),
+            },
+            Loaded::Corrupt { reason, moved_to } => {
+                let note = format!(
+                    "deployment record {} is unreadable ({reason}); moved to {}; deploying per fleet.deploy_on_start",
+                    self.inner.state_path.display(),
+                    moved_to.map_or("(could not move it)".into(), |p| p.display().to_string())
+                );
+                tracing::error!("{note}");
+                notes.push(note);
+                match policy {
+                    DeployOnStart::All => plan_ids.clone(),
+                    DeployOnStart::None => Vec::new(),
+                }
+            }
+        };
+        let mut d = self.deploy_ids("startup", ids).await;
+        d.notes.extend(notes);
+        d
     }
-}
 
-/// Keeps one server running until shutdown.
-async fn supervise(
-    spec: ServerSpec,
-    ready_timeout: Duration,
-    stop_grace: Duration,
-    registry: Arc<Registry>,
-    census: Arc<Census>,
-    mut shutdown: watch::Receiver<bool>,
-    first: oneshot::Sender<FirstStart>,
-) {
-    let mut first = Some(first);
-    let mut backoff = MIN_BACKOFF;
-    let report = |first: &mut Option<oneshot::Sender<FirstStart>>, outcome| {
-        if let Some(tx) = first.take() {
-            let _ = tx.send(outcome);
-        }
-    };
-    while !*shutdown.borrow() {
-        if let Err(e) = port_is_free(spec.addr) {
-            tracing::error!(
-                server = %spec.id,
-                port = spec.addr.port(),
-                error = %e,
-                "port is in use by another process; retrying after {backoff:?}"
-            );
-            report(&mut first, FirstStart::Failed);
-            if sleep_or_shutdown(backoff, &mut shutdown).await {
+    /// The seed's deploy-batch: deploys the servers with global indexes
+    /// `start_index .. start_index + batch_size`, in order.
+    pub async fn deploy_range(&self, start_index: usize, batch_size: usize) -> Deployment {
+        let ids: Vec<Arc<str>> = lock(&self.inner.plan)
+            .iter()
+            .skip(start_index)
+            .take(batch_size)
+            .map(|s| Arc::clone(&s.id))
+            .collect();
+        self.deploy_ids("deploy", ids).await
+    }
+
+    /// Deploys `ids` (planned servers) in batches of `fleet.batch_size`, recording the result.
+    pub async fn deploy_ids(&self, kind: &str, ids: Vec<Arc<str>>) -> Deployment {
+        let started = Instant::now();
+        let started_at = unix_now();
+        let settings = self.inner.settings();
+        let total_planned = lock(&self.inner.plan).len();
+        let mut deployed = Vec::new();
+        let mut failed = Vec::new();
+        let mut already = Vec::new();
+        tracing::info!(
+            kind,
+            servers = ids.len(),
+            batch_size = settings.batch_size,
+            "deploying"
+        );
+        for (batch_no, batch) in ids.chunks(settings.batch_size.max(1)).enumerate() {
+            if *self.inner.shutdown.borrow() {
                 break;
             }
-            backoff = (backoff * 2).min(MAX_BACKOFF);
-            continue;
+            let mut waits = Vec::new();
+            for id in batch {
+                match self.launch(id) {
+                    Some(rx) => waits.push((Arc::clone(id), rx)),
+                    None => already.push(id.to_string()),
+                }
+            }
+            for (id, rx) in waits {
+                match rx.await {
+                    Ok(Ok(())) => deployed.push(id.to_string()),
+                    Ok(Err(error)) => failed.push(Failure {
+                        id: id.to_string(),
+                        error,
+                    }),
+                    Err(_) => failed.push(Failure {
+                        id: id.to_string(),
+                        error: "supervisor ended".into(),
+                    }),
+                }
+            }
+            let running = self.inner.ready.load(Ordering::Acquire);
+            tracing::info!(
+                kind,
+                batch = batch_no + 1,
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "deployment: {running}/{total_planned} ready ({})",
+                self.progress_by_category()
+            );
         }
-        let mut child = match child::spawn(&spec.launch) {
-            Ok(child) => child,
-            Err(e) => {
-                tracing::error!(server = %spec.id, port = spec.addr.port(), error = %e, "cannot start server");
-                report(&mut first, FirstStart::Failed);
-                if sleep_or_shutdown(backoff, &mut shutdown).await {
+        self.save();
+        let outcome = if failed.is_empty() { "ok" } else { "partial" };
+        if failed.is_empty() {
+            tracing::info!(
+                kind,
+                deployed = deployed.len(),
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "deployment done"
+            );
+        } else {
+            tracing::warn!(
+                kind,
+                deployed = deployed.len(),
+                failed = failed.len(),
+                "deployment done with failures; failed servers are retried with back-off"
+            );
+        }
+        self.record(Deployment {
+            seq: 0,
+            kind: kind.into(),
+            started_at,
+            duration_ms: started.elapsed().as_millis() as u64,
+            requested: ids.len(),
+            deployed,
+            failed,
+            already,
+            outcome: outcome.into(),
+            notes: Vec::new(),
+        })
+    }
+
+    /// "database 100/100, api 37/100": ready servers against planned ones, in config order.
+    fn progress_by_category(&self) -> String {
+        let plan = lock(&self.inner.plan);
+        let servers = lock(&self.inner.servers);
+        let mut out: Vec<(Arc<str>, usize, usize)> = Vec::new();
+        for s in plan.iter() {
+            let running = servers
+                .get(&s.id)
+                .is_some_and(|m| supervisor_state(&m.status) == ServerState::Running);
+            match out.last_mut() {
+                Some(last) if last.0 == s.category => {
+                    last.2 += 1;
+                    last.1 += usize::from(running);
+                }
+                _ => out.push((Arc::clone(&s.category), usize::from(running), 1)),
+            }
+        }
+        out.iter()
+            .map(|(c, r, t)| format!("{c} {r}/{t}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    /// Starts supervising `id`; `None` when it is already deployed (or not planned).
+    fn launch(&self, id: &Arc<str>) -> Option<oneshot::Receiver<Result<(), String>>> {
+        let spec = lock(&self.inner.plan)
+            .iter()
+            .find(|s| &s.id == id)
+            .cloned()?;
+        let mut servers = lock(&self.inner.servers);
+        if servers.contains_key(id) {
+            return None;
+        }
+        let (tx, rx) = oneshot::channel();
+        let status = SharedStatus::default();
+        let (desired, desired_rx) = watch::channel(Desired {
+            want: Want::Run,
+            generation: 0,
+        });
+        let task = tokio::spawn(supervisor::supervise(
+            spec.clone(),
+            Arc::clone(&status),
+            desired_rx,
+            Arc::clone(&self.inner),
+            tx,
+        ));
+        servers.insert(
+            Arc::clone(id),
+            Managed {
+                spec,
+                status,
+                desired,
+                task,
+            },
+        );
+        Some(rx)
+    }
+
+    fn want(&self, id: &str, want: Want) -> bool {
+        let servers = lock(&self.inner.servers);
+        let Some(m) = servers.get(id) else {
+            return false;
+        };
+        m.desired.send_modify(|d| {
+            d.want = want;
+            d.generation += 1;
+        });
+        true
+    }
+
+    /// Starts failed servers again, with a fresh restart allowance.
+    pub async fn retry_failed(&self) -> Deployment {
+        let started = Instant::now();
+        let failed: Vec<(Arc<str>, SharedStatus)> = lock(&self.inner.servers)
+            .iter()
+            .filter(|(_, m)| supervisor_state(&m.status) == ServerState::Failed)
+            .map(|(id, m)| (Arc::clone(id), Arc::clone(&m.status)))
+            .collect();
+        for (id, _) in &failed {
+            self.want(id, Want::Run);
+        }
+        let deadline = Instant::now() + self.inner.settings().ready_timeout;
+        let mut deployed = Vec::new();
+        let mut still = Vec::new();
+        for (id, status) in failed.iter() {
+            loop {
+                let state = supervisor_state(status);
+                if state == ServerState::Running {
+                    deployed.push(id.to_string());
                     break;
                 }
-                backoff = (backoff * 2).min(MAX_BACKOFF);
-                continue;
-            }
-        };
-        let up_since = Instant::now();
-        let outcome = tokio::select! {
-            r = wait_ready(&spec, &mut child, ready_timeout) => r,
-            _ = shutdown.changed() => Err("shutting down".to_string()),
-        };
-        match outcome {
-            Ok(()) => {
-                registry.set_ready(&[(spec.addr, true)]);
-                report(&mut first, FirstStart::Ready);
-                census.up(&spec.id);
-                tokio::select! {
-                    status = child.wait() => {
-                        registry.set_ready(&[(spec.addr, false)]);
-                        census.down();
-                        let status = status.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string());
-                        tracing::warn!(server = %spec.id, port = spec.addr.port(), %status, "server exited; restarting after back-off");
-                    }
-                    _ = shutdown.changed() => {
-                        registry.set_ready(&[(spec.addr, false)]);
-                        census.down();
-                        child::stop(&mut child, stop_grace).await;
-                        break;
-                    }
-                }
-            }
-            Err(why) => {
-                if *shutdown.borrow() {
-                    child::stop(&mut child, stop_grace).await;
+                if state == ServerState::Failed && started.elapsed() > Duration::from_millis(500)
+                    || Instant::now() > deadline
+                {
+                    still.push(Failure {
+                        id: id.to_string(),
+                        error: lock(status)
+                            .last_error
+                            .clone()
+                            .unwrap_or_else(|| format!("{state:?}")),
+                    });
                     break;
                 }
-                tracing::error!(
-                    server = %spec.id,
-                    port = spec.addr.port(),
-                    log = %spec.launch.log_file.display(),
-                    "server failed to start: {why}; retrying after {backoff:?}"
-                );
-                report(&mut first, FirstStart::Failed);
-                child::stop(&mut child, stop_grace).await;
+                tokio::time::sleep(Duration::from_millis(20)).await;
             }
         }
-        if up_since.elapsed() >= STABLE_AFTER {
-            backoff = MIN_BACKOFF;
+        self.record(Deployment {
+            seq: 0,
+            kind: "retry-failed".into(),
+            started_at: unix_now(),
+            duration_ms: started.elapsed().as_millis() as u64,
+            requested: failed.len(),
+            outcome: if still.is_empty() { "ok" } else { "partial" }.into(),
+            deployed,
+            failed: still,
+            already: Vec::new(),
+            notes: Vec::new(),
+        })
+    }
+
+    /// Drains `id` (no new requests; those in flight may finish within the drain timeout),
+    /// restarts it, and waits until it is back in rotation.
+    pub async fn restart(&self, id: &str) -> Result<Deployment, FleetError> {
+        let started = Instant::now();
+        if !lock(&self.inner.plan).iter().any(|s| s.id.as_ref() == id) {
+            return Err(FleetError::UnknownServer(id.into()));
         }
-        if sleep_or_shutdown(backoff, &mut shutdown).await {
-            break;
+        let status = lock(&self.inner.servers)
+            .get(id)
+            .map(|m| Arc::clone(&m.status))
+            .ok_or_else(|| FleetError::NotDeployed(id.into()))?;
+        let before = lock(&status).up_since;
+        self.want(id, Want::Restart);
+        let settings = self.inner.settings();
+        let deadline =
+            Instant::now() + settings.drain_timeout + settings.stop_grace + settings.ready_timeout;
+        loop {
+            let (state, up_since, error) = {
+                let st = lock(&status);
+                (st.state, st.up_since, st.last_error.clone())
+            };
+            if state == ServerState::Running && up_since != before {
+                break;
+            }
+            if state == ServerState::Failed || Instant::now() > deadline {
+                return Err(FleetError::NotReady {
+                    id: id.into(),
+                    why: error.unwrap_or_else(|| format!("{state:?}")),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        backoff = (backoff * 2).min(MAX_BACKOFF);
+        Ok(self.record(Deployment {
+            seq: 0,
+            kind: "restart".into(),
+            started_at: unix_now(),
+            duration_ms: started.elapsed().as_millis() as u64,
+            requested: 1,
+            deployed: vec![id.into()],
+            failed: Vec::new(),
+            already: Vec::new(),
+            outcome: "ok".into(),
+            notes: Vec::new(),
+        }))
+    }
+
+    /// Stops and forgets `ids` (after their drain), and records that they are no longer meant
+    /// to run.
+    pub async fn stop_ids(&self, ids: &[Arc<str>]) {
+        let tasks: Vec<_> = {
+            let mut servers = lock(&self.inner.servers);
+            ids.iter()
+                .filter_map(|id| servers.remove(id))
+                .map(|m| {
+                    m.desired.send_modify(|d| {
+                        d.want = Want::Stop;
+                        d.generation += 1;
+                    });
+                    m.task
+                })
+                .collect()
+        };
+        for t in tasks {
+            let _ = t.await;
+        }
+        self.save();
+    }
+
+    /// Replaces the plan after a reload and says which servers it adds, removes and changes.
+    pub fn replan(&self, config: &ValidConfig) -> Result<PlanDiff, FleetError> {
+        let new = plan(config)?;
+        *lock(&self.inner.settings) = FleetSettings::from_config(config);
+        let mut old = lock(&self.inner.plan);
+        let servers = lock(&self.inner.servers);
+        let same = |a: &ServerSpec, b: &ServerSpec| {
+            a.addr == b.addr
+                && a.launch.program == b.launch.program
+                && a.launch.args == b.launch.args
+                && a.launch.cwd == b.launch.cwd
+        };
+        let added: Vec<Arc<str>> = new
+            .iter()
+            .filter(|n| !old.iter().any(|o| o.id == n.id))
+            .map(|n| Arc::clone(&n.id))
+            .collect();
+        let removed: Vec<Arc<str>> = old
+            .iter()
+            .filter(|o| !new.iter().any(|n| n.id == o.id))
+            .map(|o| Arc::clone(&o.id))
+            .collect();
+        let changed: Vec<Arc<str>> = old
+            .iter()
+            .filter(|o| new.iter().any(|n| n.id == o.id && !same(o, n)))
+            .filter(|o| servers.contains_key(&o.id))
+            .map(|o| Arc::clone(&o.id))
+            .collect();
+        // Running servers keep the spec they were started with until they are replaced.
+        drop(servers);
+        *old = new;
+        Ok(PlanDiff {
+            added,
+            removed,
+            changed,
+        })
+    }
+
+    /// Whether `id` is deployed (supervised) now.
+    pub fn is_deployed(&self, id: &str) -> bool {
+        lock(&self.inner.servers).contains_key(id)
+    }
+
+    /// Addresses of deployed servers with these ids.
+    pub fn addrs_of(&self, ids: &[Arc<str>]) -> Vec<std::net::SocketAddr> {
+        let servers = lock(&self.inner.servers);
+        ids.iter()
+            .filter_map(|id| servers.get(id).map(|m| m.spec.addr))
+            .collect()
+    }
+
+    pub fn settings(&self) -> FleetSettings {
+        self.inner.settings()
+    }
+
+    /// Every planned server with its live state (`GET /servers`).
+    pub fn servers(&self) -> Vec<ServerInfo> {
+        let plan = lock(&self.inner.plan).clone();
+        let servers = lock(&self.inner.servers);
+        plan.iter()
+            .enumerate()
+            .filter_map(|(index, s)| {
+                let m = servers.get(&s.id)?;
+                let st = lock(&m.status);
+                Some(ServerInfo {
+                    id: s.id.to_string(),
+                    index,
+                    category: s.category.to_string(),
+                    port: m.spec.addr.port(),
+                    pid: st.pid,
+                    state: st.state,
+                    uptime_s: st.up_since.map(|t| t.elapsed().as_secs()),
+                    restarts: st.restarts,
+                    rss_bytes: st.pid.and_then(rss_bytes),
+                    last_error: st.last_error.clone(),
+                })
+            })
+            .collect()
+    }
+
+    /// How many servers the config describes.
+    pub fn planned(&self) -> usize {
+        lock(&self.inner.plan).len()
+    }
+
+    pub fn deployments(&self) -> Vec<Deployment> {
+        lock(&self.inner.history).iter().cloned().collect()
+    }
+
+    /// Adds a history entry (reloads are recorded here too) and returns it with its number.
+    pub fn record(&self, mut d: Deployment) -> Deployment {
+        d.seq = self.inner.seq.fetch_add(1, Ordering::AcqRel) as u64 + 1;
+        let mut h = lock(&self.inner.history);
+        h.push_back(d.clone());
+        while h.len() > HISTORY {
+            h.pop_front();
+        }
+        d
+    }
+
+    /// Writes the set of deployed servers to the state dir.
+    fn save(&self) {
+        let deployed: Vec<String> = {
+            let plan = lock(&self.inner.plan);
+            let servers = lock(&self.inner.servers);
+            plan.iter()
+                .filter(|s| servers.contains_key(&s.id))
+                .map(|s| s.id.to_string())
+                .collect()
+        };
+        let record = DeploymentRecord {
+            version: 1,
+            deployed,
+        };
+        if let Err(e) = state_file::write_json(&self.inner.state_path, &record) {
+            tracing::error!(error = %e, "cannot record the deployment; a restart may not bring back the same fleet");
+        }
+    }
+
+    /// Stops every server (SIGTERM, then SIGKILL after the grace) and waits for them.
+    pub async fn shutdown(&self) {
+        let _ = self.inner.shutdown.send(true);
+        let tasks: Vec<_> = lock(&self.inner.servers)
+            .values_mut()
+            .map(|m| std::mem::replace(&mut m.task, tokio::spawn(async {})))
+            .collect();
+        for t in tasks {
+            let _ = t.await;
+        }
     }
 }
 
-/// Sleeps, waking early on shutdown; true when shutting down.
-async fn sleep_or_shutdown(pause: Duration, shutdown: &mut watch::Receiver<bool>) -> bool {
-    tokio::select! {
-        _ = tokio::time::sleep(pause) => *shutdown.borrow(),
-        _ = shutdown.changed() => true,
-    }
+fn supervisor_state(status: &SharedStatus) -> ServerState {
+    lock(status).state
 }

@@ -14,6 +14,7 @@ fn backends(weights: &[u32]) -> Vec<Backend> {
             weight: w,
             ready: true,
             healthy: true,
+            draining: false,
             state: Arc::default(),
         })
         .collect()

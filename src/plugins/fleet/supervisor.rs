@@ -1,0 +1,344 @@
+//! The life of one deployed server: start it, wait until it accepts connections, publish it,
+//! restart it with back-off when it exits, give up (failed) after too many restarts in a window,
+//! and obey the operator: stop, restart (drain first), retry after failure.
+
+use super::child;
+use super::{Inner, ServerSpec};
+use serde::Serialize;
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::net::TcpStream;
+use tokio::sync::{oneshot, watch};
+
+/// First restart delay; doubles per consecutive failure up to `MAX_BACKOFF`.
+const MIN_BACKOFF: Duration = Duration::from_secs(1);
+const MAX_BACKOFF: Duration = Duration::from_secs(60);
+/// A server that stayed up this long has its back-off reset.
+const STABLE_AFTER: Duration = Duration::from_secs(60);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ServerState {
+    Starting,
+    Running,
+    /// Exited; waiting out the back-off before the next start.
+    Backoff,
+    /// Too many restarts: left stopped until `retry-failed`.
+    Failed,
+    Draining,
+    Stopped,
+}
+
+/// What the operator wants of a server; each change bumps `generation`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Want {
+    Run,
+    /// Drain, stop and start again (the admin API's restart).
+    Restart,
+    Stop,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Desired {
+    pub want: Want,
+    pub generation: u64,
+}
+
+#[derive(Debug)]
+pub struct Status {
+    pub state: ServerState,
+    pub pid: Option<u32>,
+    pub up_since: Option<Instant>,
+    /// Restarts after an exit (not operator restarts).
+    pub restarts: u32,
+    recent: VecDeque<Instant>,
+    pub last_error: Option<String>,
+}
+
+impl Default for Status {
+    fn default() -> Self {
+        Self {
+            state: ServerState::Starting,
+            pid: None,
+            up_since: None,
+            restarts: 0,
+            recent: VecDeque::new(),
+            last_error: None,
+        }
+    }
+}
+
+pub type SharedStatus = Arc<Mutex<Status>>;
+
+fn lock(status: &SharedStatus) -> std::sync::MutexGuard<'_, Status> {
+    status
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Whether the server could bind its port now (with SO_REUSEADDR, as servers do, so the TIME_WAIT
+/// leftovers of its previous life do not count). Without this check a readiness probe would be
+/// answered by whichever process holds the port, and a server that failed to bind would pass.
+fn port_is_free(addr: std::net::SocketAddr) -> std::io::Result<()> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)
+}
+
+/// Polls until the server accepts a TCP connection, it exits, or the deadline passes.
+async fn wait_ready(
+    spec: &ServerSpec,
+    child: &mut tokio::process::Child,
+    timeout: Duration,
+) -> Result<(), String> {
+    let deadline = Instant::now() + timeout;
+    let mut pause = Duration::from_millis(10);
+    loop {
+        if let Ok(stream) = TcpStream::connect(spec.addr).await {
+            // Reset instead of FIN: the probe leaves no TIME_WAIT entry behind.
+            let _ = stream.set_zero_linger();
+            if let Ok(Some(status)) = child.try_wait() {
+                return Err(format!(
+                    "exited ({status}) while another process answered on its port"
+                ));
+            }
+            return Ok(());
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            return Err(format!("exited before accepting connections ({status})"));
+        }
+        if Instant::now() >= deadline {
+            return Err(format!("not accepting connections after {timeout:?}"));
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_millis(200));
+    }
+}
+
+/// Reports the first start's outcome to whoever deployed the server.
+struct FirstStart(Option<oneshot::Sender<Result<(), String>>>);
+
+impl FirstStart {
+    fn report(&mut self, outcome: Result<(), String>) {
+        if let Some(tx) = self.0.take() {
+            let _ = tx.send(outcome);
+        }
+    }
+}
+
+/// Keeps one server as the operator wants it until told to stop (or the fleet shuts down).
+pub async fn supervise(
+    spec: ServerSpec,
+    status: SharedStatus,
+    mut desired: watch::Receiver<Desired>,
+    inner: Arc<Inner>,
+    first: oneshot::Sender<Result<(), String>>,
+) {
+    let mut first = FirstStart(Some(first));
+    let mut backoff = MIN_BACKOFF;
+    let mut shutdown = inner.shutdown.subscribe();
+    let stop_now = |d: &watch::Receiver<Desired>, s: &watch::Receiver<bool>| {
+        *s.borrow() || d.borrow().want == Want::Stop
+    };
+    loop {
+        if stop_now(&desired, &shutdown) {
+            break;
+        }
+        if lock(&status).state == ServerState::Failed {
+            first.report(Err("failed".into()));
+            // Only retry-failed (a new Run generation), a stop or shutdown moves a failed server.
+            tokio::select! {
+                _ = desired.changed() => {}
+                _ = shutdown.changed() => {}
+            }
+            if stop_now(&desired, &shutdown) {
+                break;
+            }
+            let mut st = lock(&status);
+            st.recent.clear();
+            st.state = ServerState::Starting;
+            backoff = MIN_BACKOFF;
+            continue;
+        }
+        let settings = inner.settings();
+        let outcome = run_once(
+            &spec,
+            &status,
+            &inner,
+            &settings,
+            &mut desired,
+            &mut shutdown,
+            &mut first,
+        )
+        .await;
+        match outcome {
+            RunEnd::Stop => break,
+            RunEnd::Restart => {
+                backoff = MIN_BACKOFF;
+                continue;
+            }
+            RunEnd::Exited { stable } => {
+                if stable {
+                    backoff = MIN_BACKOFF;
+                }
+                let failed = {
+                    let mut st = lock(&status);
+                    let now = Instant::now();
+                    st.recent.push_back(now);
+                    while st
+                        .recent
+                        .front()
+                        .is_some_and(|t| now.duration_since(*t) > settings.restart_window)
+                    {
+                        st.recent.pop_front();
+                    }
+                    st.restarts += 1;
+                    if st.recent.len() as u32 > settings.max_restarts {
+                        st.state = ServerState::Failed;
+                        true
+                    } else {
+                        st.state = ServerState::Backoff;
+                        false
+                    }
+                };
+                if failed {
+                    tracing::error!(
+                        server = %spec.id,
+                        port = spec.addr.port(),
+                        max_restarts = settings.max_restarts,
+                        window = ?settings.restart_window,
+                        "server failed: too many restarts; left stopped until retry-failed"
+                    );
+                    continue;
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = desired.changed() => {}
+                    _ = shutdown.changed() => {}
+                }
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+            }
+        }
+    }
+    inner.registry.set_ready(&[(spec.addr, false)]);
+    let mut st = lock(&status);
+    st.state = ServerState::Stopped;
+    st.pid = None;
+    st.up_since = None;
+    drop(st);
+    first.report(Err("stopped before it was ready".into()));
+}
+
+enum RunEnd {
+    Stop,
+    Restart,
+    Exited { stable: bool },
+}
+
+async fn run_once(
+    spec: &ServerSpec,
+    status: &SharedStatus,
+    inner: &Arc<Inner>,
+    settings: &super::FleetSettings,
+    desired: &mut watch::Receiver<Desired>,
+    shutdown: &mut watch::Receiver<bool>,
+    first: &mut FirstStart,
+) -> RunEnd {
+    let fail = |why: String, first: &mut FirstStart| {
+        let mut st = lock(status);
+        st.last_error = Some(why.clone());
+        st.pid = None;
+        drop(st);
+        first.report(Err(why));
+        RunEnd::Exited { stable: false }
+    };
+    if let Err(e) = port_is_free(spec.addr) {
+        tracing::error!(server = %spec.id, port = spec.addr.port(), error = %e, "port is in use by another process");
+        return fail(format!("port {} is in use: {e}", spec.addr.port()), first);
+    }
+    let mut process = match child::spawn(&spec.launch) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(server = %spec.id, port = spec.addr.port(), error = %e, "cannot start server");
+            return fail(format!("cannot start: {e}"), first);
+        }
+    };
+    {
+        let mut st = lock(status);
+        st.state = ServerState::Starting;
+        st.pid = process.id();
+    }
+    let started = Instant::now();
+    let ready = tokio::select! {
+        r = wait_ready(spec, &mut process, settings.ready_timeout) => r,
+        _ = desired.changed() => Err("interrupted".into()),
+        _ = shutdown.changed() => Err("interrupted".into()),
+    };
+    if let Err(why) = ready {
+        child::stop(&mut process, settings.stop_grace).await;
+        if *shutdown.borrow() || desired.borrow().want == Want::Stop {
+            return RunEnd::Stop;
+        }
+        if desired.borrow().want == Want::Restart {
+            return RunEnd::Restart;
+        }
+        tracing::error!(server = %spec.id, port = spec.addr.port(), log = %spec.launch.log_file.display(), "server failed to start: {why}");
+        return fail(why, first);
+    }
+    inner.registry.set_ready(&[(spec.addr, true)]);
+    {
+        let mut st = lock(status);
+        st.state = ServerState::Running;
+        st.up_since = Some(Instant::now());
+        st.last_error = None;
+    }
+    first.report(Ok(()));
+    inner.census_up(&spec.id);
+    let generation = desired.borrow().generation;
+    let end = loop {
+        tokio::select! {
+            exit = process.wait() => {
+                inner.registry.set_ready(&[(spec.addr, false)]);
+                let exit = exit.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string());
+                tracing::warn!(server = %spec.id, port = spec.addr.port(), status = %exit, "server exited");
+                lock(status).last_error = Some(format!("exited: {exit}"));
+                break RunEnd::Exited { stable: started.elapsed() >= STABLE_AFTER };
+            }
+            _ = shutdown.changed() => {
+                inner.registry.set_ready(&[(spec.addr, false)]);
+                child::stop(&mut process, settings.stop_grace).await;
+                break RunEnd::Stop;
+            }
+            changed = desired.changed() => {
+                let d = *desired.borrow();
+                if changed.is_err() || d.want == Want::Stop {
+                    lock(status).state = ServerState::Draining;
+                    inner.registry.set_ready(&[(spec.addr, false)]);
+                    child::stop(&mut process, settings.stop_grace).await;
+                    break RunEnd::Stop;
+                }
+                if d.want == Want::Restart && d.generation != generation {
+                    // Drain: no new requests; wait for those in flight, bounded by the drain timeout.
+                    lock(status).state = ServerState::Draining;
+                    inner.registry.set_ready(&[(spec.addr, false)]);
+                    let deadline = Instant::now() + settings.drain_timeout;
+                    while inner.registry.in_flight(spec.addr) > 0 && Instant::now() < deadline {
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                    child::stop(&mut process, settings.stop_grace).await;
+                    break RunEnd::Restart;
+                }
+            }
+        }
+    };
+    inner.census_down();
+    let mut st = lock(status);
+    st.pid = None;
+    st.up_since = None;
+    end
+}
