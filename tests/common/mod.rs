@@ -167,6 +167,8 @@ pub struct Sections<'a> {
 pub struct FleetDir {
     pub dir: tempfile::TempDir,
     pub proxy_port: u16,
+    pub admin_port: u16,
+    pub monitor_port: u16,
 }
 
 impl FleetDir {
@@ -199,14 +201,15 @@ impl FleetDir {
     ) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let proxy_port = free_port();
+        let (monitor_port, admin_port) = (free_port(), free_port());
         let mut text = format!(
             "[proxy]\nlisten = \"127.0.0.1:{proxy_port}\"\nshutdown_grace = \"5s\"\n{}\n\
              [monitor]\nlisten = \"127.0.0.1:{}\"\n[admin]\nlisten = \"127.0.0.1:{}\"\n\
              [health]\n{}\n\
              [fleet]\n{}stop_grace = \"2s\"\n{}\n",
             sections.proxy,
-            free_port(),
-            free_port(),
+            monitor_port,
+            admin_port,
             if sections.health.is_empty() {
                 "interval = \"1s\"\ntimeout = \"500ms\""
             } else {
@@ -247,7 +250,12 @@ impl FleetDir {
             ));
         }
         std::fs::write(dir.path().join("fleet.toml"), text).expect("write config");
-        Self { dir, proxy_port }
+        Self {
+            dir,
+            proxy_port,
+            admin_port,
+            monitor_port,
+        }
     }
 
     pub fn config(&self) -> PathBuf {
@@ -308,6 +316,30 @@ impl FleetDir {
             child,
             name: "mcp-fleet serve".into(),
         }
+    }
+
+    pub fn admin_base(&self) -> String {
+        format!("http://127.0.0.1:{}", self.admin_port)
+    }
+
+    /// The admin token the instance generated at first start.
+    pub fn admin_token(&self) -> String {
+        std::fs::read_to_string(self.path().join("state/admin.token"))
+            .map(|t| t.trim().to_string())
+            .unwrap_or_default()
+    }
+
+    /// Runs `mcp-fleet ARGS --config <this config>`; returns (exit code, stdout + stderr).
+    pub fn cli(&self, args: &[&str]) -> (i32, String) {
+        let out = Command::new(BIN)
+            .args(args)
+            .arg("--config")
+            .arg(self.config())
+            .output()
+            .expect("run the CLI");
+        let mut text = String::from_utf8_lossy(&out.stdout).to_string();
+        text.push_str(&String::from_utf8_lossy(&out.stderr));
+        (out.status.code().unwrap_or(-1), text)
     }
 
     pub fn log(&self) -> String {

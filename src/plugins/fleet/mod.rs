@@ -598,6 +598,11 @@ impl Fleet {
         })
     }
 
+    /// Whether the current plan has a server `id`.
+    pub fn is_planned(&self, id: &str) -> bool {
+        lock(&self.inner.plan).iter().any(|s| s.id.as_ref() == id)
+    }
+
     /// Whether `id` is deployed (supervised) now.
     pub fn is_deployed(&self, id: &str) -> bool {
         lock(&self.inner.servers).contains_key(id)
