@@ -1,5 +1,5 @@
-//! Secrets the instance generates at first start and keeps in its state dir (the session key now,
-//! the admin token later): created with mode 0600 before a byte is written, never logged.
+//! Secrets the instance generates at first start and keeps in its state dir (the session key and
+//! the admin token): created with mode 0600 before a byte is written, never logged.
 
 use std::fs::OpenOptions;
 use std::io::{Read, Write};
@@ -28,16 +28,19 @@ pub enum SecretError {
     Random(getrandom::Error),
 }
 
-/// Reads the `N`-byte secret at `path`, or creates it from the OS random source. Two processes
-/// starting at once cannot both create it: `create_new` lets exactly one win, the other reads.
-pub fn load_or_create<const N: usize>(path: &Path) -> Result<[u8; N], SecretError> {
+/// Writes a fresh secret to `path` (mode 0600 from the start) if no file is there yet; returns
+/// the bytes written, or `None` when the file already existed. `create_new` lets exactly one of
+/// two processes starting at once create it; the other reads what the first wrote.
+fn create_once(
+    path: &Path,
+    fresh: impl FnOnce() -> Result<Vec<u8>, SecretError>,
+) -> Result<Option<Vec<u8>>, SecretError> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(|source| SecretError::Create {
             path: dir.to_path_buf(),
             source,
         })?;
     }
-    let mut secret = [0u8; N];
     match OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -45,33 +48,16 @@ pub fn load_or_create<const N: usize>(path: &Path) -> Result<[u8; N], SecretErro
         .open(path)
     {
         Ok(mut file) => {
-            getrandom::getrandom(&mut secret).map_err(SecretError::Random)?;
-            file.write_all(&secret)
+            let bytes = fresh()?;
+            file.write_all(&bytes)
                 .and_then(|()| file.sync_all())
                 .map_err(|source| SecretError::Create {
                     path: path.to_path_buf(),
                     source,
                 })?;
-            Ok(secret)
+            Ok(Some(bytes))
         }
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-            let mut bytes = Vec::with_capacity(N);
-            std::fs::File::open(path)
-                .and_then(|mut f| f.read_to_end(&mut bytes))
-                .map_err(|source| SecretError::Read {
-                    path: path.to_path_buf(),
-                    source,
-                })?;
-            if bytes.len() != N {
-                return Err(SecretError::Length {
-                    path: path.to_path_buf(),
-                    found: bytes.len(),
-                    expected: N,
-                });
-            }
-            secret.copy_from_slice(&bytes);
-            Ok(secret)
-        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(None),
         Err(source) => Err(SecretError::Create {
             path: path.to_path_buf(),
             source,
@@ -79,39 +65,44 @@ pub fn load_or_create<const N: usize>(path: &Path) -> Result<[u8; N], SecretErro
     }
 }
 
-/// Reads the text token at `path`, or creates one (64 hex characters from the OS random source)
-/// with mode 0600. Text, so an operator can `curl -H "Authorization: Bearer $(cat FILE)"`.
-pub fn load_or_create_token(path: &Path) -> Result<String, SecretError> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(|source| SecretError::Create {
-            path: dir.to_path_buf(),
-            source,
-        })?;
-    }
-    match OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-    {
-        Ok(mut file) => {
-            let mut raw = [0u8; 32];
-            getrandom::getrandom(&mut raw).map_err(SecretError::Random)?;
-            let token: String = raw.iter().map(|b| format!("{b:02x}")).collect();
-            file.write_all(token.as_bytes())
-                .and_then(|()| file.write_all(b"\n"))
-                .and_then(|()| file.sync_all())
-                .map_err(|source| SecretError::Create {
+fn random<const N: usize>() -> Result<[u8; N], SecretError> {
+    let mut raw = [0u8; N];
+    getrandom::getrandom(&mut raw).map_err(SecretError::Random)?;
+    Ok(raw)
+}
+
+/// Reads the `N`-byte secret at `path`, or creates it from the OS random source.
+pub fn load_or_create<const N: usize>(path: &Path) -> Result<[u8; N], SecretError> {
+    let bytes = match create_once(path, || random::<N>().map(|r| r.to_vec()))? {
+        Some(bytes) => bytes,
+        None => {
+            let mut bytes = Vec::with_capacity(N);
+            std::fs::File::open(path)
+                .and_then(|mut f| f.read_to_end(&mut bytes))
+                .map_err(|source| SecretError::Read {
                     path: path.to_path_buf(),
                     source,
                 })?;
-            Ok(token)
+            bytes
         }
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => read_token(path),
-        Err(source) => Err(SecretError::Create {
-            path: path.to_path_buf(),
-            source,
-        }),
+    };
+    <[u8; N]>::try_from(bytes.as_slice()).map_err(|_| SecretError::Length {
+        path: path.to_path_buf(),
+        found: bytes.len(),
+        expected: N,
+    })
+}
+
+/// Reads the text token at `path`, or creates one (64 hex characters from the OS random source)
+/// with mode 0600. Text, so an operator can `curl -H "Authorization: Bearer $(cat FILE)"`.
+pub fn load_or_create_token(path: &Path) -> Result<String, SecretError> {
+    let created = create_once(path, || {
+        let token: String = random::<32>()?.iter().map(|b| format!("{b:02x}")).collect();
+        Ok(format!("{token}\n").into_bytes())
+    })?;
+    match created {
+        Some(bytes) => Ok(String::from_utf8_lossy(&bytes).trim().to_string()),
+        None => read_token(path),
     }
 }
 

@@ -256,26 +256,7 @@ async fn a_client_that_hangs_up_mid_stream_ends_the_upstream_request() {
     let _serve = dir.serve();
     let c = http::client();
     let url = format!("{}/mcp/slow", dir.base());
-    let init = c
-        .post(&url)
-        .header("accept", http::ACCEPT)
-        .json(&http::initialize_body())
-        .send()
-        .await
-        .expect("initialize");
-    let sid = init.headers()["mcp-session-id"]
-        .to_str()
-        .expect("ascii")
-        .to_string();
-    let _ = init.bytes().await;
-    let _ = c
-        .post(&url)
-        .header("accept", http::ACCEPT)
-        .header("mcp-session-id", &sid)
-        .json(&json!({"jsonrpc": "2.0", "method": "notifications/initialized"}))
-        .send()
-        .await
-        .expect("initialized");
+    let (sid, _) = http::open_session(&c, &url).await;
     // 40 steps of 250 ms: 10 s if nobody hangs up.
     let mut resp = c
         .post(&url)

@@ -169,31 +169,7 @@ async fn an_sse_reply_arrives_event_by_event() {
     let (dir, _serve) = fleet();
     let url = format!("{}/mcp/cache", dir.base());
     let c = http::client();
-    let init = c
-        .post(&url)
-        .header("accept", http::ACCEPT)
-        .json(&http::initialize_body())
-        .send()
-        .await
-        .expect("initialize");
-    assert_eq!(init.status().as_u16(), 200);
-    let sid = init
-        .headers()
-        .get("mcp-session-id")
-        .expect("session id")
-        .to_str()
-        .expect("ascii")
-        .to_string();
-    let _ = init.bytes().await;
-    let notify = c
-        .post(&url)
-        .header("accept", http::ACCEPT)
-        .header("mcp-session-id", &sid)
-        .json(&json!({"jsonrpc": "2.0", "method": "notifications/initialized"}))
-        .send()
-        .await
-        .expect("initialized");
-    assert_eq!(notify.status().as_u16(), 202);
+    let (sid, _) = http::open_session(&c, &url).await;
 
     // countdown sends one progress notification per step, 400 ms apart, then the result. A
     // buffering proxy would hand over everything in one piece at the end.
@@ -246,27 +222,7 @@ async fn get_streams_open_and_delete_ends_the_session() {
     let _serve = dir.serve();
     let url = format!("{}/mcp/queue", dir.base());
     let c = http::client();
-    let init = c
-        .post(&url)
-        .header("accept", http::ACCEPT)
-        .json(&http::initialize_body())
-        .send()
-        .await
-        .expect("initialize");
-    let sid = init.headers()["mcp-session-id"]
-        .to_str()
-        .expect("ascii")
-        .to_string();
-    let _ = init.bytes().await;
-    let notify = c
-        .post(&url)
-        .header("accept", http::ACCEPT)
-        .header("mcp-session-id", &sid)
-        .json(&json!({"jsonrpc": "2.0", "method": "notifications/initialized"}))
-        .send()
-        .await
-        .expect("initialized");
-    assert_eq!(notify.status().as_u16(), 202);
+    let (sid, _) = http::open_session(&c, &url).await;
 
     // GET opens the server-to-client stream: its headers arrive while the stream stays open.
     let stream = c

@@ -63,19 +63,9 @@ fn reload_with(dir: &FleetDir, serve_pid: u32, text: &str) {
     });
 }
 
+/// A session and the port of the server that owns it.
 async fn open_session(c: &reqwest::Client, url: &str) -> (String, String) {
-    let resp = c
-        .post(url)
-        .header("accept", http::ACCEPT)
-        .json(&http::initialize_body())
-        .send()
-        .await
-        .expect("initialize");
-    let sid = resp.headers()["mcp-session-id"]
-        .to_str()
-        .expect("ascii")
-        .to_string();
-    let body = resp.text().await.expect("body");
+    let (sid, body) = http::initialize(c, url).await;
     let server = body
         .split("mcp-fleet-backend main:")
         .nth(1)
@@ -83,27 +73,6 @@ async fn open_session(c: &reqwest::Client, url: &str) -> (String, String) {
         .unwrap_or_default()
         .to_string();
     (sid, server)
-}
-
-async fn session_call(
-    c: &reqwest::Client,
-    url: &str,
-    sid: &str,
-    tool: &str,
-    args: Value,
-) -> (u16, String) {
-    let resp = c
-        .post(url)
-        .header("accept", http::ACCEPT)
-        .header("mcp-session-id", sid)
-        .header("mcp-protocol-version", "2025-11-25")
-        .json(&json!({"jsonrpc": "2.0", "id": 9, "method": "tools/call",
-                      "params": {"name": tool, "arguments": args}}))
-        .send()
-        .await
-        .expect("session call");
-    let status = resp.status().as_u16();
-    (status, resp.text().await.unwrap_or_default())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -128,7 +97,7 @@ async fn twenty_reloads_under_traffic_fail_no_request() {
     let mut sessions = Vec::new();
     for _ in 0..16 {
         let (sid, port) = open_session(&c, &url).await;
-        let (status, _) = session_call(
+        let (status, _) = http::session_tool(
             &c,
             &url,
             &sid,
@@ -220,7 +189,7 @@ async fn twenty_reloads_under_traffic_fail_no_request() {
             // Sessions on the servers that stay keep working through every reload.
             for (sid, port) in sessions.iter().filter(|(_, p)| kept_ports.contains(p)) {
                 let (status, body) =
-                    session_call(&c, &url, sid, "recall", json!({"key": "k"})).await;
+                    http::session_tool(&c, &url, sid, "recall", json!({"key": "k"})).await;
                 assert_eq!(status, 200, "round {round}: kept session failed: {body}");
                 assert!(body.contains(port.as_str()), "{body}");
             }
@@ -239,7 +208,7 @@ async fn twenty_reloads_under_traffic_fail_no_request() {
 
     // Sessions on servers that were removed (and drained) are gone: 404.
     for (sid, port) in sessions.iter().filter(|(_, p)| !kept_ports.contains(p)) {
-        let (status, body) = session_call(&c, &url, sid, "recall", json!({"key": "k"})).await;
+        let (status, body) = http::session_tool(&c, &url, sid, "recall", json!({"key": "k"})).await;
         assert_eq!(status, 404, "session on removed server {port}: {body}");
     }
 }

@@ -25,36 +25,11 @@ async fn a_session_outlives_the_proxy_and_moves_to_a_second_instance() {
 
     let c = http::client();
     let url = format!("{}/mcp/notes", first.base());
-    let init = c
-        .post(&url)
-        .header("accept", http::ACCEPT)
-        .json(&http::initialize_body())
-        .send()
-        .await
-        .expect("initialize");
-    assert_eq!(init.status().as_u16(), 200);
-    let sid = init.headers()["mcp-session-id"]
-        .to_str()
-        .expect("ascii")
-        .to_string();
+    let (sid, _) = http::initialize(&c, &url).await;
     assert!(sid.starts_with("f1"), "proxy token expected, got {sid}");
-    let _ = init.bytes().await;
     let call = |base: String, sid: String, tool: &'static str, args: serde_json::Value| {
         let c = c.clone();
-        async move {
-            let resp = c
-                .post(format!("{base}/mcp/notes"))
-                .header("accept", http::ACCEPT)
-                .header("mcp-session-id", sid)
-                .header("mcp-protocol-version", "2025-11-25")
-                .json(&json!({"jsonrpc": "2.0", "id": 3, "method": "tools/call",
-                              "params": {"name": tool, "arguments": args}}))
-                .send()
-                .await
-                .expect("send");
-            let status = resp.status().as_u16();
-            (status, resp.text().await.unwrap_or_default())
-        }
+        async move { http::session_tool(&c, &format!("{base}/mcp/notes"), &sid, tool, args).await }
     };
     let (status, body) = call(
         first.base(),
@@ -122,18 +97,7 @@ async fn a_session_outlives_the_proxy_and_moves_to_a_second_instance() {
 /// Initializes sessions until one lands on `port`; returns its session id.
 async fn session_on(c: &reqwest::Client, url: &str, port: u16) -> String {
     for _ in 0..50 {
-        let resp = c
-            .post(url)
-            .header("accept", http::ACCEPT)
-            .json(&http::initialize_body())
-            .send()
-            .await
-            .expect("initialize");
-        let sid = resp.headers()["mcp-session-id"]
-            .to_str()
-            .expect("ascii")
-            .to_string();
-        let body = resp.text().await.unwrap_or_default();
+        let (sid, body) = http::initialize(c, url).await;
         if body.contains(&format!(":{port}\"")) {
             return sid;
         }

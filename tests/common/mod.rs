@@ -507,6 +507,62 @@ pub mod http {
             .await
     }
 
+    /// `initialize` a 2025-11-25 session; returns (the proxy's session id, the reply body).
+    pub async fn initialize(c: &reqwest::Client, url: &str) -> (String, String) {
+        let resp = c
+            .post(url)
+            .header("accept", ACCEPT)
+            .json(&initialize_body())
+            .send()
+            .await
+            .expect("initialize");
+        assert_eq!(resp.status().as_u16(), 200, "initialize");
+        let sid = resp.headers()["mcp-session-id"]
+            .to_str()
+            .expect("ascii session id")
+            .to_string();
+        (sid, resp.text().await.unwrap_or_default())
+    }
+
+    /// `initialize` then `notifications/initialized`: a session ready for calls.
+    pub async fn open_session(c: &reqwest::Client, url: &str) -> (String, String) {
+        let (sid, body) = initialize(c, url).await;
+        let resp = c
+            .post(url)
+            .header("accept", ACCEPT)
+            .header("mcp-session-id", &sid)
+            .json(&serde_json::json!({"jsonrpc": "2.0", "method": "notifications/initialized"}))
+            .send()
+            .await
+            .expect("initialized");
+        assert_eq!(resp.status().as_u16(), 202, "notifications/initialized");
+        (sid, body)
+    }
+
+    /// A `tools/call` in session `sid`; returns (status, body).
+    pub async fn session_tool(
+        c: &reqwest::Client,
+        url: &str,
+        sid: &str,
+        tool: &str,
+        args: serde_json::Value,
+    ) -> (u16, String) {
+        let resp = c
+            .post(url)
+            .header("accept", ACCEPT)
+            .header("mcp-session-id", sid)
+            .header("mcp-protocol-version", "2025-11-25")
+            .json(
+                &serde_json::json!({"jsonrpc": "2.0", "id": 9, "method": "tools/call",
+                                      "params": {"name": tool, "arguments": args}}),
+            )
+            .send()
+            .await
+            .expect("session call");
+        let status = resp.status().as_u16();
+        (status, resp.text().await.unwrap_or_default())
+    }
+
     /// Sends a stateless echo; returns (status, body).
     pub async fn stateless_call(c: &reqwest::Client, url: &str, text: &str) -> (u16, String) {
         let resp = c
