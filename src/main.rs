@@ -56,6 +56,11 @@ enum Command {
         #[arg(long, default_value = "conf/fleet.toml")]
         config: PathBuf,
     },
+    /// Memory of the running instance: per category, top 10 servers, policy actions, OOM kills.
+    Memory {
+        #[arg(long, default_value = "conf/fleet.toml")]
+        config: PathBuf,
+    },
     /// Start the failed servers of the running instance again.
     RetryFailed {
         #[arg(long, default_value = "conf/fleet.toml")]
@@ -307,6 +312,55 @@ fn main() -> ExitCode {
                 "{:<20} {:>8} {:>9} {:>8} {:>7}",
                 "total", totals[0], totals[1], totals[2], totals[3]
             );
+            Ok(ExitCode::SUCCESS)
+        }),
+        Command::Memory { config } => admin_call(&config, |c| {
+            let (status, v) = c.call("GET", "/memory", None, Duration::from_secs(10))?;
+            if status != 200 {
+                return Ok(print_error(status, &v));
+            }
+            let mib = |v: &serde_json::Value| v.as_u64().unwrap_or(0) >> 20;
+            println!("enforcement: {}", v["enforcement"].as_str().unwrap_or("?"));
+            println!(
+                "machine: {} MiB available of {} MiB",
+                mib(&v["machine_available_bytes"]),
+                mib(&v["machine_total_bytes"])
+            );
+            println!(
+                "{:<20} {:>8} {:>10} {:>10} {:>6}",
+                "category", "servers", "rss MiB", "limit MiB", "over"
+            );
+            for c in v["categories"].as_array().into_iter().flatten() {
+                println!(
+                    "{:<20} {:>8} {:>10} {:>10} {:>6}",
+                    c["category"].as_str().unwrap_or("?"),
+                    c["servers"].as_u64().unwrap_or(0),
+                    mib(&c["rss_bytes"]),
+                    mib(&c["limit_bytes"]),
+                    c["over_limit"].as_u64().unwrap_or(0)
+                );
+            }
+            println!("top servers by resident memory:");
+            for s in v["top"].as_array().into_iter().flatten() {
+                println!(
+                    "  {:<24} pid {:>8} {:>6} MiB (limit {} MiB)",
+                    s["id"].as_str().unwrap_or("?"),
+                    s["pid"].as_u64().unwrap_or(0),
+                    mib(&s["rss_bytes"]),
+                    mib(&s["limit_bytes"])
+                );
+            }
+            let events = v["events"].as_array().map_or(0, Vec::len);
+            println!("policy actions and OOM kills: {events}");
+            for e in v["events"].as_array().into_iter().flatten().rev().take(10) {
+                println!(
+                    "  {} {} ({} MiB, limit {} MiB)",
+                    e["id"].as_str().unwrap_or("?"),
+                    e["action"].as_str().unwrap_or("?"),
+                    mib(&e["bytes"]),
+                    mib(&e["limit"])
+                );
+            }
             Ok(ExitCode::SUCCESS)
         }),
         Command::RetryFailed { config } => admin_call(&config, |c| {

@@ -107,6 +107,9 @@ fn start_control(parts: ControlParts) -> Result<ControlPlane, ServeError> {
                         f.start().await;
                     });
                 }
+                if let Some(f) = fleet.clone() {
+                    tokio::spawn(crate::plugins::memory::watch(f));
+                }
                 match tokio::net::TcpListener::from_std(admin_listener) {
                     Ok(l) => {
                         tokio::spawn(Arc::clone(&admin).serve(l));
@@ -196,6 +199,12 @@ pub fn run(config: ValidConfig) -> Result<(), ServeError> {
     } else {
         None
     };
+    registry.set_label(
+        "memory_enforcement",
+        fleet
+            .as_ref()
+            .map_or("none (no fleet)", |f| f.memory_layer().name()),
+    );
     let reloader = Arc::new(Reloader::new(
         config.source.clone(),
         config.clone(),

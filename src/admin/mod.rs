@@ -105,6 +105,10 @@ impl AdminApi {
         match (&method, segments.as_slice()) {
             (&Method::GET, ["servers"]) => self.servers(),
             (&Method::GET, ["status"]) => self.status(),
+            (&Method::GET, ["memory"]) => match &self.fleet {
+                Some(f) => reply(StatusCode::OK, &json!(crate::plugins::memory::report(f))),
+                None => error(StatusCode::CONFLICT, "the fleet is disabled"),
+            },
             (&Method::GET, ["deployments"]) => match &self.fleet {
                 Some(f) => reply(StatusCode::OK, &json!(f.deployments())),
                 None => reply(StatusCode::OK, &json!([])),
@@ -173,7 +177,7 @@ impl AdminApi {
                     )
                 }
             },
-            (_, ["servers" | "status" | "deployments"]) => {
+            (_, ["servers" | "status" | "deployments" | "memory"]) => {
                 error(StatusCode::METHOD_NOT_ALLOWED, "use GET")
             }
             (_, ["deploy" | "retry-failed" | "reload"]) => {
@@ -181,7 +185,7 @@ impl AdminApi {
             }
             _ => error(
                 StatusCode::NOT_FOUND,
-                "endpoints: GET /servers, GET /status, GET /deployments, POST /deploy, \
+                "endpoints: GET /servers, GET /status, GET /memory, GET /deployments, POST /deploy, \
                  POST /retry-failed, POST /servers/{id}/restart, POST /reload",
             ),
         }

@@ -9,7 +9,7 @@ mod raw;
 mod units;
 
 pub use error::{ConfigError, LoadError};
-pub use units::{parse_duration, parse_port_range};
+pub use units::{parse_duration, parse_port_range, parse_size};
 
 use raw::{RawCategory, RawConfig};
 use std::collections::{BTreeMap, BTreeSet};
@@ -167,6 +167,32 @@ pub struct FleetConfig {
     /// More than this many restarts within `restart_window` marks a server failed.
     pub max_restarts: u32,
     pub restart_window: Duration,
+    /// Environment every server gets on top of the bounded base (PATH, HOME, LANG, ...).
+    pub env: BTreeMap<String, String>,
+    /// A server's log file is rotated when it reaches this size.
+    pub log_max_size: u64,
+    /// Rotated log files kept (`{id}.log.1` ... `{id}.log.N`).
+    pub log_keep: u32,
+    /// How often the memory watcher samples every server.
+    pub memory_interval: Duration,
+    /// Deployments that would push the machine's memory use past this are refused.
+    pub memory_budget: MemoryBudget,
+}
+
+/// `fleet.memory_budget`: a share of the machine's memory or a size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MemoryBudget {
+    Percent(u32),
+    Bytes(u64),
+}
+
+/// What happens to a server over its `max_memory_mb`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MemoryAction {
+    /// Drain, stop and start it again (the default).
+    Restart,
+    /// Log and count it, nothing more.
+    Alert,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -194,6 +220,11 @@ pub struct CategoryConfig {
     pub server_weights: BTreeMap<String, u32>,
     /// Lower-case header name consistent hashing keys on.
     pub hash_header: Option<String>,
+    /// Environment for this category's servers (on top of `fleet.env`).
+    pub env: BTreeMap<String, String>,
+    /// Working directory of its servers (default: the config file's folder).
+    pub cwd: Option<PathBuf>,
+    pub memory_action: MemoryAction,
 }
 
 impl CategoryConfig {
@@ -393,6 +424,26 @@ fn mcp_path(
         ));
     }
     path.to_string()
+}
+
+/// An environment table: names must be non-empty without `=` or NUL; values may use the command
+/// placeholders.
+fn env_table(
+    key: &str,
+    table: Option<BTreeMap<String, String>>,
+    errors: &mut Vec<ConfigError>,
+) -> BTreeMap<String, String> {
+    let table = table.unwrap_or_default();
+    for (name, value) in &table {
+        if name.is_empty() || name.contains('=') || name.contains('\0') || value.contains('\0') {
+            errors.push(ConfigError::new(
+                format!("{key}.{name}"),
+                format!("{value:?}"),
+                "an environment name must be non-empty, without '=' or NUL",
+            ));
+        }
+    }
+    table
 }
 
 fn resolve(base: &Path, path: &str) -> PathBuf {
@@ -613,12 +664,77 @@ fn validate(
             Duration::from_secs(300),
             errors,
         ),
+        env: env_table("fleet.env", f.env.clone(), errors),
+        log_max_size: match f.log_max_size.as_deref() {
+            None => 10 << 20,
+            Some(text) => match parse_size(text) {
+                Ok(n) if n >= 4096 => n,
+                Ok(_) => {
+                    errors.push(ConfigError::new(
+                        "fleet.log_max_size",
+                        format!("{text:?}"),
+                        "must be at least 4KiB",
+                    ));
+                    10 << 20
+                }
+                Err(why) => {
+                    errors.push(ConfigError::new(
+                        "fleet.log_max_size",
+                        format!("{text:?}"),
+                        why,
+                    ));
+                    10 << 20
+                }
+            },
+        },
+        log_keep: bounded("fleet.log_keep", f.log_keep, 3, 0..=100, errors) as u32,
+        memory_interval: duration(
+            "fleet.memory_interval",
+            f.memory_interval.as_deref(),
+            Duration::from_secs(5),
+            errors,
+        ),
+        memory_budget: match f.memory_budget.as_deref() {
+            None => MemoryBudget::Percent(80),
+            Some(text) => match text.strip_suffix('%').map(|p| p.trim().parse::<u32>()) {
+                Some(Ok(p)) if (1..=100).contains(&p) => MemoryBudget::Percent(p),
+                Some(_) => {
+                    errors.push(ConfigError::new(
+                        "fleet.memory_budget",
+                        format!("{text:?}"),
+                        "a share must be 1% to 100%",
+                    ));
+                    MemoryBudget::Percent(80)
+                }
+                None => match parse_size(text) {
+                    Ok(n) => MemoryBudget::Bytes(n),
+                    Err(why) => {
+                        errors.push(ConfigError::new(
+                            "fleet.memory_budget",
+                            format!("{text:?}"),
+                            format!("{why} (or a share like \"80%\")"),
+                        ));
+                        MemoryBudget::Percent(80)
+                    }
+                },
+            },
+        },
     };
 
     let mut categories: Vec<CategoryConfig> = raw
         .categories
         .into_iter()
-        .map(|(name, c)| category(name, c, &fleet_command, &fleet_mcp_path, strategy, errors))
+        .map(|(name, c)| {
+            category(
+                name,
+                c,
+                &fleet_command,
+                &fleet_mcp_path,
+                strategy,
+                base,
+                errors,
+            )
+        })
         .collect();
     if categories.is_empty() {
         errors.push(ConfigError::new(
@@ -726,6 +842,7 @@ fn category(
     fleet_command: &[String],
     fleet_mcp_path: &str,
     default_strategy: StrategyKind,
+    base: &Path,
     errors: &mut Vec<ConfigError>,
 ) -> CategoryConfig {
     let key = |k: &str| format!("categories.{name}.{k}");
@@ -857,7 +974,22 @@ fn category(
             "consistent-hash needs the header to hash on, e.g. hash_header = \"x-tenant\"",
         ));
     }
+    let memory_action = match c.memory_action.as_deref() {
+        None | Some("restart") => MemoryAction::Restart,
+        Some("alert") => MemoryAction::Alert,
+        Some(other) => {
+            errors.push(ConfigError::new(
+                key("memory_action"),
+                format!("{other:?}"),
+                "must be \"restart\" or \"alert\"",
+            ));
+            MemoryAction::Restart
+        }
+    };
     CategoryConfig {
+        env: env_table(&key("env"), c.env, errors),
+        cwd: c.cwd.as_deref().map(|p| resolve(base, p)),
+        memory_action,
         strategy,
         weight,
         server_weights,

@@ -81,6 +81,11 @@ pub struct RawFleet {
     pub drain_timeout: Option<String>,
     pub max_restarts: Option<i64>,
     pub restart_window: Option<String>,
+    pub env: Option<BTreeMap<String, String>>,
+    pub log_max_size: Option<String>,
+    pub log_keep: Option<i64>,
+    pub memory_interval: Option<String>,
+    pub memory_budget: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -96,4 +101,7 @@ pub struct RawCategory {
     pub weight: Option<i64>,
     pub server_weights: Option<BTreeMap<String, i64>>,
     pub hash_header: Option<String>,
+    pub env: Option<BTreeMap<String, String>>,
+    pub cwd: Option<String>,
+    pub memory_action: Option<String>,
 }

@@ -29,6 +29,34 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     Ok(Duration::from_millis(millis))
 }
 
+/// Parses `"512KiB"`, `"10MiB"`, `"2GiB"`, `"100kB"`, `"4096"` (bytes) into bytes.
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let n: u64 = number
+        .parse()
+        .map_err(|_| "must start with a whole number (e.g. \"10MiB\")".to_string())?;
+    let scale: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "kB" | "KB" => 1_000,
+        "KiB" => 1 << 10,
+        "MB" => 1_000_000,
+        "MiB" => 1 << 20,
+        "GB" => 1_000_000_000,
+        "GiB" => 1 << 30,
+        other => {
+            return Err(format!(
+                "unknown unit {other:?}: use B, KiB, MiB, GiB, kB, MB or GB"
+            ))
+        }
+    };
+    n.checked_mul(scale)
+        .ok_or_else(|| "is too large".to_string())
+}
+
 /// Parses `"50000-50099"` (inclusive) or a single port `"50000"`.
 pub fn parse_port_range(text: &str) -> Result<RangeInclusive<u32>, String> {
     let parse = |s: &str| -> Result<u32, String> {
@@ -64,6 +92,17 @@ mod tests {
         assert!(parse_duration("3x").is_err());
         assert!(parse_duration("99999999999999999999s").is_err());
         assert!(parse_duration("18446744073709551615h").is_err());
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("10MiB"), Ok(10 << 20));
+        assert_eq!(parse_size("100KiB"), Ok(100 << 10));
+        assert_eq!(parse_size("2GB"), Ok(2_000_000_000));
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert!(parse_size("MiB").is_err());
+        assert!(parse_size("3 parsecs").is_err());
+        assert!(parse_size("99999999999GiB").is_err());
     }
 
     #[test]

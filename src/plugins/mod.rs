@@ -2,3 +2,4 @@
 //! static upstreams without them.
 
 pub mod fleet;
+pub mod memory;

@@ -194,7 +194,8 @@ impl ProxyHttp for FleetProxy {
         let route = route::parse(uri.path(), uri.query());
         let (category, query) = match route {
             Route::Health => {
-                let (status, body) = reply::health(&snapshot, self.traffic.draining());
+                let (status, body) =
+                    reply::health(&snapshot, self.traffic.draining(), &self.registry.labels());
                 return respond(session, status, body, &[]).await;
             }
             Route::Stats => return respond(session, 200, reply::stats(&snapshot), &[]).await,

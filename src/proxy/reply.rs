@@ -33,7 +33,11 @@ pub fn categories(snapshot: &Snapshot) -> serde_json::Value {
 }
 
 /// `/health`: 200 when every category has a ready server, 503 otherwise.
-pub fn health(snapshot: &Snapshot, draining: bool) -> (u16, Vec<u8>) {
+pub fn health(
+    snapshot: &Snapshot,
+    draining: bool,
+    labels: &[(&'static str, &'static str)],
+) -> (u16, Vec<u8>) {
     let categories: Vec<_> = snapshot
         .sets
         .iter()
@@ -48,12 +52,15 @@ pub fn health(snapshot: &Snapshot, draining: bool) -> (u16, Vec<u8>) {
         "degraded"
     };
     let code = if status == "ok" { 200 } else { 503 };
-    let body = json!({
+    let mut body = json!({
         "status": status,
         "ready": snapshot.sets.iter().map(|s| s.ready_count()).sum::<usize>(),
         "total": snapshot.sets.iter().map(|s| s.all.len()).sum::<usize>(),
         "categories": categories,
     });
+    for (k, v) in labels {
+        body[*k] = json!(v);
+    }
     (code, body.to_string().into_bytes())
 }
 

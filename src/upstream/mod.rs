@@ -381,6 +381,8 @@ pub struct Registry {
     health_checks: Mutex<bool>,
     /// Bumped on every swap, so the health checker notices new members without polling.
     generation: tokio::sync::watch::Sender<u64>,
+    /// Facts about the instance shown in `/health` (e.g. the memory enforcement layer).
+    labels: Mutex<Vec<(&'static str, &'static str)>>,
 }
 
 impl Registry {
@@ -397,7 +399,24 @@ impl Registry {
             members: Mutex::new(members),
             health_checks: Mutex::new(config.health.enabled),
             generation: tokio::sync::watch::Sender::new(0),
+            labels: Mutex::new(Vec::new()),
         }
+    }
+
+    pub fn set_label(&self, key: &'static str, value: &'static str) {
+        let mut labels = self
+            .labels
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        labels.retain(|(k, _)| *k != key);
+        labels.push((key, value));
+    }
+
+    pub fn labels(&self) -> Vec<(&'static str, &'static str)> {
+        self.labels
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 
     /// Applies a reloaded config: categories and members are rebuilt from it, keeping the live

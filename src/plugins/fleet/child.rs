@@ -8,43 +8,76 @@ use std::time::Duration;
 use tokio::process::{Child, Command};
 
 /// What to run for one server, placeholders already filled in.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Launch {
     pub program: std::path::PathBuf,
     pub args: Vec<String>,
     pub cwd: std::path::PathBuf,
+    /// The whole environment of the child (a bounded base plus the configured variables).
+    pub env: Vec<(String, String)>,
     pub log_file: std::path::PathBuf,
+    pub log_max_size: u64,
+    pub log_keep: u32,
 }
 
-/// Starts the server in its own process group, with stdout and stderr appended to its log file.
+/// Variables a child inherits from `serve` (when set there); everything else it gets is
+/// configured explicitly, so one server's secrets in the operator's shell do not leak to all.
+const INHERITED: &[&str] = &[
+    "PATH",
+    "HOME",
+    "USER",
+    "LANG",
+    "LC_ALL",
+    "TZ",
+    "TMPDIR",
+    "RUST_LOG",
+    "RUST_BACKTRACE",
+];
+
+/// The bounded base environment.
+pub fn base_env() -> Vec<(String, String)> {
+    let mut env: Vec<(String, String)> = INHERITED
+        .iter()
+        .filter_map(|k| std::env::var(k).ok().map(|v| (k.to_string(), v)))
+        .collect();
+    if !env.iter().any(|(k, _)| k == "PATH") {
+        env.push((
+            "PATH".into(),
+            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into(),
+        ));
+    }
+    env
+}
+
+/// Starts the server in its own process group (and its own cgroups, when given), with stdout
+/// and stderr piped to its rotating log file.
 ///
 /// The child asks the kernel for SIGKILL when its parent dies (`PR_SET_PDEATHSIG`), so even a
 /// SIGKILL of `mcp-fleet serve` leaves no orphan. The kernel ties that signal to the *thread*
 /// that forked, so this must be called from the fleet's own long-lived thread, never from a
-/// blocking-pool thread that may exit when idle.
-pub fn spawn(launch: &Launch) -> io::Result<Child> {
+/// blocking-pool thread that may exit when idle. It joins its cgroups itself, before exec, so
+/// not even its first fork escapes them.
+pub fn spawn(launch: &Launch, cgroup_procs: &[std::ffi::CString]) -> io::Result<Child> {
     if let Some(dir) = launch.log_file.parent() {
         std::fs::create_dir_all(dir)?;
     }
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&launch.log_file)?;
-    let log_err = log.try_clone()?;
     let mut command = Command::new(&launch.program);
     command
         .args(&launch.args)
         .current_dir(&launch.cwd)
+        .env_clear()
+        .envs(launch.env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
-        .stdout(Stdio::from(log))
-        .stderr(Stdio::from(log_err))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
         .kill_on_drop(true)
         // Its own group, so stopping it reaches any helpers it forked.
         .process_group(0);
     let parent = std::process::id() as libc::pid_t;
+    let procs: Vec<std::ffi::CString> = cgroup_procs.to_vec();
     #[allow(unsafe_code)]
-    // SAFETY: the closure only calls prctl, getppid and _exit, which are async-signal-safe, and
-    // touches no memory shared with the parent.
+    // SAFETY: the closure only makes raw syscalls that are async-signal-safe (prctl, getppid,
+    // open, write, close, _exit) on data prepared before the fork, and allocates nothing.
     unsafe {
         command.pre_exec(move || {
             if libc::prctl(
@@ -61,10 +94,28 @@ pub fn spawn(launch: &Launch) -> io::Result<Child> {
             if libc::getppid() != parent {
                 libc::_exit(1);
             }
+            for path in &procs {
+                let fd = libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+                if fd >= 0 {
+                    // "0" moves the writing process itself.
+                    libc::write(fd, b"0".as_ptr().cast(), 1);
+                    libc::close(fd);
+                }
+            }
             Ok(())
         });
     }
-    command.spawn()
+    let mut child = command.spawn()?;
+    if let (Some(out), Some(err)) = (child.stdout.take(), child.stderr.take()) {
+        tokio::spawn(super::logfile::copy(
+            out,
+            err,
+            launch.log_file.clone(),
+            launch.log_max_size,
+            launch.log_keep,
+        ));
+    }
+    Ok(child)
 }
 
 fn signal_group(pgid: u32, signal: libc::c_int) {
@@ -82,7 +133,7 @@ fn signal_group(pgid: u32, signal: libc::c_int) {
 }
 
 /// SIGTERM to the whole process group, then SIGKILL after `grace`. Returns once the child is
-/// reaped.
+/// reaped. Helpers that left the group are ended by the caller through the cgroup.
 pub async fn stop(child: &mut Child, grace: Duration) {
     let Some(pid) = child.id() else {
         return; // already reaped
@@ -93,6 +144,11 @@ pub async fn stop(child: &mut Child, grace: Duration) {
         let _ = child.wait().await;
     }
     // Helpers that ignored SIGTERM must not outlive their leader.
+    signal_group(pid, libc::SIGKILL);
+}
+
+/// SIGKILL to the process group of a leader that already exited (its helpers may live on).
+pub fn kill_group(pid: u32) {
     signal_group(pid, libc::SIGKILL);
 }
 

@@ -7,10 +7,14 @@
 //! long-lived thread, so `PR_SET_PDEATHSIG` fires only when the whole process dies. The fleet
 //! knows nothing of HTTP routing.
 
+mod cgroup;
 mod child;
+mod logfile;
 mod plan;
 mod ports;
 mod supervisor;
+
+pub use cgroup::MemoryLayer;
 
 pub use plan::{plan, ServerSpec};
 pub use supervisor::ServerState;
@@ -57,6 +61,8 @@ pub struct FleetSettings {
     pub max_restarts: u32,
     pub restart_window: Duration,
     pub deploy_on_start: DeployOnStart,
+    pub memory_interval: Duration,
+    pub memory_budget: crate::config::MemoryBudget,
 }
 
 impl FleetSettings {
@@ -70,6 +76,8 @@ impl FleetSettings {
             max_restarts: f.max_restarts,
             restart_window: f.restart_window,
             deploy_on_start: f.deploy_on_start,
+            memory_interval: f.memory_interval,
+            memory_budget: f.memory_budget,
         }
     }
 }
@@ -146,6 +154,30 @@ pub struct Inner {
     history: Mutex<VecDeque<Deployment>>,
     seq: AtomicUsize,
     ready: AtomicUsize,
+    pub(crate) cgroups: cgroup::Cgroups,
+    memory_events: Mutex<VecDeque<MemoryEvent>>,
+}
+
+/// A running server as the memory watcher sees it.
+#[derive(Debug, Clone)]
+pub struct MemoryTarget {
+    pub id: Arc<str>,
+    pub category: Arc<str>,
+    pub pid: u32,
+    pub limit: u64,
+    pub action: crate::config::MemoryAction,
+}
+
+/// A memory-policy action or an OOM kill, for `GET /memory`.
+#[derive(Debug, Clone, Serialize)]
+pub struct MemoryEvent {
+    /// Seconds since the Unix epoch.
+    pub at: u64,
+    pub id: String,
+    /// "restart", "alert" or "oom-kill".
+    pub action: &'static str,
+    pub bytes: Option<u64>,
+    pub limit: u64,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -170,6 +202,14 @@ impl Inner {
     pub(crate) fn census_down(&self) {
         self.ready.fetch_sub(1, Ordering::AcqRel);
     }
+
+    pub(crate) fn memory_event(&self, event: MemoryEvent) {
+        let mut events = lock(&self.memory_events);
+        events.push_back(event);
+        while events.len() > HISTORY {
+            events.pop_front();
+        }
+    }
 }
 
 /// Handle to the fleet; cheap to clone.
@@ -184,7 +224,9 @@ fn unix_now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-fn rss_bytes(pid: u32) -> Option<u64> {
+/// Resident memory of a process, from /proc (cheap enough to read for 1000 servers every few
+/// seconds).
+pub fn rss_bytes(pid: u32) -> Option<u64> {
     let statm = std::fs::read_to_string(format!("/proc/{pid}/statm")).ok()?;
     let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
     Some(pages * 4096)
@@ -213,6 +255,16 @@ impl Fleet {
             }
         }
         let (shutdown, _) = watch::channel(false);
+        let cgroups = cgroup::Cgroups::detect();
+        tracing::info!(
+            layer = cgroups.layer.name(),
+            tree_kill = if cgroups.can_kill() {
+                "cgroup.kill"
+            } else {
+                "process group"
+            },
+            "memory enforcement"
+        );
         Ok(Self {
             inner: Arc::new(Inner {
                 registry,
@@ -224,6 +276,8 @@ impl Fleet {
                 history: Mutex::new(VecDeque::new()),
                 seq: AtomicUsize::new(0),
                 ready: AtomicUsize::new(0),
+                cgroups,
+                memory_events: Mutex::new(VecDeque::new()),
             }),
         })
     }
@@ -308,6 +362,28 @@ impl Fleet {
             batch_size = settings.batch_size,
             "deploying"
         );
+        let new: Vec<&Arc<str>> = ids.iter().filter(|id| !self.is_deployed(id)).collect();
+        if let Err(why) = self.memory_budget_allows(new.len()) {
+            tracing::error!(kind, servers = new.len(), "deployment refused: {why}");
+            return self.record(Deployment {
+                seq: 0,
+                kind: kind.into(),
+                started_at,
+                duration_ms: started.elapsed().as_millis() as u64,
+                requested: ids.len(),
+                deployed,
+                failed: new
+                    .iter()
+                    .map(|id| Failure {
+                        id: id.to_string(),
+                        error: "refused: memory budget".into(),
+                    })
+                    .collect(),
+                already,
+                outcome: "refused".into(),
+                notes: vec![why],
+            });
+        }
         for (batch_no, batch) in ids.chunks(settings.batch_size.max(1)).enumerate() {
             if *self.inner.shutdown.borrow() {
                 break;
@@ -370,6 +446,44 @@ impl Fleet {
             outcome: outcome.into(),
             notes: Vec::new(),
         })
+    }
+
+    /// Whether starting `n` more servers keeps the machine within `fleet.memory_budget`:
+    /// memory in use now plus `n` times what a running server takes on average (8 MiB, a
+    /// built-in server's RSS, before any runs).
+    fn memory_budget_allows(&self, n: usize) -> Result<(), String> {
+        if n == 0 {
+            return Ok(());
+        }
+        let Some((total, available)) = meminfo() else {
+            return Ok(()); // no /proc/meminfo: nothing to measure against
+        };
+        let budget = match self.inner.settings().memory_budget {
+            crate::config::MemoryBudget::Percent(p) => total / 100 * u64::from(p),
+            crate::config::MemoryBudget::Bytes(b) => b,
+        };
+        let rss: Vec<u64> = self
+            .memory_targets()
+            .iter()
+            .filter_map(|t| rss_bytes(t.pid))
+            .collect();
+        let per_server = if rss.is_empty() {
+            8 << 20
+        } else {
+            rss.iter().sum::<u64>() / rss.len() as u64
+        };
+        let used = total.saturating_sub(available);
+        let expected = used + per_server * n as u64;
+        if expected > budget {
+            return Err(format!(
+                "starting {n} servers would bring memory use to about {} MiB ({} MiB in use + {n} x {} MiB), over fleet.memory_budget of {} MiB",
+                expected >> 20,
+                used >> 20,
+                per_server >> 20,
+                budget >> 20
+            ));
+        }
+        Ok(())
     }
 
     /// "database 100/100, api 37/100": ready servers against planned ones, in config order.
@@ -571,6 +685,7 @@ impl Fleet {
                 && a.launch.program == b.launch.program
                 && a.launch.args == b.launch.args
                 && a.launch.cwd == b.launch.cwd
+                && a.launch.env == b.launch.env
         };
         let added: Vec<Arc<str>> = new
             .iter()
@@ -684,6 +799,68 @@ impl Fleet {
         }
     }
 
+    /// Running servers with their memory policy, for the memory watcher.
+    pub fn memory_targets(&self) -> Vec<MemoryTarget> {
+        lock(&self.inner.servers)
+            .values()
+            .filter_map(|m| {
+                let st = lock(&m.status);
+                let pid = st.pid.filter(|_| st.state == ServerState::Running)?;
+                Some(MemoryTarget {
+                    id: Arc::clone(&m.spec.id),
+                    category: Arc::clone(&m.spec.category),
+                    pid,
+                    limit: m.spec.memory_limit,
+                    action: m.spec.memory_action,
+                })
+            })
+            .collect()
+    }
+
+    /// The memory policy acts on `id`: restart it (drain first) or only record the alert.
+    pub fn memory_action(&self, target: &MemoryTarget, bytes: u64) {
+        let action = match target.action {
+            crate::config::MemoryAction::Restart => {
+                self.want(&target.id, Want::Restart);
+                "restart"
+            }
+            crate::config::MemoryAction::Alert => "alert",
+        };
+        tracing::warn!(
+            server = %target.id,
+            rss_mb = bytes >> 20,
+            limit_mb = target.limit >> 20,
+            action,
+            "server over its memory limit"
+        );
+        self.inner.memory_event(MemoryEvent {
+            at: unix_now(),
+            id: target.id.to_string(),
+            action,
+            bytes: Some(bytes),
+            limit: target.limit,
+        });
+    }
+
+    pub fn memory_layer(&self) -> MemoryLayer {
+        self.inner.cgroups.layer
+    }
+
+    pub fn memory_events(&self) -> Vec<MemoryEvent> {
+        lock(&self.inner.memory_events).iter().cloned().collect()
+    }
+
+    /// OOM kills per server id (only servers that had one).
+    pub fn oom_kills(&self) -> BTreeMap<String, u32> {
+        lock(&self.inner.servers)
+            .iter()
+            .filter_map(|(id, m)| {
+                let n = lock(&m.status).oom_kills;
+                (n > 0).then(|| (id.to_string(), n))
+            })
+            .collect()
+    }
+
     /// Stops every server (SIGTERM, then SIGKILL after the grace) and waits for them.
     pub async fn shutdown(&self) {
         let _ = self.inner.shutdown.send(true);
@@ -695,6 +872,18 @@ impl Fleet {
             let _ = t.await;
         }
     }
+}
+
+/// (MemTotal, MemAvailable) in bytes.
+pub fn meminfo() -> Option<(u64, u64)> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let field = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+            .map(|kb| kb * 1024)
+    };
+    Some((field("MemTotal:")?, field("MemAvailable:")?))
 }
 
 fn supervisor_state(status: &SharedStatus) -> ServerState {

@@ -14,6 +14,9 @@ pub struct ServerSpec {
     pub category: Arc<str>,
     pub addr: SocketAddr,
     pub launch: Launch,
+    /// `max_memory_mb`, in bytes.
+    pub memory_limit: u64,
+    pub memory_action: crate::config::MemoryAction,
 }
 
 pub fn plan(config: &ValidConfig) -> Result<Vec<ServerSpec>, FleetError> {
@@ -46,6 +49,11 @@ pub fn plan(config: &ValidConfig) -> Result<Vec<ServerSpec>, FleetError> {
                     .replace("{host}", &host)
             };
             let mut args: Vec<String> = category.command[1..].iter().map(|w| fill(w)).collect();
+            let mut env = super::child::base_env();
+            for (k, v) in config.fleet.env.iter().chain(&category.env) {
+                env.retain(|(name, _)| name != k);
+                env.push((k.clone(), fill(v)));
+            }
             // The built-in server listens on loopback unless told otherwise; tell it the host.
             if first == crate::config::SELF_COMMAND && !args.iter().any(|a| a == "--host") {
                 args.push("--host".into());
@@ -54,10 +62,15 @@ pub fn plan(config: &ValidConfig) -> Result<Vec<ServerSpec>, FleetError> {
             specs.push(ServerSpec {
                 addr: SocketAddr::new(config.fleet.host, port),
                 category: category.name.as_str().into(),
+                memory_limit: category.max_memory_mb << 20,
+                memory_action: category.memory_action,
                 launch: Launch {
                     program: program.clone(),
                     args,
-                    cwd: config_dir.clone(),
+                    cwd: category.cwd.clone().unwrap_or_else(|| config_dir.clone()),
+                    env,
+                    log_max_size: config.fleet.log_max_size,
+                    log_keep: config.fleet.log_keep,
                     log_file: config
                         .fleet
                         .log_dir

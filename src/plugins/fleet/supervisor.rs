@@ -52,6 +52,8 @@ pub struct Status {
     pub up_since: Option<Instant>,
     /// Restarts after an exit (not operator restarts).
     pub restarts: u32,
+    /// Exits that were the kernel's OOM killer (counted apart from crashes).
+    pub oom_kills: u32,
     recent: VecDeque<Instant>,
     pub last_error: Option<String>,
 }
@@ -63,6 +65,7 @@ impl Default for Status {
             pid: None,
             up_since: None,
             restarts: 0,
+            oom_kills: 0,
             recent: VecDeque::new(),
             last_error: None,
         }
@@ -261,7 +264,39 @@ async fn run_once(
         tracing::error!(server = %spec.id, port = spec.addr.port(), error = %e, "port is in use by another process");
         return fail(format!("port {} is in use: {e}", spec.addr.port()), first);
     }
-    let mut process = match child::spawn(&spec.launch) {
+    let cg = inner.cgroups.prepare(&spec.id, spec.memory_limit);
+    let oom_before = cg.oom_kills();
+    let end = run_child(
+        spec, status, inner, settings, desired, shutdown, first, &cg, oom_before,
+    )
+    .await;
+    // Whatever the child left in its cgroup goes with it (a helper that changed its group).
+    cg.kill_all();
+    cg.remove();
+    end
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn run_child(
+    spec: &ServerSpec,
+    status: &SharedStatus,
+    inner: &Arc<Inner>,
+    settings: &super::FleetSettings,
+    desired: &mut watch::Receiver<Desired>,
+    shutdown: &mut watch::Receiver<bool>,
+    first: &mut FirstStart,
+    cg: &super::cgroup::ServerCgroup,
+    oom_before: u64,
+) -> RunEnd {
+    let fail = |why: String, first: &mut FirstStart| {
+        let mut st = lock(status);
+        st.last_error = Some(why.clone());
+        st.pid = None;
+        drop(st);
+        first.report(Err(why));
+        RunEnd::Exited { stable: false }
+    };
+    let mut process = match child::spawn(&spec.launch, &cg.procs) {
         Ok(c) => c,
         Err(e) => {
             tracing::error!(server = %spec.id, port = spec.addr.port(), error = %e, "cannot start server");
@@ -304,9 +339,27 @@ async fn run_once(
         tokio::select! {
             exit = process.wait() => {
                 inner.registry.set_ready(&[(spec.addr, false)]);
+                if let Some(pid) = lock(status).pid {
+                    child::kill_group(pid);
+                }
                 let exit = exit.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string());
-                tracing::warn!(server = %spec.id, port = spec.addr.port(), status = %exit, "server exited");
-                lock(status).last_error = Some(format!("exited: {exit}"));
+                if cg.oom_kills() > oom_before {
+                    tracing::warn!(server = %spec.id, port = spec.addr.port(), limit_mb = spec.memory_limit >> 20, "server killed by the kernel's OOM killer at its memory limit");
+                    let mut st = lock(status);
+                    st.oom_kills += 1;
+                    st.last_error = Some(format!("OOM-killed at its {} MiB limit", spec.memory_limit >> 20));
+                    drop(st);
+                    inner.memory_event(super::MemoryEvent {
+                        at: super::unix_now(),
+                        id: spec.id.to_string(),
+                        action: "oom-kill",
+                        bytes: None,
+                        limit: spec.memory_limit,
+                    });
+                } else {
+                    tracing::warn!(server = %spec.id, port = spec.addr.port(), status = %exit, "server exited");
+                    lock(status).last_error = Some(format!("exited: {exit}"));
+                }
                 break RunEnd::Exited { stable: started.elapsed() >= STABLE_AFTER };
             }
             _ = shutdown.changed() => {
