@@ -99,7 +99,7 @@ pub fn report(fleet: &Fleet) -> MemoryReport {
             limit_bytes: t.limit,
         });
     }
-    servers.sort_by(|a, b| b.rss_bytes.cmp(&a.rss_bytes));
+    servers.sort_by_key(|s| std::cmp::Reverse(s.rss_bytes));
     servers.truncate(10);
     let (total, available) = crate::plugins::fleet::meminfo().unwrap_or((0, 0));
     MemoryReport {
