@@ -118,6 +118,58 @@ async fn a_server_over_its_memory_limit_is_restarted_and_its_sessions_get_404() 
     assert!(out.contains("enforcement:") && out.contains("hog"), "{out}");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_kernel_limit_the_watcher_restarts_a_server_over_its_limit() {
+    let dir = FleetDir::with_sections(
+        &[("hog", 1)],
+        &[],
+        &Sections {
+            fleet: "memory_interval = \"200ms\"\nkernel_memory_limit = false",
+            categories: vec![(
+                "hog",
+                "max_memory_mb = 48\ncommand = [\"mcp-fleet\", \"backend\", \"--port\", \"{port}\", \"--category\", \"{category}\", \"--debug-tools\"]".into(),
+            )],
+            ..Sections::default()
+        },
+    );
+    let _serve = dir.serve();
+    let c = http::client();
+    let url = format!("{}/mcp/hog", dir.base());
+    let old_pid = server(&admin_get(&dir, "/servers"), "hog-0").and_then(|s| s["pid"].as_u64());
+    let (sid, _) = http::open_session(&c, &url).await;
+    let (status, body) = http::session_tool(&c, &url, &sid, "grow_memory", json!({"mb": 80})).await;
+    assert_eq!(
+        status, 200,
+        "without a kernel limit the allocation succeeds: {body}"
+    );
+    let crossed = std::time::Instant::now();
+    wait_for(
+        "the watcher to restart the hog",
+        Duration::from_secs(30),
+        || {
+            let s = admin_get(&dir, "/servers");
+            let v = server(&s, "hog-0")?;
+            (v["state"] == "running" && v["pid"].as_u64() != old_pid).then_some(())
+        },
+    );
+    println!("over the limit to serving again: {:?}", crossed.elapsed());
+    let memory = admin_get(&dir, "/memory");
+    assert!(
+        memory["enforcement"]
+            .as_str()
+            .is_some_and(|e| e.starts_with("watcher")),
+        "{memory}"
+    );
+    let restart = memory["events"]
+        .as_array()
+        .and_then(|e| e.iter().find(|e| e["action"] == "restart"))
+        .cloned()
+        .expect("a restart event");
+    assert!(restart["bytes"].as_u64() > Some(48 << 20), "{restart}");
+    let (status, _) = http::session_tool(&c, &url, &sid, "recall", json!({"key": "k"})).await;
+    assert_eq!(status, 404);
+}
+
 #[test]
 fn stopping_a_server_takes_every_helper_it_forked() {
     let dir = FleetDir::with_sections(

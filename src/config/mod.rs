@@ -177,6 +177,8 @@ pub struct FleetConfig {
     pub memory_interval: Duration,
     /// Deployments that would push the machine's memory use past this are refused.
     pub memory_budget: MemoryBudget,
+    /// Also have the kernel enforce `max_memory_mb` (a memory cgroup per server) where it can.
+    pub kernel_memory_limit: bool,
 }
 
 /// `fleet.memory_budget`: a share of the machine's memory or a size.
@@ -688,6 +690,7 @@ fn validate(
             },
         },
         log_keep: bounded("fleet.log_keep", f.log_keep, 3, 0..=100, errors) as u32,
+        kernel_memory_limit: f.kernel_memory_limit.unwrap_or(true),
         memory_interval: duration(
             "fleet.memory_interval",
             f.memory_interval.as_deref(),

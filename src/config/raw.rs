@@ -86,6 +86,7 @@ pub struct RawFleet {
     pub log_keep: Option<i64>,
     pub memory_interval: Option<String>,
     pub memory_budget: Option<String>,
+    pub kernel_memory_limit: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -75,8 +75,11 @@ fn write(path: &Path, value: &str) -> bool {
 }
 
 impl Cgroups {
-    pub fn detect() -> Self {
+    /// Finds what this machine offers; with `memory_limits` off, cgroups are used only to end
+    /// process trees, and the watcher alone enforces memory.
+    pub fn detect(memory_limits: bool) -> Self {
         let (v1_mount, v2_mount) = mounts();
+        let v1_mount = v1_mount.filter(|_| memory_limits);
         let name = format!("mcp-fleet-{}", std::process::id());
         let v1_memory = v1_mount.map(|m| m.join(&name)).filter(|dir| {
             std::fs::create_dir_all(dir).is_ok() && dir.join("memory.limit_in_bytes").exists()
@@ -89,7 +92,7 @@ impl Cgroups {
                 .parent()
                 .and_then(|p| std::fs::read_to_string(p.join("cgroup.controllers")).ok())
                 .is_some_and(|c| c.split_whitespace().any(|x| x == "memory"));
-            parent_has && write(&dir.join("cgroup.subtree_control"), "+memory")
+            memory_limits && parent_has && write(&dir.join("cgroup.subtree_control"), "+memory")
         });
         let layer = if v1_memory.is_some() {
             MemoryLayer::CgroupV1

@@ -255,7 +255,7 @@ impl Fleet {
             }
         }
         let (shutdown, _) = watch::channel(false);
-        let cgroups = cgroup::Cgroups::detect();
+        let cgroups = cgroup::Cgroups::detect(config.fleet.kernel_memory_limit);
         tracing::info!(
             layer = cgroups.layer.name(),
             tree_kill = if cgroups.can_kill() {
