@@ -81,6 +81,7 @@ async fn a_server_over_its_memory_limit_is_restarted_and_its_sessions_get_404() 
     let old_pid = victim["pid"].as_u64().expect("pid");
 
     // 100 MiB on a 64 MiB server: the kernel kills it mid-allocation, or the watcher restarts it.
+    let crossed = std::time::Instant::now();
     let (status, _) = http::session_tool(&c, &url, &sid, "grow_memory", json!({"mb": 100})).await;
     println!("grow_memory answered {status}");
     // The other server keeps serving meanwhile.
@@ -93,6 +94,7 @@ async fn a_server_over_its_memory_limit_is_restarted_and_its_sessions_get_404() 
         let v = server(&s, &victim_id)?;
         (v["state"] == "running" && v["pid"].as_u64().is_some_and(|p| p != old_pid)).then_some(())
     });
+    println!("over the limit to serving again: {:?}", crossed.elapsed());
     let memory = admin_get(&dir, "/memory");
     let events = memory["events"].as_array().cloned().unwrap_or_default();
     let actions: Vec<&str> = events

@@ -70,6 +70,40 @@ fn mounts() -> (Option<PathBuf>, Option<PathBuf>) {
     (v1, v2)
 }
 
+/// Removes the cgroups of earlier instances that died without cleaning up (a SIGKILL of
+/// `serve`): `mcp-fleet-<pid>` folders whose pid is gone. Folders that still hold processes
+/// cannot be removed and are left alone.
+fn remove_stale(mount: &Path) {
+    let Ok(entries) = std::fs::read_dir(mount) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().to_string();
+        let Some(pid) = name
+            .strip_prefix("mcp-fleet-")
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if Path::new(&format!("/proc/{pid}")).exists() {
+            continue;
+        }
+        remove_tree(&e.path());
+    }
+}
+
+/// Removes a cgroup folder and its (empty) sub-cgroups.
+fn remove_tree(dir: &Path) {
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                let _ = std::fs::remove_dir(e.path());
+            }
+        }
+    }
+    let _ = std::fs::remove_dir(dir);
+}
+
 fn write(path: &Path, value: &str) -> bool {
     std::fs::write(path, value).is_ok()
 }
@@ -79,6 +113,9 @@ impl Cgroups {
     /// process trees, and the watcher alone enforces memory.
     pub fn detect(memory_limits: bool) -> Self {
         let (v1_mount, v2_mount) = mounts();
+        for mount in [&v1_mount, &v2_mount].into_iter().flatten() {
+            remove_stale(mount);
+        }
         let v1_mount = v1_mount.filter(|_| memory_limits);
         let name = format!("mcp-fleet-{}", std::process::id());
         let v1_memory = v1_mount.map(|m| m.join(&name)).filter(|dir| {
@@ -145,10 +182,11 @@ impl Cgroups {
     }
 }
 
-impl Drop for Cgroups {
-    fn drop(&mut self) {
+impl Cgroups {
+    /// Removes the fleet's cgroup folders (called once every server has stopped).
+    pub fn cleanup(&self) {
         for dir in [&self.v1_memory, &self.v2].into_iter().flatten() {
-            let _ = std::fs::remove_dir(dir);
+            remove_tree(dir);
         }
     }
 }

@@ -871,6 +871,7 @@ impl Fleet {
         for t in tasks {
             let _ = t.await;
         }
+        self.inner.cgroups.cleanup();
     }
 }
 
