@@ -799,19 +799,30 @@ impl Fleet {
         }
     }
 
-    /// Running servers with their memory policy, for the memory watcher.
+    /// Running servers with their memory policy, for the memory watcher. The policy comes from
+    /// the current plan, so a reload that changes `max_memory_mb` or `memory_action` applies to
+    /// the watcher at once (the kernel limit follows at the server's next start).
     pub fn memory_targets(&self) -> Vec<MemoryTarget> {
+        let policy: std::collections::HashMap<Arc<str>, (u64, crate::config::MemoryAction)> =
+            lock(&self.inner.plan)
+                .iter()
+                .map(|s| (Arc::clone(&s.id), (s.memory_limit, s.memory_action)))
+                .collect();
         lock(&self.inner.servers)
             .values()
             .filter_map(|m| {
                 let st = lock(&m.status);
                 let pid = st.pid.filter(|_| st.state == ServerState::Running)?;
+                let (limit, action) = policy
+                    .get(&m.spec.id)
+                    .copied()
+                    .unwrap_or((m.spec.memory_limit, m.spec.memory_action));
                 Some(MemoryTarget {
                     id: Arc::clone(&m.spec.id),
                     category: Arc::clone(&m.spec.category),
                     pid,
-                    limit: m.spec.memory_limit,
-                    action: m.spec.memory_action,
+                    limit,
+                    action,
                 })
             })
             .collect()
