@@ -14,7 +14,7 @@ use crate::upstream::{clock, hash_bytes, Backend, InFlight, PickRequest, Registr
 use async_trait::async_trait;
 use bytes::Bytes;
 use first_byte::Watchdog;
-use http::{HeaderValue, Method, Uri};
+use http::{HeaderValue, Method};
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::{HttpPeer, ProxyHttp, Session};
 use pingora::proxy::FailToProxy;
@@ -415,20 +415,19 @@ impl ProxyHttp for FleetProxy {
                 "no upstream chosen",
             ));
         };
-        let path_and_query = match &ctx.query {
-            Some(q) => format!("{}?{q}", set.mcp_path),
-            None => set.mcp_path.to_string(),
+        let uri = match &ctx.query {
+            None => set.mcp_uri.clone(),
+            Some(q) => format!("{}?{q}", set.mcp_path)
+                .parse()
+                .map_err(|_| Error::explain(ErrorType::InternalError, "bad upstream path"))?,
         };
-        let uri: Uri = path_and_query
-            .parse()
-            .map_err(|_| Error::explain(ErrorType::InternalError, "bad upstream path"))?;
         upstream.set_uri(uri);
         // The server checks Host against its own allow-list (DNS-rebinding defence): it must
         // see its own address, not the public name the client used.
         if let Some(host) = upstream.headers.get(http::header::HOST).cloned() {
             upstream.insert_header("x-forwarded-host", host)?;
         }
-        upstream.insert_header(http::header::HOST, target.addr.to_string())?;
+        upstream.insert_header(http::header::HOST, target.host.clone())?;
         if let Some(inner) = ctx.inner_session.clone() {
             upstream.insert_header(SESSION_HEADER, inner)?;
         }

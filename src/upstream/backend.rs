@@ -161,6 +161,8 @@ pub enum Origin {
 pub struct Backend {
     pub id: Arc<str>,
     pub addr: SocketAddr,
+    /// `Host` the proxy sends it (its own address), built once rather than per request.
+    pub host: http::HeaderValue,
     pub origin: Origin,
     pub weight: u32,
     /// The fleet says it is running and accepting connections (static backends: always).
@@ -171,6 +173,12 @@ pub struct Backend {
     /// ends.
     pub draining: bool,
     pub state: Arc<BackendState>,
+}
+
+/// The `Host` value for a server at `addr`.
+pub fn host_header(addr: SocketAddr) -> http::HeaderValue {
+    http::HeaderValue::from_str(&addr.to_string())
+        .unwrap_or_else(|_| http::HeaderValue::from_static("localhost"))
 }
 
 impl Backend {

@@ -13,7 +13,7 @@ mod budget;
 pub mod clock;
 mod strategy;
 
-pub use backend::{Backend, BackendState, InFlight, Origin};
+pub use backend::{host_header, Backend, BackendState, InFlight, Origin};
 pub use strategy::{hash_bytes, smooth_sequence, PickRequest, Strategy};
 
 use crate::config::{
@@ -41,6 +41,8 @@ pub struct UpstreamSet {
     pub name: Arc<str>,
     /// Path of the MCP endpoint on every server of this category.
     pub mcp_path: Arc<str>,
+    /// The same as a URI, for requests without a query (most), built once per snapshot.
+    pub mcp_uri: http::Uri,
     pub strategy_kind: StrategyKind,
     /// Timeouts, retries and ejection rules in force for this snapshot (a reload swaps them).
     pub proxy: Arc<ProxyConfig>,
@@ -269,11 +271,13 @@ fn desired_members(config: &ValidConfig) -> Vec<CategoryMembers> {
                     .enumerate()
                     .map(|(i, port)| {
                         let id = server_id(&c.name, i);
+                        let addr = SocketAddr::new(config.fleet.host, port);
                         Member {
                             backend: Backend {
                                 weight: weight_of(&id),
                                 id: id.into(),
-                                addr: SocketAddr::new(config.fleet.host, port),
+                                host: host_header(addr),
+                                addr,
                                 origin: Origin::Spawned,
                                 ready: false,
                                 healthy,
@@ -291,6 +295,7 @@ fn desired_members(config: &ValidConfig) -> Vec<CategoryMembers> {
             let statics = c.static_backends.iter().map(|addr| Member {
                 backend: Backend {
                     id: format!("{}@{addr}", c.name).into(),
+                    host: host_header(*addr),
                     addr: *addr,
                     origin: Origin::Static,
                     weight: weight_of(&addr.to_string()),
@@ -330,6 +335,10 @@ impl Members {
                 Arc::new(UpstreamSet {
                     name: Arc::clone(&c.name),
                     mcp_path: Arc::clone(&c.mcp_path),
+                    mcp_uri: c
+                        .mcp_path
+                        .parse()
+                        .unwrap_or_else(|_| http::Uri::from_static("/mcp")),
                     strategy_kind: c.strategy,
                     proxy: Arc::clone(&c.proxy),
                     hash_header: c.hash_header.clone(),

@@ -9,6 +9,7 @@ fn backends(weights: &[u32]) -> Vec<Backend> {
         .enumerate()
         .map(|(i, &w)| Backend {
             id: format!("b{i}").into(),
+            host: crate::upstream::host_header(([127, 0, 0, 1], 1000 + i as u16).into()),
             addr: ([127, 0, 0, 1], 1000 + i as u16).into(),
             origin: Origin::Static,
             weight: w,
