@@ -7,7 +7,7 @@ pub mod backend;
 pub mod config;
 pub mod health;
 pub mod metrics;
-pub mod monitor;
+
 pub mod plugins;
 pub mod proxy;
 pub mod reload;

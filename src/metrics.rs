@@ -1,33 +1,200 @@
-//! Every Prometheus metric, defined once. Labels have bounded values.
+//! Every Prometheus metric, defined once, all named `mcp_fleet_*`, with bounded labels: category
+//! (from the config), status class, MCP method (a fixed list, "other" beyond it), and server id
+//! only on the per-server series that `monitor.per_server_metrics` can turn off.
+//!
+//! The proxy records requests, retries and sessions as they happen (one label lookup and an
+//! atomic add each); everything that is state (servers, health, memory, restarts) is read from
+//! its owner when `/metrics` is scraped, by the monitor.
 
-use prometheus::{IntCounterVec, Opts, Registry};
+use prometheus::{
+    Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry,
+};
 use std::sync::OnceLock;
+
+/// MCP methods counted by name (from the `Mcp-Method` header); others are "other".
+pub const METHODS: &[&str] = &[
+    "initialize",
+    "ping",
+    "tools/list",
+    "tools/call",
+    "resources/list",
+    "resources/read",
+    "resources/templates/list",
+    "prompts/list",
+    "prompts/get",
+    "completion/complete",
+    "logging/setLevel",
+    "server/discover",
+];
+
+/// The bounded method label for an `Mcp-Method` header value.
+pub fn method_label(header: Option<&[u8]>) -> &'static str {
+    match header {
+        None => "none",
+        Some(h) if h.starts_with(b"notifications/") => "notification",
+        Some(h) => METHODS
+            .iter()
+            .find(|m| m.as_bytes() == h)
+            .copied()
+            .unwrap_or("other"),
+    }
+}
+
+pub fn status_class(status: u16) -> &'static str {
+    match status {
+        100..=199 => "1xx",
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        500..=599 => "5xx",
+        _ => "none",
+    }
+}
+
+/// Latency buckets (seconds): fine below 100 ms where MCP calls live, up to the 5 s first-byte
+/// timeout and the long tool calls beyond.
+const BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 120.0,
+];
 
 pub struct Metrics {
     pub registry: Registry,
+    pub requests: IntCounterVec,
+    pub duration: HistogramVec,
+    pub retries: IntCounterVec,
+    pub sessions_created: IntCounterVec,
+    pub sessions_not_found: IntCounterVec,
     pub reloads: IntCounterVec,
+    pub in_flight: IntGauge,
+    pub servers: IntGaugeVec,
+    pub server_up: IntGaugeVec,
+    pub server_requests: IntCounterVec,
+    pub ejections: IntCounterVec,
+    pub memory: IntGaugeVec,
+    pub server_memory: IntGaugeVec,
+    pub cpu: GaugeVec,
+    pub server_cpu: GaugeVec,
+    pub restarts: IntCounterVec,
+    pub oom_kills: IntCounterVec,
+    pub failed: IntGaugeVec,
+    pub deployment: IntGaugeVec,
+    pub alerts_firing: IntGaugeVec,
+    pub alerts_fired: IntCounterVec,
+    pub uptime: Gauge,
+    pub build_info: IntGaugeVec,
 }
 
-fn metrics() -> &'static Metrics {
+fn counter(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let c = IntCounterVec::new(Opts::new(name, help), labels)
+        .unwrap_or_else(|e| unreachable!("static metric {name} is valid: {e}"));
+    let _ = r.register(Box::new(c.clone()));
+    c
+}
+
+fn gauge(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    let g = IntGaugeVec::new(Opts::new(name, help), labels)
+        .unwrap_or_else(|e| unreachable!("static metric {name} is valid: {e}"));
+    let _ = r.register(Box::new(g.clone()));
+    g
+}
+
+fn fgauge(r: &Registry, name: &str, help: &str, labels: &[&str]) -> GaugeVec {
+    let g = GaugeVec::new(Opts::new(name, help), labels)
+        .unwrap_or_else(|e| unreachable!("static metric {name} is valid: {e}"));
+    let _ = r.register(Box::new(g.clone()));
+    g
+}
+
+pub fn metrics() -> &'static Metrics {
     static METRICS: OnceLock<Metrics> = OnceLock::new();
     METRICS.get_or_init(|| {
-        let registry = Registry::new();
-        let reloads = IntCounterVec::new(
-            Opts::new(
-                "mcp_fleet_reloads_total",
-                "Configuration reloads, by result (applied, invalid).",
-            ),
-            &["result"],
+        let r = Registry::new();
+        let duration = HistogramVec::new(
+            HistogramOpts::new(
+                "mcp_fleet_request_duration_seconds",
+                "Time from a request's arrival to the end of its answer, by category.",
+            )
+            .buckets(BUCKETS.to_vec()),
+            &["category"],
         )
-        .unwrap_or_else(|e| unreachable!("static metric definition is valid: {e}"));
-        let _ = registry.register(Box::new(reloads.clone()));
-        Metrics { registry, reloads }
+        .unwrap_or_else(|e| unreachable!("static histogram is valid: {e}"));
+        let _ = r.register(Box::new(duration.clone()));
+        let in_flight = IntGauge::new(
+            "mcp_fleet_in_flight_requests",
+            "Requests being served by the proxy now.",
+        )
+        .unwrap_or_else(|e| unreachable!("static gauge is valid: {e}"));
+        let _ = r.register(Box::new(in_flight.clone()));
+        let uptime = Gauge::new("mcp_fleet_uptime_seconds", "Seconds since serve started.")
+            .unwrap_or_else(|e| unreachable!("static gauge is valid: {e}"));
+        let _ = r.register(Box::new(uptime.clone()));
+        let m = Metrics {
+            requests: counter(&r, "mcp_fleet_requests_total", "Requests answered, by category, status class and MCP method (Mcp-Method header).", &["category", "class", "method"]),
+            duration,
+            retries: counter(&r, "mcp_fleet_retries_total", "Requests sent again to another server, by category and reason.", &["category", "reason"]),
+            sessions_created: counter(&r, "mcp_fleet_sessions_created_total", "MCP sessions minted by servers and sealed by the proxy.", &["category"]),
+            sessions_not_found: counter(&r, "mcp_fleet_sessions_not_found_total", "Requests with a session id that no longer routes (404).", &["category"]),
+            reloads: counter(&r, "mcp_fleet_reloads_total", "Configuration reloads, by result (applied, invalid).", &["result"]),
+            in_flight,
+            servers: gauge(&r, "mcp_fleet_servers", "Servers per category by state (total, ready, healthy, serving, ejected, draining).", &["category", "state"]),
+            server_up: gauge(&r, "mcp_fleet_server_up", "1 when the server takes new requests (ready, healthy, not ejected, not draining).", &["category", "server"]),
+            server_requests: counter(&r, "mcp_fleet_server_requests_total", "Requests the balancer sent to each server.", &["category", "server"]),
+            ejections: counter(&r, "mcp_fleet_ejections_total", "Passive ejections of servers, by category.", &["category"]),
+            memory: gauge(&r, "mcp_fleet_memory_bytes", "Resident memory of the running servers of a category.", &["category"]),
+            server_memory: gauge(&r, "mcp_fleet_server_memory_bytes", "Resident memory of each running server.", &["category", "server"]),
+            cpu: fgauge(&r, "mcp_fleet_cpu_seconds", "CPU time used by the running servers of a category (current processes).", &["category"]),
+            server_cpu: fgauge(&r, "mcp_fleet_server_cpu_seconds", "CPU time used by each running server process.", &["category", "server"]),
+            restarts: counter(&r, "mcp_fleet_restarts_total", "Server restarts after an exit, by category.", &["category"]),
+            oom_kills: counter(&r, "mcp_fleet_oom_kills_total", "Servers killed by the kernel's OOM killer at their memory limit.", &["category"]),
+            failed: gauge(&r, "mcp_fleet_failed_servers", "Servers left stopped after too many restarts.", &["category"]),
+            deployment: gauge(&r, "mcp_fleet_deployment_servers", "Deployment progress: planned, deployed and running servers.", &["state"]),
+            alerts_firing: gauge(&r, "mcp_fleet_alert_firing", "1 while the alert fires.", &["alert"]),
+            alerts_fired: counter(&r, "mcp_fleet_alerts_fired_total", "Times each alert started firing.", &["alert"]),
+            uptime,
+            build_info: gauge(&r, "mcp_fleet_build_info", "Always 1; the version in a label.", &["version"]),
+            registry: r,
+        };
+        m.build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
+        m
     })
 }
 
 /// Counts a reload; `result` is "applied" or "invalid".
 pub fn reload(result: &'static str) {
     metrics().reloads.with_label_values(&[result]).inc();
+}
+
+/// One answered request.
+pub fn request(category: &str, status: u16, method: &'static str, seconds: f64) {
+    let m = metrics();
+    m.requests
+        .with_label_values(&[category, status_class(status), method])
+        .inc();
+    m.duration.with_label_values(&[category]).observe(seconds);
+}
+
+pub fn retry(category: &str, reason: &'static str) {
+    metrics()
+        .retries
+        .with_label_values(&[category, reason])
+        .inc();
+}
+
+pub fn session_created(category: &str) {
+    metrics()
+        .sessions_created
+        .with_label_values(&[category])
+        .inc();
+}
+
+pub fn session_not_found(category: &str) {
+    metrics()
+        .sessions_not_found
+        .with_label_values(&[category])
+        .inc();
 }
 
 /// The text exposition of every metric.
@@ -41,4 +208,33 @@ pub fn render() -> String {
 /// Current count of reloads with `result`.
 pub fn reloads(result: &str) -> u64 {
     metrics().reloads.with_label_values(&[result]).get()
+}
+
+/// Raises a monotonic counter to `total` (state kept elsewhere, mirrored at scrape time); a total
+/// below the counter (its owner restarted counting) adds the new total instead.
+pub fn mirror(counter: &prometheus::IntCounter, total: u64) {
+    let now = counter.get();
+    if total >= now {
+        counter.inc_by(total - now);
+    } else {
+        counter.inc_by(total);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_are_bounded() {
+        assert_eq!(method_label(Some(b"tools/call")), "tools/call");
+        assert_eq!(
+            method_label(Some(b"notifications/initialized")),
+            "notification"
+        );
+        assert_eq!(method_label(Some(b"made/up")), "other");
+        assert_eq!(method_label(None), "none");
+        assert_eq!(status_class(503), "5xx");
+        assert_eq!(status_class(0), "none");
+    }
 }

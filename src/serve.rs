@@ -9,6 +9,7 @@ use crate::admin::{token, AdminApi};
 use crate::config::ValidConfig;
 use crate::health::HealthChecker;
 use crate::plugins::fleet::{Fleet, FleetError};
+use crate::plugins::monitor::Monitor;
 use crate::proxy::session::SessionCodec;
 use crate::proxy::{FleetProxy, Traffic};
 use crate::reload::Reloader;
@@ -85,6 +86,7 @@ struct ControlParts {
     admin: Arc<AdminApi>,
     admin_listener: std::net::TcpListener,
     monitor_listener: std::net::TcpListener,
+    monitor: Arc<Monitor>,
 }
 
 fn start_control(parts: ControlParts) -> Result<ControlPlane, ServeError> {
@@ -97,6 +99,7 @@ fn start_control(parts: ControlParts) -> Result<ControlPlane, ServeError> {
         admin,
         admin_listener,
         monitor_listener,
+        monitor,
     } = parts;
     let thread = std::thread::Builder::new()
         .name("control".into())
@@ -118,7 +121,8 @@ fn start_control(parts: ControlParts) -> Result<ControlPlane, ServeError> {
                 }
                 match tokio::net::TcpListener::from_std(monitor_listener) {
                     Ok(l) => {
-                        tokio::spawn(crate::monitor::serve(l));
+                        tokio::spawn(Arc::clone(&monitor).serve(l));
+                        tokio::spawn(Arc::clone(&monitor).run());
                     }
                     Err(e) => tracing::error!(error = %e, "monitor endpoint not served"),
                 }
@@ -217,6 +221,7 @@ pub fn run(config: ValidConfig) -> Result<(), ServeError> {
         registry: Arc::clone(&registry),
         token: admin_token,
     });
+    let monitor = Monitor::new(&config, Arc::clone(&registry), fleet.clone());
     let control = Arc::new(Mutex::new(Some(start_control(ControlParts {
         runtime,
         hangup,
@@ -225,6 +230,7 @@ pub fn run(config: ValidConfig) -> Result<(), ServeError> {
         admin,
         admin_listener,
         monitor_listener,
+        monitor,
     })?)));
 
     let mut conf = ServerConf {

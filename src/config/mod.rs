@@ -89,6 +89,31 @@ pub struct HealthConfig {
     pub concurrency: usize,
 }
 
+/// `[monitor]`: what `/metrics` shows and when `/alerts` fire (the seed's thresholds).
+#[derive(Debug, Clone, PartialEq)]
+pub struct MonitorConfig {
+    /// Per-server series (1000 of each at the default fleet) in `/metrics`.
+    pub per_server_metrics: bool,
+    pub alerts: AlertThresholds,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct AlertThresholds {
+    /// p95 response time over the window.
+    pub response_time: Duration,
+    /// Share of 5xx answers over the window.
+    pub error_rate: f64,
+    /// Machine memory in use as a share of `fleet.memory_budget`.
+    pub memory_usage: f64,
+    /// Machine CPU busy share over the window.
+    pub cpu_usage: f64,
+    /// Used share of the file systems holding the state and log dirs.
+    pub disk_usage: f64,
+    pub window: Duration,
+    /// How often rules are evaluated (and the dashboard's series sampled).
+    pub interval: Duration,
+}
+
 /// Passive outlier ejection.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct EjectionConfig {
@@ -114,6 +139,7 @@ pub struct ValidConfig {
     pub source: PathBuf,
     pub proxy: ProxyConfig,
     pub monitor_listen: SocketAddr,
+    pub monitor: MonitorConfig,
     pub admin_listen: SocketAddr,
     /// Where the admin token is read from; `None`: generated at first start in the state dir
     /// (or taken from `MCP_FLEET_ADMIN_TOKEN`).
@@ -584,6 +610,46 @@ fn validate(
         errors,
     );
     let admin_token_file = raw.admin.token_file.as_deref().map(|p| resolve(base, p));
+    let share = |key: &str, v: Option<f64>, default: f64, errors: &mut Vec<ConfigError>| match v {
+        None => default,
+        Some(x) if x > 0.0 && x <= 1.0 => x,
+        Some(x) => {
+            errors.push(ConfigError::new(
+                key,
+                x,
+                "must be a share above 0 and at most 1 (0.05 = 5%)",
+            ));
+            default
+        }
+    };
+    let a = &raw.monitor.alerts;
+    let monitor = MonitorConfig {
+        per_server_metrics: raw.monitor.per_server_metrics.unwrap_or(true),
+        alerts: AlertThresholds {
+            response_time: duration(
+                "monitor.alerts.response_time",
+                a.response_time.as_deref(),
+                Duration::from_secs(5),
+                errors,
+            ),
+            error_rate: share("monitor.alerts.error_rate", a.error_rate, 0.05, errors),
+            memory_usage: share("monitor.alerts.memory_usage", a.memory_usage, 0.8, errors),
+            cpu_usage: share("monitor.alerts.cpu_usage", a.cpu_usage, 0.9, errors),
+            disk_usage: share("monitor.alerts.disk_usage", a.disk_usage, 0.85, errors),
+            window: duration(
+                "monitor.alerts.window",
+                a.window.as_deref(),
+                Duration::from_secs(60),
+                errors,
+            ),
+            interval: duration(
+                "monitor.alerts.interval",
+                a.interval.as_deref(),
+                Duration::from_secs(5),
+                errors,
+            ),
+        },
+    };
     let listens = [
         ("proxy.listen", proxy.listen),
         ("monitor.listen", monitor_listen),
@@ -753,6 +819,7 @@ fn validate(
         source: source.to_path_buf(),
         proxy,
         monitor_listen,
+        monitor,
         admin_listen,
         admin_token_file,
         fleet,

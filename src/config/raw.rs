@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 #[serde(default)]
 pub struct RawConfig {
     pub proxy: RawProxy,
-    pub monitor: RawListen,
+    pub monitor: RawMonitor,
     pub admin: RawAdmin,
     pub fleet: RawFleet,
     pub health: RawHealth,
@@ -53,8 +53,22 @@ pub struct RawHealth {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
-pub struct RawListen {
+pub struct RawMonitor {
     pub listen: Option<String>,
+    pub per_server_metrics: Option<bool>,
+    pub alerts: RawAlerts,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct RawAlerts {
+    pub response_time: Option<String>,
+    pub error_rate: Option<f64>,
+    pub memory_usage: Option<f64>,
+    pub cpu_usage: Option<f64>,
+    pub disk_usage: Option<f64>,
+    pub window: Option<String>,
+    pub interval: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

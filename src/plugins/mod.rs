@@ -3,3 +3,4 @@
 
 pub mod fleet;
 pub mod memory;
+pub mod monitor;

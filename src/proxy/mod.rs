@@ -23,7 +23,7 @@ use reply::code;
 use route::Route;
 use session::{SessionCodec, SessionError};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -31,15 +31,16 @@ const SESSION_HEADER: &str = "mcp-session-id";
 
 /// Requests in progress across all worker threads, and whether the instance is shutting down.
 /// Shared with the process lifecycle so SIGTERM can wait for the count to reach zero.
+/// The in-flight count is the `mcp_fleet_in_flight_requests` gauge itself: one atomic serves
+/// the drain and the metric.
 #[derive(Debug, Default)]
 pub struct Traffic {
-    in_flight: AtomicUsize,
     draining: AtomicBool,
 }
 
 impl Traffic {
     pub fn in_flight(&self) -> usize {
-        self.in_flight.load(Ordering::Acquire)
+        crate::metrics::metrics().in_flight.get().max(0) as usize
     }
 
     pub fn start_draining(&self) {
@@ -53,11 +54,11 @@ impl Traffic {
 
 /// Held by a request's context for its whole life.
 #[derive(Debug)]
-pub struct RequestGuard(Arc<Traffic>);
+pub struct RequestGuard;
 
 impl Drop for RequestGuard {
     fn drop(&mut self) {
-        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+        crate::metrics::metrics().in_flight.dec();
     }
 }
 
@@ -127,6 +128,8 @@ pub struct RequestCtx {
     first_byte_timed_out: bool,
     retry_refused: bool,
     failure_recorded: bool,
+    /// An MCP request (not a local endpoint): counted in the request metrics.
+    counted: bool,
 }
 
 async fn respond(
@@ -185,8 +188,8 @@ impl ProxyHttp for FleetProxy {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
-        self.traffic.in_flight.fetch_add(1, Ordering::AcqRel);
-        ctx.guard = Some(RequestGuard(Arc::clone(&self.traffic)));
+        crate::metrics::metrics().in_flight.inc();
+        ctx.guard = Some(RequestGuard);
         ctx.started = Some(Instant::now());
 
         let snapshot = self.registry.load();
@@ -211,6 +214,7 @@ impl ProxyHttp for FleetProxy {
             }
             Route::Mcp { category, query } => (category, query),
         };
+        ctx.counted = true;
         let Some(set) = snapshot.category(category) else {
             let message = format!("unknown category; known categories: {}", snapshot.known);
             return respond_rpc_error(
@@ -261,6 +265,8 @@ impl ProxyHttp for FleetProxy {
                     ctx.session_bound = true;
                 }
                 Err(reason) => {
+                    crate::metrics::session_not_found(&set.name);
+                    ctx.set = Some(Arc::clone(&set));
                     return respond_rpc_error(
                         session,
                         404,
@@ -268,7 +274,7 @@ impl ProxyHttp for FleetProxy {
                         &session_not_found(reason),
                         None,
                     )
-                    .await
+                    .await;
                 }
             }
         } else if set.ready_count() == 0 {
@@ -445,6 +451,7 @@ impl ProxyHttp for FleetProxy {
         {
             match self.codec.encode(&set.name, target.addr, inner.as_bytes()) {
                 Ok(token) => {
+                    crate::metrics::session_created(&set.name);
                     resp.insert_header(SESSION_HEADER, token)?;
                 }
                 Err(e) => {
@@ -482,6 +489,11 @@ impl ProxyHttp for FleetProxy {
         // a session request has nowhere else to go.
         let retry = self.may_retry(ctx);
         ctx.retry_refused = !retry && !ctx.session_bound;
+        if retry {
+            if let Some(set) = &ctx.set {
+                crate::metrics::retry(&set.name, "connect");
+            }
+        }
         e.set_retry(retry);
         e
     }
@@ -513,6 +525,11 @@ impl ProxyHttp for FleetProxy {
         }
         if e.retry() && !self.may_retry(ctx) {
             e.set_retry(false);
+        }
+        if e.retry() {
+            if let Some(set) = &ctx.set {
+                crate::metrics::retry(&set.name, "reused-connection");
+            }
         }
         e
     }
@@ -593,8 +610,20 @@ impl ProxyHttp for FleetProxy {
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
+        let status = session.response_written().map_or(0, |r| r.status.as_u16());
+        if ctx.counted {
+            let category = ctx.set.as_ref().map_or("unknown", |s| &*s.name);
+            let method = crate::metrics::method_label(
+                session
+                    .req_header()
+                    .headers
+                    .get("mcp-method")
+                    .map(|v| v.as_bytes()),
+            );
+            let seconds = ctx.started.map_or(0.0, |t| t.elapsed().as_secs_f64());
+            crate::metrics::request(category, status, method, seconds);
+        }
         if tracing::enabled!(tracing::Level::DEBUG) {
-            let status = session.response_written().map_or(0, |r| r.status.as_u16());
             let server = ctx.target.as_ref().map(|b| b.id.as_ref()).unwrap_or("-");
             tracing::debug!(
                 method = %session.req_header().method,

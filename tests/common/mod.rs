@@ -117,8 +117,13 @@ impl Drop for Proc {
         let kids = children_of(pid);
         let _ = self.child.kill();
         let _ = self.child.wait();
-        for kid in kids {
+        for &kid in &kids {
             signal(kid, 9);
+        }
+        // Wait until they are gone, so the next test does not find their ports still bound.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while kids.iter().any(|&k| alive(k)) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
         }
     }
 }
