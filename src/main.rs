@@ -61,6 +61,15 @@ enum Command {
         #[arg(long, default_value = "conf/fleet.toml")]
         config: PathBuf,
     },
+    /// The seed's daily report of the running instance: uptime, requests and error rate per
+    /// category, p50/p95/p99, restarts, OOM kills, alerts, reloads, deployments.
+    Report {
+        #[arg(long, default_value = "conf/fleet.toml")]
+        config: PathBuf,
+        /// Print the JSON document instead of the table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Start the failed servers of the running instance again.
     RetryFailed {
         #[arg(long, default_value = "conf/fleet.toml")]
@@ -169,6 +178,68 @@ fn print_deployment(status: u16, v: &serde_json::Value) -> ExitCode {
     } else {
         ExitCode::SUCCESS
     }
+}
+
+fn report(path: &Path, as_json: bool) -> ExitCode {
+    let config = match config::load(path) {
+        Ok(c) => c,
+        Err(e) => return report_load_error(&e),
+    };
+    let mut addr = config.monitor_listen;
+    if addr.ip().is_unspecified() {
+        addr.set_ip([127, 0, 0, 1].into());
+    }
+    let got = mcp_fleet::admin::client::fetch_json(addr, "/report");
+    let v = match got {
+        Ok(v) => v,
+        Err(e) => {
+            eprintln!(
+                "error: mcp-fleet is not running for {} (nothing answers on monitor.listen {addr}): {e}",
+                path.display()
+            );
+            return ExitCode::FAILURE;
+        }
+    };
+    if as_json {
+        println!("{v:#}");
+        return ExitCode::SUCCESS;
+    }
+    let ms = |x: &serde_json::Value| {
+        x.as_f64()
+            .map_or("-".to_string(), |s| format!("{:.1} ms", s * 1000.0))
+    };
+    let up = v["uptime_s"].as_u64().unwrap_or(0);
+    println!("mcp-fleet report: up {}h {}m", up / 3600, up % 3600 / 60);
+    println!(
+        "{:<20} {:>10} {:>8} {:>10} {:>10} {:>10}",
+        "category", "requests", "errors", "p50", "p95", "p99"
+    );
+    for c in v["categories"].as_array().into_iter().flatten() {
+        println!(
+            "{:<20} {:>10} {:>7.2}% {:>10} {:>10} {:>10}",
+            c["category"].as_str().unwrap_or("?"),
+            c["requests"].as_u64().unwrap_or(0),
+            c["error_rate"].as_f64().unwrap_or(0.0) * 100.0,
+            ms(&c["p50"]),
+            ms(&c["p95"]),
+            ms(&c["p99"])
+        );
+    }
+    println!(
+        "{:<20} {:>10} {:>7.2}% {:>10} {:>10} {:>10}",
+        "total",
+        v["requests"].as_u64().unwrap_or(0),
+        v["error_rate"].as_f64().unwrap_or(0.0) * 100.0,
+        ms(&v["p50"]),
+        ms(&v["p95"]),
+        ms(&v["p99"])
+    );
+    println!(
+        "restarts {}, OOM kills {}, alerts fired {} ({} firing now), reloads {} applied / {} invalid, deployments {}",
+        v["restarts"], v["oom_kills"], v["alerts_fired"], v["alerts_firing"],
+        v["reloads"]["applied"], v["reloads"]["invalid"], v["deployments"]
+    );
+    ExitCode::SUCCESS
 }
 
 /// `mcp-fleet reload`: validate, signal the instance named by the pid file, report the outcome
@@ -363,6 +434,7 @@ fn main() -> ExitCode {
             }
             Ok(ExitCode::SUCCESS)
         }),
+        Command::Report { config: path, json } => report(&path, json),
         Command::RetryFailed { config } => admin_call(&config, |c| {
             let (status, v) = c.call("POST", "/retry-failed", None, Duration::from_secs(600))?;
             Ok(print_deployment(status, &v))

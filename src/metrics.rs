@@ -54,7 +54,7 @@ pub fn status_class(status: u16) -> &'static str {
 
 /// Latency buckets (seconds): fine below 100 ms where MCP calls live, up to the 5 s first-byte
 /// timeout and the long tool calls beyond.
-const BUCKETS: &[f64] = &[
+pub const BUCKETS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 120.0,
 ];
 

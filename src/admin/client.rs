@@ -104,3 +104,19 @@ impl AdminClient {
         Ok((status, json))
     }
 }
+
+/// A one-shot `GET path` to a local JSON endpoint (the CLI's `report`, on the unauthenticated monitor port), over a blocking socket.
+pub fn fetch_json(addr: std::net::SocketAddr, path: &str) -> std::io::Result<serde_json::Value> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(3))?;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw)?;
+    let text = String::from_utf8_lossy(&raw);
+    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    serde_json::from_str(body).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+}

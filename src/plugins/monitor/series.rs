@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 pub struct Counts {
     pub requests: u64,
     pub errors: u64,
-    /// Cumulative histogram bucket counts (same bounds for every category).
+    /// Cumulative histogram bucket counts (same bounds for every category), the total last.
     pub buckets: Vec<u64>,
 }
 
@@ -37,21 +37,11 @@ pub struct Window {
     pub p99: Option<f64>,
 }
 
+/// Upper bounds of the latency buckets, +Inf last (the sample count), matching `Counts::buckets`.
 pub fn bucket_bounds() -> Vec<f64> {
-    metrics()
-        .duration
-        .collect()
-        .first()
-        .and_then(|f| {
-            f.get_metric().first().map(|m| {
-                m.get_histogram()
-                    .get_bucket()
-                    .iter()
-                    .map(|b| b.upper_bound())
-                    .collect()
-            })
-        })
-        .unwrap_or_default()
+    let mut b = crate::metrics::BUCKETS.to_vec();
+    b.push(f64::INFINITY);
+    b
 }
 
 fn machine_cpu() -> (u64, u64) {
@@ -100,12 +90,14 @@ pub fn take() -> Sample {
                 .find(|l| l.name() == "category")
                 .map(|l| l.value().to_string())
                 .unwrap_or_default();
-            categories.entry(category).or_default().buckets = m
-                .get_histogram()
+            let h = m.get_histogram();
+            let mut buckets: Vec<u64> = h
                 .get_bucket()
                 .iter()
                 .map(|b| b.cumulative_count())
                 .collect();
+            buckets.push(h.get_sample_count());
+            categories.entry(category).or_default().buckets = buckets;
         }
     }
     Sample {
