@@ -65,6 +65,8 @@ pub struct Metrics {
     pub retries: IntCounterVec,
     pub sessions_created: IntCounterVec,
     pub sessions_not_found: IntCounterVec,
+    pub sessions_ended: IntCounterVec,
+    pub sessions_active: IntGaugeVec,
     pub reloads: IntCounterVec,
     pub in_flight: IntGauge,
     pub servers: IntGaugeVec,
@@ -135,6 +137,8 @@ pub fn metrics() -> &'static Metrics {
             retries: counter(&r, "mcp_fleet_retries_total", "Requests sent again to another server, by category and reason.", &["category", "reason"]),
             sessions_created: counter(&r, "mcp_fleet_sessions_created_total", "MCP sessions minted by servers and sealed by the proxy.", &["category"]),
             sessions_not_found: counter(&r, "mcp_fleet_sessions_not_found_total", "Requests with a session id that no longer routes (404).", &["category"]),
+            sessions_ended: counter(&r, "mcp_fleet_sessions_ended_total", "Sessions ended by the client (DELETE answered 2xx).", &["category"]),
+            sessions_active: gauge(&r, "mcp_fleet_sessions_active", "Sessions created and not yet ended by a DELETE (sessions a server drops on its own are not seen).", &["category"]),
             reloads: counter(&r, "mcp_fleet_reloads_total", "Configuration reloads, by result (applied, invalid).", &["result"]),
             in_flight,
             servers: gauge(&r, "mcp_fleet_servers", "Servers per category by state (total, ready, healthy, serving, ejected, draining).", &["category", "state"]),
@@ -186,6 +190,13 @@ pub fn retry(category: &str, reason: &'static str) {
 pub fn session_created(category: &str) {
     metrics()
         .sessions_created
+        .with_label_values(&[category])
+        .inc();
+}
+
+pub fn session_ended(category: &str) {
+    metrics()
+        .sessions_ended
         .with_label_values(&[category])
         .inc();
 }

@@ -46,6 +46,7 @@ async fn metrics_pass_promtool_and_count_what_happened() {
         "mcp_fleet_requests_total{category=\"alpha\",class=\"2xx\",method=\"tools/call\"} 40",
         "mcp_fleet_sessions_created_total{category=\"beta\"} 1",
         "mcp_fleet_sessions_not_found_total{category=\"beta\"} 1",
+        "mcp_fleet_sessions_active{category=\"beta\"} 1",
         "mcp_fleet_servers{category=\"alpha\",state=\"serving\"} 2",
         "mcp_fleet_server_up{category=\"beta\",server=\"beta-1\"} 1",
         "mcp_fleet_deployment_servers{state=\"running\"} 4",

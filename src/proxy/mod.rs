@@ -622,6 +622,12 @@ impl ProxyHttp for FleetProxy {
             );
             let seconds = ctx.started.map_or(0.0, |t| t.elapsed().as_secs_f64());
             crate::metrics::request(category, status, method, seconds);
+            if ctx.session_bound
+                && session.req_header().method == Method::DELETE
+                && (200..300).contains(&status)
+            {
+                crate::metrics::session_ended(category);
+            }
         }
         if tracing::enabled!(tracing::Level::DEBUG) {
             let server = ctx.target.as_ref().map(|b| b.id.as_ref()).unwrap_or("-");

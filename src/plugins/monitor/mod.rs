@@ -304,6 +304,11 @@ impl Monitor {
             m.servers
                 .with_label_values(&[c, "draining"])
                 .set(count(&|b| b.draining));
+            let created = m.sessions_created.with_label_values(&[c]).get();
+            let ended = m.sessions_ended.with_label_values(&[c]).get();
+            m.sessions_active
+                .with_label_values(&[c])
+                .set(created.saturating_sub(ended) as i64);
             metrics::mirror(
                 &m.ejections.with_label_values(&[c]),
                 set.all.iter().map(|b| b.state.ejections_total()).sum(),
