@@ -151,14 +151,18 @@ async fn the_error_rate_alert_fires_and_resolves() {
     assert!(dir.log().contains("alert firing") && dir.log().contains("alert resolved"));
     let (code, out) = dir.cli(&["report"]);
     assert_eq!(code, 0, "{out}");
-    assert!(
-        out.contains("holes") && out.contains("alerts fired 1"),
-        "{out}"
-    );
+    // Other alerts (CPU on a busy machine) may fire too; the error-rate one is counted at least.
+    assert!(out.contains("holes") && out.contains("100.00%"), "{out}");
     let (code, out) = dir.cli(&["report", "--json"]);
     assert_eq!(code, 0);
     let v: Value = serde_json::from_str(&out).expect("report json");
-    assert_eq!(v["alerts_fired"], 1);
+    assert!(v["alerts_fired"].as_u64() >= Some(1), "{v}");
+    let holes = v["categories"]
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["category"] == "holes"))
+        .expect("holes in the report");
+    assert_eq!(holes["requests"], 30);
+    assert_eq!(holes["error_rate"], 1.0);
 }
 
 /// Runs headless Chromium on `url`; returns (DOM after the scripts ran, browser log).
