@@ -81,8 +81,9 @@ impl Rotating {
 /// Copies both streams into the rotating log until the child closes them.
 pub async fn copy(mut out: ChildStdout, mut err: ChildStderr, path: PathBuf, max: u64, keep: u32) {
     let mut log = Rotating::open(path, max, keep);
-    let mut a = [0u8; 8192];
-    let mut b = [0u8; 8192];
+    // Small buffers: a thousand mostly quiet servers each hold two for their whole life.
+    let mut a = [0u8; 2048];
+    let mut b = [0u8; 2048];
     let (mut out_open, mut err_open) = (true, true);
     while out_open || err_open {
         tokio::select! {

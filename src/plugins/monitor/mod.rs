@@ -419,6 +419,12 @@ impl Monitor {
                     .collect()
             })
             .unwrap_or_default();
+        let mut memory_by: BTreeMap<String, u64> = BTreeMap::new();
+        if let Some(f) = &self.fleet {
+            for s in f.servers() {
+                *memory_by.entry(s.category).or_default() += s.rss_bytes.unwrap_or(0);
+            }
+        }
         let series = lock(&self.series);
         let samples: Vec<&series::Sample> = series.samples.iter().collect();
         let mut categories = Vec::new();
@@ -450,17 +456,7 @@ impl Monitor {
                     json!([w[1].unix, x.rate, x.p95, x.error_rate])
                 })
                 .collect();
-            let memory: u64 = self
-                .fleet
-                .as_ref()
-                .map(|f| {
-                    f.servers()
-                        .iter()
-                        .filter(|s| s.category == *set.name)
-                        .filter_map(|s| s.rss_bytes)
-                        .sum()
-                })
-                .unwrap_or(0);
+            let memory = memory_by.get(set.name.as_ref()).copied().unwrap_or(0);
             categories.push(json!({
                 "name": &*set.name,
                 "states": states,
