@@ -170,6 +170,14 @@ pub struct ProxyConfig {
     pub body_timeout: Duration,
     pub retry_budget: RetryBudget,
     pub ejection: EjectionConfig,
+    /// Browser origins allowed to call the proxy (the MCP spec's DNS-rebinding defence); a
+    /// request with another `Origin` gets 403. Entries are `scheme://host:port`, `:*` for any
+    /// port, or `null`.
+    pub allowed_origins: Vec<String>,
+    /// Largest request body accepted (413 beyond).
+    pub max_body: u64,
+    /// Longest request URI accepted (414 beyond).
+    pub max_uri: usize,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -588,7 +596,33 @@ fn validate(
                 errors,
             ) as u32,
         },
+        allowed_origins: p.allowed_origins.clone().unwrap_or_else(|| {
+            ["http://localhost:*", "http://127.0.0.1:*", "http://[::1]:*"]
+                .map(String::from)
+                .to_vec()
+        }),
+        max_body: match p.max_body.as_deref() {
+            None => 4 << 20,
+            Some(text) => parse_size(text).unwrap_or_else(|why| {
+                errors.push(ConfigError::new("proxy.max_body", format!("{text:?}"), why));
+                4 << 20
+            }),
+        },
+        max_uri: bounded("proxy.max_uri", p.max_uri, 8192, 64..=65536, errors) as usize,
     };
+    for origin in &proxy.allowed_origins {
+        let ok = origin == "null"
+            || origin.split_once("://").is_some_and(|(scheme, rest)| {
+                !scheme.is_empty() && !rest.is_empty() && !rest.contains('/')
+            });
+        if !ok {
+            errors.push(ConfigError::new(
+                "proxy.allowed_origins",
+                format!("{origin:?}"),
+                "an origin is scheme://host[:port] (\":*\" for any port) or \"null\"",
+            ));
+        }
+    }
     if proxy.first_byte_timeout > proxy.idle_timeout {
         errors.push(ConfigError::new(
             "proxy.first_byte_timeout",

@@ -35,6 +35,9 @@ pub struct RawProxy {
     pub eject_time: Option<String>,
     pub eject_max_time: Option<String>,
     pub max_ejected_percent: Option<i64>,
+    pub allowed_origins: Option<Vec<String>>,
+    pub max_body: Option<String>,
+    pub max_uri: Option<i64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -6,6 +6,7 @@
 //! registry snapshot it loads once per request.
 
 mod first_byte;
+pub mod origin;
 pub mod reply;
 pub mod route;
 pub mod session;
@@ -130,6 +131,7 @@ pub struct RequestCtx {
     failure_recorded: bool,
     /// An MCP request (not a local endpoint): counted in the request metrics.
     counted: bool,
+    body_bytes: u64,
 }
 
 async fn respond(
@@ -193,7 +195,19 @@ impl ProxyHttp for FleetProxy {
         ctx.started = Some(Instant::now());
 
         let snapshot = self.registry.load();
+        let limits = Arc::clone(&snapshot.proxy);
         let uri = &session.req_header().uri;
+        if uri.path_and_query().map_or(0, |p| p.as_str().len()) > limits.max_uri {
+            ctx.counted = true;
+            return respond_rpc_error(
+                session,
+                414,
+                code::BAD_REQUEST,
+                "request URI longer than proxy.max_uri",
+                None,
+            )
+            .await;
+        }
         let route = route::parse(uri.path(), uri.query());
         let (category, query) = match route {
             Route::Health => {
@@ -228,6 +242,37 @@ impl ProxyHttp for FleetProxy {
         };
         let set = Arc::clone(set);
         ctx.query = query.map(Into::into);
+        ctx.set = Some(Arc::clone(&set));
+
+        if let Some(origin) = session.req_header().headers.get(http::header::ORIGIN) {
+            if !origin::allowed(origin.as_bytes(), &set.proxy.allowed_origins) {
+                return respond_rpc_error(
+                    session,
+                    403,
+                    code::BAD_REQUEST,
+                    "Origin not allowed (proxy.allowed_origins)",
+                    None,
+                )
+                .await;
+            }
+        }
+        let declared = session
+            .req_header()
+            .headers
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok());
+        if declared.is_some_and(|n| n > set.proxy.max_body) {
+            session.set_keepalive(None);
+            return respond_rpc_error(
+                session,
+                413,
+                code::BAD_REQUEST,
+                "request body larger than proxy.max_body",
+                None,
+            )
+            .await;
+        }
 
         let method = &session.req_header().method;
         if !(method == Method::POST || method == Method::GET || method == Method::DELETE) {
@@ -363,10 +408,22 @@ impl ProxyHttp for FleetProxy {
     async fn request_body_filter(
         &self,
         _session: &mut Session,
-        _body: &mut Option<Bytes>,
+        body: &mut Option<Bytes>,
         _end_of_stream: bool,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        // A chunked body declares no length: count it as it streams.
+        ctx.body_bytes += body.as_ref().map_or(0, |b| b.len() as u64);
+        if ctx
+            .set
+            .as_ref()
+            .is_some_and(|s| ctx.body_bytes > s.proxy.max_body)
+        {
+            return Err(Error::explain(
+                ErrorType::HTTPStatus(413),
+                "request body larger than proxy.max_body",
+            ));
+        }
         let limit = ctx.set.as_ref().map(|s| s.proxy.body_timeout);
         if let (Some(t), Some(limit)) = (ctx.started, limit) {
             if t.elapsed() <= limit {
@@ -561,6 +618,11 @@ impl ProxyHttp for FleetProxy {
                 408,
                 code::BAD_REQUEST,
                 "request body not received in time".to_string(),
+            ),
+            ErrorType::HTTPStatus(413) => (
+                413,
+                code::BAD_REQUEST,
+                "request body larger than proxy.max_body".to_string(),
             ),
             _ if ctx.retry_refused && ctx.connect_failed => (
                 502,

@@ -126,13 +126,15 @@ impl UpstreamSet {
 }
 
 /// Everything the proxy needs to route, frozen at one instant.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Snapshot {
     /// In config order.
     pub sets: Vec<Arc<UpstreamSet>>,
     index: HashMap<Arc<str>, usize>,
     /// `"a, b, c"`: named in the 404 for an unknown category, built once here, not per request.
     pub known: String,
+    /// Proxy settings in force (limits that apply before a category is known).
+    pub proxy: Arc<ProxyConfig>,
 }
 
 impl Snapshot {
@@ -255,6 +257,7 @@ struct CategoryMembers {
 struct Members {
     categories: Vec<CategoryMembers>,
     health: HealthConfig,
+    proxy: Arc<ProxyConfig>,
 }
 
 /// The members a config describes, all fresh (not ready, never checked).
@@ -362,6 +365,7 @@ impl Members {
                 .collect::<Vec<_>>()
                 .join(", "),
             sets,
+            proxy: Arc::clone(&self.proxy),
         }
     }
 }
@@ -402,6 +406,7 @@ impl Registry {
         let members = Members {
             categories: desired_members(config),
             health: config.health.clone(),
+            proxy: Arc::new(config.proxy.clone()),
         };
         Self {
             current: ArcSwap::from_pointee(members.snapshot()),
@@ -499,6 +504,7 @@ impl Registry {
         }
         members.categories = fresh;
         members.health = config.health.clone();
+        members.proxy = Arc::new(config.proxy.clone());
         *self
             .health_checks
             .lock()
