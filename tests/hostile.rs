@@ -109,5 +109,22 @@ async fn foreign_origins_oversized_bodies_and_long_uris_never_reach_a_server() {
     let status = r.status().as_u16();
     expect_rpc_error(status, 414, &r.text().await.unwrap_or_default());
 
+    // Too many headers, or too large ones: 431.
+    let mut req = c.post(&trap);
+    for i in 0..120 {
+        req = req.header(format!("x-h{i}"), "v");
+    }
+    let r = req.send().await.expect("send");
+    let status = r.status().as_u16();
+    expect_rpc_error(status, 431, &r.text().await.unwrap_or_default());
+    let r = c
+        .post(&trap)
+        .header("x-big", "b".repeat(70 * 1024))
+        .send()
+        .await
+        .expect("send");
+    let status = r.status().as_u16();
+    expect_rpc_error(status, 431, &r.text().await.unwrap_or_default());
+
     assert_eq!(counts.requests(), 0, "a refused request reached the server");
 }

@@ -178,6 +178,9 @@ pub struct ProxyConfig {
     pub max_body: u64,
     /// Longest request URI accepted (414 beyond).
     pub max_uri: usize,
+    /// Most request headers, and most header bytes (names and values), accepted (431 beyond).
+    pub max_headers: usize,
+    pub max_header_bytes: u64,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -609,6 +612,30 @@ fn validate(
             }),
         },
         max_uri: bounded("proxy.max_uri", p.max_uri, 8192, 64..=65536, errors) as usize,
+        // Pingora itself stops at 256 headers and 1 MiB, with a 400; these come first, with 431.
+        max_headers: bounded("proxy.max_headers", p.max_headers, 100, 1..=255, errors) as usize,
+        max_header_bytes: match p.max_header_bytes.as_deref() {
+            None => 64 << 10,
+            Some(text) => match parse_size(text) {
+                Ok(n) if n >= 1024 && n < (1 << 20) => n,
+                Ok(_) => {
+                    errors.push(ConfigError::new(
+                        "proxy.max_header_bytes",
+                        format!("{text:?}"),
+                        "must be between 1KiB and 1MiB",
+                    ));
+                    64 << 10
+                }
+                Err(why) => {
+                    errors.push(ConfigError::new(
+                        "proxy.max_header_bytes",
+                        format!("{text:?}"),
+                        why,
+                    ));
+                    64 << 10
+                }
+            },
+        },
     };
     for origin in &proxy.allowed_origins {
         let ok = origin == "null"

@@ -38,6 +38,8 @@ pub struct RawProxy {
     pub allowed_origins: Option<Vec<String>>,
     pub max_body: Option<String>,
     pub max_uri: Option<i64>,
+    pub max_headers: Option<i64>,
+    pub max_header_bytes: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -196,6 +196,23 @@ impl ProxyHttp for FleetProxy {
 
         let snapshot = self.registry.load();
         let limits = Arc::clone(&snapshot.proxy);
+        let headers = &session.req_header().headers;
+        let header_bytes: usize = headers
+            .iter()
+            .map(|(k, v)| k.as_str().len() + v.len())
+            .sum();
+        if headers.len() > limits.max_headers || header_bytes as u64 > limits.max_header_bytes {
+            ctx.counted = true;
+            session.set_keepalive(None);
+            return respond_rpc_error(
+                session,
+                431,
+                code::BAD_REQUEST,
+                "request headers too many or too large (proxy.max_headers, proxy.max_header_bytes)",
+                None,
+            )
+            .await;
+        }
         let uri = &session.req_header().uri;
         if uri.path_and_query().map_or(0, |p| p.as_str().len()) > limits.max_uri {
             ctx.counted = true;
