@@ -617,7 +617,7 @@ fn validate(
         max_header_bytes: match p.max_header_bytes.as_deref() {
             None => 64 << 10,
             Some(text) => match parse_size(text) {
-                Ok(n) if n >= 1024 && n < (1 << 20) => n,
+                Ok(n) if (1024..(1 << 20)).contains(&n) => n,
                 Ok(_) => {
                     errors.push(ConfigError::new(
                         "proxy.max_header_bytes",
