@@ -243,6 +243,17 @@ enum RunEnd {
     Exited { stable: bool },
 }
 
+/// A start that did not get as far as a ready server: recorded, reported to the deployer, and
+/// treated like an exit (back-off, restart budget).
+fn fail_start(status: &SharedStatus, why: String, first: &mut FirstStart) -> RunEnd {
+    let mut st = lock(status);
+    st.last_error = Some(why.clone());
+    st.pid = None;
+    drop(st);
+    first.report(Err(why));
+    RunEnd::Exited { stable: false }
+}
+
 async fn run_once(
     spec: &ServerSpec,
     status: &SharedStatus,
@@ -252,17 +263,13 @@ async fn run_once(
     shutdown: &mut watch::Receiver<bool>,
     first: &mut FirstStart,
 ) -> RunEnd {
-    let fail = |why: String, first: &mut FirstStart| {
-        let mut st = lock(status);
-        st.last_error = Some(why.clone());
-        st.pid = None;
-        drop(st);
-        first.report(Err(why));
-        RunEnd::Exited { stable: false }
-    };
     if let Err(e) = port_is_free(spec.addr) {
         tracing::error!(server = %spec.id, port = spec.addr.port(), error = %e, "port is in use by another process");
-        return fail(format!("port {} is in use: {e}", spec.addr.port()), first);
+        return fail_start(
+            status,
+            format!("port {} is in use: {e}", spec.addr.port()),
+            first,
+        );
     }
     let cg = inner.cgroups.prepare(&spec.id, spec.memory_limit);
     let oom_before = cg.oom_kills();
@@ -288,19 +295,11 @@ async fn run_child(
     cg: &super::cgroup::ServerCgroup,
     oom_before: u64,
 ) -> RunEnd {
-    let fail = |why: String, first: &mut FirstStart| {
-        let mut st = lock(status);
-        st.last_error = Some(why.clone());
-        st.pid = None;
-        drop(st);
-        first.report(Err(why));
-        RunEnd::Exited { stable: false }
-    };
     let mut process = match child::spawn(&spec.launch, &cg.procs) {
         Ok(c) => c,
         Err(e) => {
             tracing::error!(server = %spec.id, port = spec.addr.port(), error = %e, "cannot start server");
-            return fail(format!("cannot start: {e}"), first);
+            return fail_start(status, format!("cannot start: {e}"), first);
         }
     };
     {
@@ -323,7 +322,7 @@ async fn run_child(
             return RunEnd::Restart;
         }
         tracing::error!(server = %spec.id, port = spec.addr.port(), log = %spec.launch.log_file.display(), "server failed to start: {why}");
-        return fail(why, first);
+        return fail_start(status, why, first);
     }
     inner.registry.set_ready(&[(spec.addr, true)]);
     {

@@ -118,6 +118,20 @@ impl Monitor {
         }
     }
 
+    /// Servers left stopped after too many restarts.
+    fn failed_ids(&self) -> Vec<String> {
+        self.fleet
+            .as_ref()
+            .map(|f| {
+                f.servers()
+                    .into_iter()
+                    .filter(|s| s.state == ServerState::Failed)
+                    .map(|s| s.id)
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     fn evaluate(&self) -> Vec<(String, alerts::Verdict)> {
         let t = &self.config.alerts;
         let mut out = Vec::new();
@@ -225,17 +239,7 @@ impl Monitor {
                 }),
             ));
         }
-        let failed: Vec<String> = self
-            .fleet
-            .as_ref()
-            .map(|f| {
-                f.servers()
-                    .into_iter()
-                    .filter(|s| s.state == ServerState::Failed)
-                    .map(|s| s.id)
-                    .collect()
-            })
-            .unwrap_or_default();
+        let failed = self.failed_ids();
         out.push((
             "crash_looping_servers".into(),
             (!failed.is_empty()).then(|| {
@@ -408,17 +412,7 @@ impl Monitor {
     fn dashboard_json(&self) -> Value {
         let snap = self.registry.load();
         let now = clock::now_ms();
-        let failed: std::collections::HashSet<String> = self
-            .fleet
-            .as_ref()
-            .map(|f| {
-                f.servers()
-                    .into_iter()
-                    .filter(|s| s.state == ServerState::Failed)
-                    .map(|s| s.id)
-                    .collect()
-            })
-            .unwrap_or_default();
+        let failed: std::collections::HashSet<String> = self.failed_ids().into_iter().collect();
         let mut memory_by: BTreeMap<String, u64> = BTreeMap::new();
         if let Some(f) = &self.fleet {
             for s in f.servers() {
