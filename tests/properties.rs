@@ -71,6 +71,9 @@ fn config_text() -> impl Strategy<Value = String> {
 }
 
 proptest! {
+    // Failures print their minimal case; nothing is written into the source tree.
+    #![proptest_config(ProptestConfig { failure_persistence: None, ..ProptestConfig::default() })]
+
     #[test]
     fn the_config_parser_never_panics_on_bytes(text in ".{0,400}") {
         let _ = config::parse(&text, Path::new("f.toml"), Path::new("."));
@@ -121,8 +124,7 @@ proptest! {
         let token = codec.encode("c", addr, b"abc-123").expect("encode").into_bytes();
         let mut edited = token.clone();
         let i = pos % edited.len();
-        prop_assume!(edited[i] != byte);
-        edited[i] = byte;
+        edited[i] = if edited[i] == byte { byte.wrapping_add(1) } else { byte };
         let mut buf = decode_buffer();
         if let Ok(r) = codec.decode("c", &edited, &mut buf) {
             // base64 has two spellings of the last partial byte; anything else must fail.
