@@ -7,12 +7,13 @@
 
 use crate::config::{self, DeployOnStart, LoadError, ValidConfig};
 use crate::plugins::fleet::{Deployment, Failure, Fleet, PlanDiff};
+use crate::upstream::clock::unix_now;
 use crate::upstream::Registry;
 use serde::Serialize;
 use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::{Instant, SystemTime};
+use std::time::Instant;
 
 /// What a reload did, for the log, `POST /reload` and `mcp-fleet reload`.
 #[derive(Debug, Clone, Serialize)]
@@ -36,12 +37,6 @@ pub struct Reloader {
     registry: Arc<Registry>,
     fleet: Option<Fleet>,
     one_at_a_time: tokio::sync::Mutex<()>,
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 /// `key: old -> new` for every differing pair.

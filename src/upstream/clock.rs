@@ -11,3 +11,10 @@ pub fn now_ms() -> u64 {
     let epoch = *EPOCH.get_or_init(Instant::now);
     epoch.elapsed().as_millis() as u64 + 1
 }
+
+/// Seconds since the Unix epoch, for timestamps shown to people (histories, alerts).
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}

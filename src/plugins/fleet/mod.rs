@@ -21,13 +21,14 @@ pub use supervisor::ServerState;
 
 use crate::config::{DeployOnStart, ValidConfig};
 use crate::state_file::{self, Loaded};
+use crate::upstream::clock::unix_now;
 use crate::upstream::Registry;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 use supervisor::{Desired, SharedStatus, Want};
 use tokio::sync::{oneshot, watch};
 
@@ -216,12 +217,6 @@ impl Inner {
 #[derive(Clone)]
 pub struct Fleet {
     inner: Arc<Inner>,
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 /// Resident memory of a process, from /proc (cheap enough to read for 1000 servers every few

@@ -12,6 +12,7 @@ pub use alerts::Alert;
 use crate::config::MonitorConfig;
 use crate::metrics::{self, metrics};
 use crate::plugins::fleet::{meminfo, Fleet, ServerState};
+use crate::upstream::clock::unix_now;
 use crate::upstream::{clock, Registry, Snapshot};
 use bytes::Bytes;
 use http::{Response, StatusCode};
@@ -43,12 +44,6 @@ pub struct Monitor {
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 /// CPU seconds (user + system) of a process, from /proc.

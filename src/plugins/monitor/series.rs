@@ -102,9 +102,7 @@ pub fn take() -> Sample {
     }
     Sample {
         at: Instant::now(),
-        unix: std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs()),
+        unix: crate::upstream::clock::unix_now(),
         categories,
         cpu: machine_cpu(),
     }
