@@ -18,8 +18,8 @@ use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-/// Placeholders a command may contain; anything else in braces is a typo worth refusing.
-pub const COMMAND_PLACEHOLDERS: &[&str] = &["{port}", "{category}", "{id}", "{host}"];
+/// Variables a command may contain; anything else in braces is a typo worth refusing.
+pub const COMMAND_VARIABLES: &[&str] = &["{port}", "{category}", "{id}", "{host}"];
 
 /// The first word of a command that means "this very binary".
 pub const SELF_COMMAND: &str = "mcp-fleet";
@@ -427,14 +427,14 @@ fn command(key: &str, words: Vec<String>, errors: &mut Vec<ConfigError>) -> Vec<
         while let Some(open) = rest.find('{') {
             let tail = &rest[open..];
             let Some(close) = tail.find('}') else { break };
-            let placeholder = &tail[..=close];
-            if !COMMAND_PLACEHOLDERS.contains(&placeholder) {
+            let variable = &tail[..=close];
+            if !COMMAND_VARIABLES.contains(&variable) {
                 errors.push(ConfigError::new(
                     key,
                     format!("{word:?}"),
                     format!(
-                        "unknown placeholder {placeholder}; known: {}",
-                        COMMAND_PLACEHOLDERS.join(", ")
+                        "unknown variable {variable}; known: {}",
+                        COMMAND_VARIABLES.join(", ")
                     ),
                 ));
             }
@@ -466,7 +466,7 @@ fn mcp_path(
 }
 
 /// An environment table: names must be non-empty without `=` or NUL; values may use the command
-/// placeholders.
+/// variables.
 fn env_table(
     key: &str,
     table: Option<BTreeMap<String, String>>,

@@ -126,10 +126,7 @@ ports = "0-5"
     };
     assert!(has("proxy.strategy", "unknown strategy"), "{errs:?}");
     assert!(has("proxy.shutdown_grace", "unknown unit"), "{errs:?}");
-    assert!(
-        has("fleet.command", "unknown placeholder {prot}"),
-        "{errs:?}"
-    );
+    assert!(has("fleet.command", "unknown variable {prot}"), "{errs:?}");
     assert!(has("fleet.host", "IP address"), "{errs:?}");
     assert!(has("categories.Bad Name", "a-z"), "{errs:?}");
     assert_eq!(

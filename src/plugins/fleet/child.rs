@@ -7,7 +7,7 @@ use std::process::Stdio;
 use std::time::Duration;
 use tokio::process::{Child, Command};
 
-/// What to run for one server, placeholders already filled in.
+/// What to run for one server, variables ({port}, {id}, ...) already filled in.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Launch {
     pub program: std::path::PathBuf,

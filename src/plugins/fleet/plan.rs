@@ -1,5 +1,5 @@
 //! Turns the config into the list of servers to run, in deployment order (categories in port
-//! order, servers in port order), with every placeholder of their command filled in.
+//! order, servers in port order), with every variable of their command ({port}, {id}, ...) filled in.
 
 use super::child::{resolve_program, Launch};
 use super::FleetError;
@@ -90,7 +90,7 @@ mod tests {
     use std::path::Path;
 
     #[test]
-    fn placeholders_are_filled_in_port_order() {
+    fn variables_are_filled_in_port_order() {
         let config = crate::config::parse(
             r#"
 [fleet]
