@@ -7,7 +7,6 @@
 
 use crate::config::{self, DeployOnStart, LoadError, ValidConfig};
 use crate::plugins::fleet::{Deployment, Failure, Fleet, PlanDiff};
-use crate::upstream::clock::unix_now;
 use crate::upstream::Registry;
 use serde::Serialize;
 use std::collections::HashSet;
@@ -258,16 +257,8 @@ impl Reloader {
                     other => vec![other.to_string()],
                 };
                 self.record(Deployment {
-                    seq: 0,
-                    kind: "reload".into(),
-                    started_at: unix_now(),
-                    duration_ms: started.elapsed().as_millis() as u64,
-                    requested: 0,
-                    deployed: Vec::new(),
-                    failed: Vec::new(),
-                    already: Vec::new(),
-                    outcome: "invalid".into(),
                     notes,
+                    ..Deployment::new("reload", started, "invalid")
                 });
                 return Err(e);
             }
@@ -342,21 +333,14 @@ impl Reloader {
         }
         crate::metrics::reload("applied");
         self.record(Deployment {
-            seq: 0,
-            kind: "reload".into(),
-            started_at: unix_now(),
-            duration_ms: started.elapsed().as_millis() as u64,
             requested: added.len(),
-            deployed: Vec::new(),
-            failed: Vec::new(),
-            already: Vec::new(),
-            outcome: "applied".into(),
             notes: report
                 .changes
                 .iter()
                 .chain(&report.needs_restart)
                 .cloned()
                 .collect(),
+            ..Deployment::new("reload", started, "applied")
         });
 
         // New servers start now and join when ready; leaving ones drain, then stop; replaced

@@ -6,7 +6,6 @@ mod common;
 
 use common::fake::{self, Behaviour};
 use common::{alive, children_of, http, start_backend, wait_for, FleetDir, Sections};
-use serde_json::json;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -258,17 +257,7 @@ async fn a_client_that_hangs_up_mid_stream_ends_the_upstream_request() {
     let url = format!("{}/mcp/slow", dir.base());
     let (sid, _) = http::open_session(&c, &url).await;
     // 40 steps of 250 ms: 10 s if nobody hangs up.
-    let mut resp = c
-        .post(&url)
-        .header("accept", http::ACCEPT)
-        .header("mcp-session-id", &sid)
-        .header("mcp-protocol-version", "2025-11-25")
-        .json(&json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call",
-            "params": {"name": "countdown", "arguments": {"n": 40, "interval_ms": 250},
-                       "_meta": {"progressToken": "p"}}}))
-        .send()
-        .await
-        .expect("countdown");
+    let mut resp = http::countdown(&c, &url, &sid, 40, 250).await;
     let first = resp.chunk().await.expect("first event");
     assert!(first.is_some());
     let in_flight = |v: &serde_json::Value| {

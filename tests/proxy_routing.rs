@@ -173,17 +173,7 @@ async fn an_sse_reply_arrives_event_by_event() {
 
     // countdown sends one progress notification per step, 400 ms apart, then the result. A
     // buffering proxy would hand over everything in one piece at the end.
-    let mut resp = c
-        .post(&url)
-        .header("accept", http::ACCEPT)
-        .header("mcp-session-id", &sid)
-        .header("mcp-protocol-version", "2025-11-25")
-        .json(&json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call",
-            "params": {"name": "countdown", "arguments": {"n": 4, "interval_ms": 400},
-                       "_meta": {"progressToken": "t1"}}}))
-        .send()
-        .await
-        .expect("countdown");
+    let mut resp = http::countdown(&c, &url, &sid, 4, 400).await;
     assert_eq!(resp.status().as_u16(), 200);
     assert_eq!(
         resp.headers()

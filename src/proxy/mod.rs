@@ -328,7 +328,6 @@ impl ProxyHttp for FleetProxy {
                 }
                 Err(reason) => {
                     crate::metrics::session_not_found(&set.name);
-                    ctx.set = Some(Arc::clone(&set));
                     return respond_rpc_error(
                         session,
                         404,
@@ -355,7 +354,6 @@ impl ProxyHttp for FleetProxy {
             .as_downstream_mut()
             .set_read_timeout(Some(set.proxy.body_timeout));
         set.record_request(now);
-        ctx.set = Some(set);
         Ok(false)
     }
 

@@ -544,6 +544,29 @@ pub mod http {
         (sid, body)
     }
 
+    /// Starts `countdown {n, interval_ms}` in session `sid` with a progress token, returning the
+    /// streaming response (progress events, then the result).
+    pub async fn countdown(
+        c: &reqwest::Client,
+        url: &str,
+        sid: &str,
+        n: u32,
+        interval_ms: u64,
+    ) -> reqwest::Response {
+        c.post(url)
+            .header("accept", ACCEPT)
+            .header("mcp-session-id", sid)
+            .header("mcp-protocol-version", "2025-11-25")
+            .json(
+                &serde_json::json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call",
+                "params": {"name": "countdown", "arguments": {"n": n, "interval_ms": interval_ms},
+                           "_meta": {"progressToken": "p"}}}),
+            )
+            .send()
+            .await
+            .expect("countdown")
+    }
+
     /// A `tools/call` in session `sid`; returns (status, body).
     pub async fn session_tool(
         c: &reqwest::Client,

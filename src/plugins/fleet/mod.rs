@@ -123,6 +123,26 @@ pub struct Deployment {
     pub notes: Vec<String>,
 }
 
+impl Deployment {
+    /// A history entry of `kind` for work that began at `started`, nothing deployed or failed
+    /// yet; callers fill in what happened with struct update syntax. `seq` is set by `record`.
+    pub fn new(kind: &str, started: Instant, outcome: &str) -> Self {
+        let elapsed = started.elapsed();
+        Self {
+            seq: 0,
+            kind: kind.into(),
+            started_at: unix_now().saturating_sub(elapsed.as_secs()),
+            duration_ms: elapsed.as_millis() as u64,
+            requested: 0,
+            deployed: Vec::new(),
+            failed: Vec::new(),
+            already: Vec::new(),
+            outcome: outcome.into(),
+            notes: Vec::new(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct Failure {
     pub id: String,
@@ -345,7 +365,6 @@ impl Fleet {
     /// Deploys `ids` (planned servers) in batches of `fleet.batch_size`, recording the result.
     pub async fn deploy_ids(&self, kind: &str, ids: Vec<Arc<str>>) -> Deployment {
         let started = Instant::now();
-        let started_at = unix_now();
         let settings = self.inner.settings();
         let total_planned = lock(&self.inner.plan).len();
         let mut deployed = Vec::new();
@@ -361,10 +380,6 @@ impl Fleet {
         if let Err(why) = self.memory_budget_allows(new.len()) {
             tracing::error!(kind, servers = new.len(), "deployment refused: {why}");
             return self.record(Deployment {
-                seq: 0,
-                kind: kind.into(),
-                started_at,
-                duration_ms: started.elapsed().as_millis() as u64,
                 requested: ids.len(),
                 deployed,
                 failed: new
@@ -375,8 +390,8 @@ impl Fleet {
                     })
                     .collect(),
                 already,
-                outcome: "refused".into(),
                 notes: vec![why],
+                ..Deployment::new(kind, started, "refused")
             });
         }
         for (batch_no, batch) in ids.chunks(settings.batch_size.max(1)).enumerate() {
@@ -430,16 +445,11 @@ impl Fleet {
             );
         }
         self.record(Deployment {
-            seq: 0,
-            kind: kind.into(),
-            started_at,
-            duration_ms: started.elapsed().as_millis() as u64,
             requested: ids.len(),
             deployed,
             failed,
             already,
-            outcome: outcome.into(),
-            notes: Vec::new(),
+            ..Deployment::new(kind, started, outcome)
         })
     }
 
@@ -587,17 +597,12 @@ impl Fleet {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         }
+        let outcome = if still.is_empty() { "ok" } else { "partial" };
         self.record(Deployment {
-            seq: 0,
-            kind: "retry-failed".into(),
-            started_at: unix_now(),
-            duration_ms: started.elapsed().as_millis() as u64,
             requested: failed.len(),
-            outcome: if still.is_empty() { "ok" } else { "partial" }.into(),
             deployed,
             failed: still,
-            already: Vec::new(),
-            notes: Vec::new(),
+            ..Deployment::new("retry-failed", started, outcome)
         })
     }
 
@@ -634,16 +639,9 @@ impl Fleet {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         Ok(self.record(Deployment {
-            seq: 0,
-            kind: "restart".into(),
-            started_at: unix_now(),
-            duration_ms: started.elapsed().as_millis() as u64,
             requested: 1,
             deployed: vec![id.into()],
-            failed: Vec::new(),
-            already: Vec::new(),
-            outcome: "ok".into(),
-            notes: Vec::new(),
+            ..Deployment::new("restart", started, "ok")
         }))
     }
 
