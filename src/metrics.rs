@@ -69,6 +69,9 @@ pub struct Metrics {
     pub sessions_active: IntGaugeVec,
     pub reloads: IntCounterVec,
     pub in_flight: IntGauge,
+    pub connections: IntGauge,
+    pub sse_streams: IntGauge,
+    pub refused: IntCounterVec,
     pub servers: IntGaugeVec,
     pub server_up: IntGaugeVec,
     pub server_requests: IntCounterVec,
@@ -128,6 +131,18 @@ pub fn metrics() -> &'static Metrics {
         )
         .unwrap_or_else(|e| unreachable!("static gauge is valid: {e}"));
         let _ = r.register(Box::new(in_flight.clone()));
+        let connections = IntGauge::new(
+            "mcp_fleet_client_connections",
+            "Client connections open on the proxy listener.",
+        )
+        .unwrap_or_else(|e| unreachable!("static gauge is valid: {e}"));
+        let _ = r.register(Box::new(connections.clone()));
+        let sse_streams = IntGauge::new(
+            "mcp_fleet_sse_streams",
+            "Standalone event streams (MCP GET) open through the proxy.",
+        )
+        .unwrap_or_else(|e| unreachable!("static gauge is valid: {e}"));
+        let _ = r.register(Box::new(sse_streams.clone()));
         let uptime = Gauge::new("mcp_fleet_uptime_seconds", "Seconds since serve started.")
             .unwrap_or_else(|e| unreachable!("static gauge is valid: {e}"));
         let _ = r.register(Box::new(uptime.clone()));
@@ -141,6 +156,9 @@ pub fn metrics() -> &'static Metrics {
             sessions_active: gauge(&r, "mcp_fleet_sessions_active", "Sessions created and not yet ended by a DELETE (sessions a server drops on its own are not seen).", &["category"]),
             reloads: counter(&r, "mcp_fleet_reloads_total", "Configuration reloads, by result (applied, invalid).", &["result"]),
             in_flight,
+            connections,
+            sse_streams,
+            refused: counter(&r, "mcp_fleet_refused_total", "Client connections or requests refused by a listener limit (max_connections, header_timeout, max_sse_streams) or cut for a faulty answer (max_response_body).", &["reason"]),
             servers: gauge(&r, "mcp_fleet_servers", "Servers per category by state (total, ready, healthy, serving, ejected, draining).", &["category", "state"]),
             server_up: gauge(&r, "mcp_fleet_server_up", "1 when the server takes new requests (ready, healthy, not ejected, not draining).", &["category", "server"]),
             server_requests: counter(&r, "mcp_fleet_server_requests_total", "Requests the balancer sent to each server.", &["category", "server"]),
@@ -178,6 +196,11 @@ pub fn request(category: &str, status: u16, method: &'static str, seconds: f64) 
         .with_label_values(&[category, status_class(status), method])
         .inc();
     m.duration.with_label_values(&[category]).observe(seconds);
+}
+
+/// A connection or request refused by a limit; `reason` names the limit's key.
+pub fn refused(reason: &'static str) {
+    metrics().refused.with_label_values(&[reason]).inc();
 }
 
 pub fn retry(category: &str, reason: &'static str) {

@@ -10,6 +10,7 @@ use crate::config::ValidConfig;
 use crate::health::HealthChecker;
 use crate::plugins::fleet::{Fleet, FleetError};
 use crate::plugins::monitor::Monitor;
+use crate::proxy::gate::Gate;
 use crate::proxy::session::SessionCodec;
 use crate::proxy::{FleetProxy, Traffic};
 use crate::reload::Reloader;
@@ -18,6 +19,7 @@ use crate::upstream::Registry;
 use async_trait::async_trait;
 use pingora::server::configuration::ServerConf;
 use pingora::server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch};
+use pingora::services::listening::Service;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -154,6 +156,44 @@ fn start_control(parts: ControlParts) -> Result<ControlPlane, ServeError> {
     })
 }
 
+/// Every client connection costs a descriptor and, proxied, an upstream one; the soft limit
+/// (often 1024) would refuse connections long before `proxy.max_connections`, so take the hard
+/// limit, as nginx's `worker_rlimit_nofile` does, and say when even that is short.
+#[allow(unsafe_code)]
+fn raise_fd_limit(config: &ValidConfig) {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read or write the struct we pass.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return;
+    }
+    if lim.rlim_cur < lim.rlim_max {
+        let raised = libc::rlimit {
+            rlim_cur: lim.rlim_max,
+            rlim_max: lim.rlim_max,
+        };
+        // SAFETY: as above.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+            lim = raised;
+        }
+    }
+    let servers: usize = config
+        .categories
+        .iter()
+        .map(|c| c.servers as usize + c.static_backends.len())
+        .sum();
+    let wanted = 2 * config.proxy.max_connections + servers + 256;
+    if (lim.rlim_cur as usize) < wanted {
+        tracing::warn!(
+            open_files = lim.rlim_cur,
+            wanted,
+            "the open-file limit is below 2 x proxy.max_connections + servers; connections beyond it fail to be accepted (raise `ulimit -n` or lower proxy.max_connections)"
+        );
+    }
+}
+
 /// Runs until SIGTERM/SIGINT, then drains and stops every child. Returns only on a start error;
 /// a finished run exits the process with status 0.
 pub fn run(config: ValidConfig) -> Result<(), ServeError> {
@@ -173,6 +213,7 @@ pub fn run(config: ValidConfig) -> Result<(), ServeError> {
         })?
     };
 
+    raise_fd_limit(&config);
     for dir in [&config.fleet.state_dir, &config.fleet.log_dir] {
         std::fs::create_dir_all(dir).map_err(|source| ServeError::Dir {
             path: dir.clone(),
@@ -266,7 +307,11 @@ pub fn run(config: ValidConfig) -> Result<(), ServeError> {
         SessionCodec::new(&key),
         Arc::clone(&traffic),
     );
-    let mut service = pingora::proxy::http_proxy_service(&server.configuration, proxy);
+    let gate = Gate::new(
+        pingora::proxy::http_proxy(&server.configuration, proxy),
+        Arc::clone(&registry),
+    );
+    let mut service = Service::new("mcp-fleet proxy".to_string(), gate);
     service.add_tcp(&config.proxy.listen.to_string());
     server.add_service(service);
     tracing::info!(

@@ -1,10 +1,14 @@
-//! Hostile client input through the real proxy: foreign Origins, oversized bodies and URIs are
-//! refused with the right status and a JSON-RPC body, and never reach a server.
+//! Hostile client input through the real proxy: foreign Origins, oversized bodies and URIs,
+//! malformed and smuggled requests are refused with the right status and never reach a server;
+//! slow, numerous or never-reading clients cost one connection each and bounded memory.
 
 mod common;
 
 use common::fake::{self, Behaviour};
 use common::{http, start_backend, FleetDir, Sections};
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn foreign_origins_oversized_bodies_and_long_uris_never_reach_a_server() {
@@ -127,4 +131,281 @@ async fn foreign_origins_oversized_bodies_and_long_uris_never_reach_a_server() {
     expect_rpc_error(status, 431, &r.text().await.unwrap_or_default());
 
     assert_eq!(counts.requests(), 0, "a refused request reached the server");
+}
+
+/// Sends raw bytes on a fresh connection; returns what came back until EOF or `wait`.
+async fn raw_exchange(port: u16, bytes: &[u8], wait: Duration) -> (String, bool) {
+    let mut s = TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connect");
+    let _ = s.write_all(bytes).await;
+    let mut out = Vec::new();
+    let closed = matches!(
+        tokio::time::timeout(wait, s.read_to_end(&mut out)).await,
+        Ok(Ok(_)) | Ok(Err(_))
+    );
+    (String::from_utf8_lossy(&out).into_owned(), closed)
+}
+
+fn resident_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+fn metric(dir: &FleetDir, line_prefix: &str) -> f64 {
+    let url = format!("http://127.0.0.1:{}/metrics", dir.monitor_port);
+    common::plain::blocking_get(&url)
+        .and_then(|(_, body)| {
+            body.lines()
+                .find(|l| l.starts_with(line_prefix))
+                .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        })
+        .unwrap_or(f64::NAN)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_and_smuggled_requests_get_400_and_never_reach_a_server() {
+    let (trap, counts) = fake::spawn(Behaviour::McpStub).await;
+    let dir = FleetDir::with_sections(
+        &[],
+        &[("trap", vec![([127, 0, 0, 1], trap).into()])],
+        &Sections {
+            health: "enabled = false",
+            ..Sections::default()
+        },
+    );
+    let _serve = dir.serve();
+    let cases: &[(&str, &[u8])] = &[
+        ("bad request line", b"GARBAGE\r\n\r\n"),
+        ("no HTTP version", b"POST /mcp/trap\r\nHost: x\r\n\r\n"),
+        ("HTTP/2 preface on HTTP/1", b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"),
+        ("NUL in a header", b"POST /mcp/trap HTTP/1.1\r\nHost: x\r\nX-A: a\x00b\r\nContent-Length: 0\r\n\r\n"),
+        ("obsolete line folding", b"POST /mcp/trap HTTP/1.1\r\nHost: x\r\nX-A: a\r\n b\r\nContent-Length: 0\r\n\r\n"),
+        ("space before the colon", b"POST /mcp/trap HTTP/1.1\r\nHost: x\r\nContent-Length : 0\r\n\r\n"),
+        ("negative Content-Length", b"POST /mcp/trap HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n"),
+        ("signed Content-Length", b"POST /mcp/trap HTTP/1.1\r\nHost: x\r\nContent-Length: +4\r\n\r\nabcd"),
+        ("two different Content-Lengths", b"POST /mcp/trap HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nContent-Length: 5\r\n\r\nabcde"),
+        ("CL.TE smuggling", b"POST /mcp/trap HTTP/1.1\r\nHost: x\r\nContent-Length: 13\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nSMUGGLED"),
+        ("TE.CL smuggling", b"POST /mcp/trap HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nContent-Length: 4\r\n\r\n5c\r\nGPOST / HTTP/1.1\r\n\r\n0\r\n\r\n"),
+        ("Transfer-Encoding other than chunked", b"POST /mcp/trap HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: identity, chunked\r\n\r\n0\r\n\r\n"),
+        ("Transfer-Encoding on HTTP/1.0", b"POST /mcp/trap HTTP/1.0\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"),
+        ("bad chunk size", b"POST /mcp/trap HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nZZ\r\nhello\r\n0\r\n\r\n"),
+        ("chunk size overflow", b"POST /mcp/trap HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nFFFFFFFFFFFFFFFFFF\r\nx\r\n0\r\n\r\n"),
+        ("absolute URI", b"GET http://evil.example/mcp/trap HTTP/1.1\r\nHost: x\r\n\r\n"),
+        ("CONNECT tunnel", b"CONNECT 127.0.0.1:22 HTTP/1.1\r\nHost: x\r\n\r\n"),
+    ];
+    for (name, bytes) in cases {
+        let (answer, closed) = raw_exchange(dir.proxy_port, bytes, Duration::from_secs(5)).await;
+        assert!(
+            answer.starts_with("HTTP/1.1 400 "),
+            "{name}: expected 400, got {answer:?}"
+        );
+        assert!(closed, "{name}: the connection stayed open");
+    }
+    // A well-formed chunked request is read whole, then forwarded (and answered).
+    let good = b"POST /mcp/trap HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n5\r\nhello\r\n0\r\n\r\n";
+    let (answer, _) = raw_exchange(dir.proxy_port, good, Duration::from_secs(5)).await;
+    assert!(answer.starts_with("HTTP/1.1 404 "), "{answer:?}");
+    assert_eq!(
+        counts.connections(),
+        1,
+        "only the well-formed request may reach the server"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slowloris_connection_and_event_stream_limits_cost_one_connection_each() {
+    let (flood, _) = fake::spawn(Behaviour::SseFlood).await;
+    let port = common::free_port();
+    let _backend = start_backend("ok", port);
+    let dir = FleetDir::with_sections(
+        &[],
+        &[
+            ("ok", vec![([127, 0, 0, 1], port).into()]),
+            ("firehose", vec![([127, 0, 0, 1], flood).into()]),
+        ],
+        &Sections {
+            proxy: "header_timeout = \"1s\"\nmax_connections = 20\nmax_sse_streams = 3",
+            health: "enabled = false",
+            ..Sections::default()
+        },
+    );
+    let serve = dir.serve();
+    let c = http::client();
+    let ok = format!("{}/mcp/ok", dir.base());
+
+    // Slowloris: one byte every 200 ms never completes a head within header_timeout.
+    let mut slow = TcpStream::connect(("127.0.0.1", dir.proxy_port))
+        .await
+        .expect("connect");
+    let head = b"POST /mcp/ok HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\nX-Pad: aaaaaaaaaaaa\r\n\r\n";
+    let mut cut = false;
+    for b in head {
+        if slow.write_all(&[*b]).await.is_err() {
+            cut = true;
+            break;
+        }
+        // Meanwhile everyone else is served.
+        if *b == b'\n' {
+            assert_eq!(http::stateless_call(&c, &ok, "other").await.0, 200);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let mut rest = Vec::new();
+    let eof = matches!(
+        tokio::time::timeout(Duration::from_secs(5), slow.read_to_end(&mut rest)).await,
+        Ok(_)
+    );
+    assert!(
+        cut || (eof && rest.is_empty()),
+        "the slow client was served: {rest:?}"
+    );
+    assert!(metric(&dir, "mcp_fleet_refused_total{reason=\"header_timeout\"}") >= 1.0);
+
+    // max_connections = 20: 25 connections at once, and the ones past the limit get a 503
+    // with a JSON-RPC body without having to send anything.
+    let mut held = Vec::new();
+    for _ in 0..25 {
+        held.push(
+            TcpStream::connect(("127.0.0.1", dir.proxy_port))
+                .await
+                .expect("connect"),
+        );
+    }
+    let mut refused = 0;
+    for s in &mut held {
+        let mut buf = vec![0u8; 1024];
+        let read = tokio::time::timeout(Duration::from_millis(300), s.read(&mut buf)).await;
+        if let Ok(Ok(n)) = read {
+            let answer = String::from_utf8_lossy(&buf[..n]);
+            if n > 0 {
+                assert!(answer.starts_with("HTTP/1.1 503 "), "{answer:?}");
+                assert!(
+                    answer.contains("max_connections") && answer.contains("\"jsonrpc\""),
+                    "{answer:?}"
+                );
+                refused += 1;
+            }
+        }
+    }
+    assert!(
+        refused >= 5,
+        "{refused} of 25 refused with max_connections = 20"
+    );
+    assert!(metric(&dir, "mcp_fleet_refused_total{reason=\"max_connections\"}") >= 5.0);
+    // The held connections send nothing: header_timeout closes them, and the slots come back.
+    drop(held);
+    common::wait_for("connection slots released", Duration::from_secs(10), || {
+        (metric(&dir, "mcp_fleet_client_connections") <= 1.0).then_some(())
+    });
+    assert_eq!(http::stateless_call(&c, &ok, "after").await.0, 200);
+
+    // max_sse_streams = 3: a fourth GET stream gets 503 until one closes.
+    let open_stream = || async {
+        let mut s = TcpStream::connect(("127.0.0.1", dir.proxy_port))
+            .await
+            .expect("connect");
+        s.write_all(
+            b"GET /mcp/firehose HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n\r\n",
+        )
+        .await
+        .expect("send");
+        let mut first = vec![0u8; 1024];
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut first))
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .unwrap_or(0);
+        (s, String::from_utf8_lossy(&first[..n]).into_owned())
+    };
+    let mut streams = Vec::new();
+    for _ in 0..3 {
+        let (s, head) = open_stream().await;
+        assert!(head.starts_with("HTTP/1.1 200"), "{head:?}");
+        streams.push(s);
+    }
+    let (_, refused) = open_stream().await;
+    assert!(refused.starts_with("HTTP/1.1 503"), "{refused:?}");
+    assert!(refused.contains("max_sse_streams"), "{refused:?}");
+    drop(streams.pop());
+    common::wait_for("an event stream slot", Duration::from_secs(10), || {
+        (metric(&dir, "mcp_fleet_sse_streams") <= 2.0).then_some(())
+    });
+    let (_s, head) = open_stream().await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head:?}");
+    drop(serve);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_unread_event_streams_hold_bounded_memory() {
+    let (flood, counts) = fake::spawn(Behaviour::SseFlood).await;
+    let port = common::free_port();
+    let _backend = start_backend("ok", port);
+    let dir = FleetDir::with_sections(
+        &[],
+        &[
+            ("ok", vec![([127, 0, 0, 1], port).into()]),
+            ("firehose", vec![([127, 0, 0, 1], flood).into()]),
+        ],
+        &Sections {
+            proxy: "send_timeout = \"20s\"",
+            health: "enabled = false",
+            ..Sections::default()
+        },
+    );
+    let serve = dir.serve();
+    let before = resident_kib(serve.pid());
+    let mut streams = Vec::new();
+    for _ in 0..1000 {
+        let mut s = TcpStream::connect(("127.0.0.1", dir.proxy_port))
+            .await
+            .expect("connect");
+        s.write_all(
+            b"GET /mcp/firehose HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n\r\n",
+        )
+        .await
+        .expect("send");
+        streams.push(s);
+    }
+    // Let the firehose run until every path is full: the servers' writes stop when the proxy
+    // stops reading, which it does when the client stops reading.
+    let mut last = 0;
+    common::wait_for("the firehose to stall", Duration::from_secs(60), || {
+        std::thread::sleep(Duration::from_millis(500));
+        let now = counts.bytes_sent();
+        let stalled = now == last && now > 0;
+        last = now;
+        stalled.then_some(())
+    });
+    assert_eq!(counts.connections(), 1000);
+    let after = resident_kib(serve.pid());
+    let sent_per_stream = counts.bytes_sent() / 1000;
+    eprintln!(
+        "1000 unread streams: proxy RSS {before} KiB -> {after} KiB; the server wrote {sent_per_stream} bytes per stream before back-pressure stopped it"
+    );
+    // Back-pressure, not buffering: the server stalled, and what the proxy holds per stream is
+    // Pingora's fixed pipeline (a 64 KiB read buffer, a 4-slot channel of 64 KiB chunks, the
+    // chunk being written), not what the server wrote; socket buffers hold the rest.
+    let per_stream = after.saturating_sub(before) / 1000;
+    assert!(
+        per_stream < 448 && sent_per_stream > 448 * 1024,
+        "{per_stream} KiB per stream held by the proxy, {sent_per_stream} bytes sent"
+    );
+    // Other clients are still served.
+    let c = http::client();
+    let ok = format!("{}/mcp/ok", dir.base());
+    assert_eq!(http::stateless_call(&c, &ok, "still here").await.0, 200);
+    // Nobody reads: send_timeout cuts every stream, and their slots come back.
+    common::wait_for(
+        "send_timeout to cut the streams",
+        Duration::from_secs(60),
+        || (metric(&dir, "mcp_fleet_sse_streams") == 0.0).then_some(()),
+    );
+    drop(streams);
 }

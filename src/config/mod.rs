@@ -181,6 +181,21 @@ pub struct ProxyConfig {
     /// Most request headers, and most header bytes (names and values), accepted (431 beyond).
     pub max_headers: usize,
     pub max_header_bytes: u64,
+    /// From accepting a connection to a complete first request head (slowloris defence).
+    pub header_timeout: Duration,
+    /// How long a kept-alive client connection may wait for, and deliver, its next request head.
+    pub client_idle_timeout: Duration,
+    /// Open client connections on the listener; beyond it a connection gets 503 and is closed.
+    pub max_connections: usize,
+    /// Open standalone event streams (MCP `GET`); beyond it a `GET` gets 503.
+    pub max_sse_streams: usize,
+    /// Longest a write to a client may wait for the client to take bytes (nginx's
+    /// `send_timeout`): a client that stops reading an event stream is cut after it, so its
+    /// buffers are freed.
+    pub send_timeout: Duration,
+    /// Largest answer that is not an event stream (a server sending more is cut off and
+    /// counted as failed).
+    pub max_response_body: u64,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -635,6 +650,49 @@ fn validate(
                     64 << 10
                 }
             },
+        },
+        header_timeout: duration(
+            "proxy.header_timeout",
+            p.header_timeout.as_deref(),
+            Duration::from_secs(10),
+            errors,
+        ),
+        client_idle_timeout: duration(
+            "proxy.client_idle_timeout",
+            p.client_idle_timeout.as_deref(),
+            Duration::from_secs(60),
+            errors,
+        ),
+        max_connections: bounded(
+            "proxy.max_connections",
+            p.max_connections,
+            10_000,
+            1..=1_000_000,
+            errors,
+        ) as usize,
+        max_sse_streams: bounded(
+            "proxy.max_sse_streams",
+            p.max_sse_streams,
+            5_000,
+            0..=1_000_000,
+            errors,
+        ) as usize,
+        send_timeout: duration(
+            "proxy.send_timeout",
+            p.send_timeout.as_deref(),
+            Duration::from_secs(60),
+            errors,
+        ),
+        max_response_body: match p.max_response_body.as_deref() {
+            None => 64 << 20,
+            Some(text) => parse_size(text).unwrap_or_else(|why| {
+                errors.push(ConfigError::new(
+                    "proxy.max_response_body",
+                    format!("{text:?}"),
+                    why,
+                ));
+                64 << 20
+            }),
         },
     };
     for origin in &proxy.allowed_origins {

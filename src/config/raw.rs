@@ -40,6 +40,12 @@ pub struct RawProxy {
     pub max_uri: Option<i64>,
     pub max_headers: Option<i64>,
     pub max_header_bytes: Option<String>,
+    pub header_timeout: Option<String>,
+    pub client_idle_timeout: Option<String>,
+    pub max_connections: Option<i64>,
+    pub max_sse_streams: Option<i64>,
+    pub max_response_body: Option<String>,
+    pub send_timeout: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -6,6 +6,7 @@
 //! registry snapshot it loads once per request.
 
 mod first_byte;
+pub mod gate;
 pub mod origin;
 pub mod reply;
 pub mod route;
@@ -24,7 +25,7 @@ use reply::code;
 use route::Route;
 use session::{SessionCodec, SessionError};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -63,6 +64,101 @@ impl Drop for RequestGuard {
     }
 }
 
+/// Standalone event streams (MCP `GET`) open now, across worker threads.
+static SSE_OPEN: AtomicUsize = AtomicUsize::new(0);
+
+/// A place among `proxy.max_sse_streams`, held by a `GET` request for its whole life.
+#[derive(Debug)]
+pub struct SseSlot;
+
+impl SseSlot {
+    fn take(limit: usize) -> Option<Self> {
+        let before = SSE_OPEN.fetch_add(1, Ordering::AcqRel);
+        if before >= limit {
+            SSE_OPEN.fetch_sub(1, Ordering::AcqRel);
+            return None;
+        }
+        crate::metrics::metrics().sse_streams.inc();
+        Some(SseSlot)
+    }
+}
+
+impl Drop for SseSlot {
+    fn drop(&mut self) {
+        SSE_OPEN.fetch_sub(1, Ordering::AcqRel);
+        crate::metrics::metrics().sse_streams.dec();
+    }
+}
+
+/// Request framing a proxy must refuse rather than guess at (RFC 9112 section 6.3): a body
+/// length given twice or both ways is how requests are smuggled past one hop to the next.
+fn ambiguous_framing(headers: &http::HeaderMap) -> Option<&'static str> {
+    let mut lengths = headers.get_all(http::header::CONTENT_LENGTH).iter();
+    let first = lengths.next();
+    if first.is_some_and(|v| {
+        v.is_empty() || !v.as_bytes().iter().all(u8::is_ascii_digit) || v.len() > 19
+    }) {
+        return Some("Content-Length is not a number");
+    }
+    if lengths.next().is_some() {
+        return Some("more than one Content-Length");
+    }
+    let mut codings = headers.get_all(http::header::TRANSFER_ENCODING).iter();
+    if let Some(te) = codings.next() {
+        if first.is_some() {
+            return Some("both Content-Length and Transfer-Encoding");
+        }
+        if codings.next().is_some() || !te.as_bytes().eq_ignore_ascii_case(b"chunked") {
+            return Some("Transfer-Encoding other than a single chunked");
+        }
+    }
+    None
+}
+
+/// Pingora drops `Content-Length` when `Transfer-Encoding` is present (RFC 9112 lets a server
+/// do that); a proxy should refuse such a request instead, so look at the head as it arrived.
+fn raw_head_has_content_length(session: &Session) -> bool {
+    session.as_downstream().as_http1().is_some_and(|h1| {
+        h1.get_headers_raw_bytes()
+            .split(|&b| b == b'\n')
+            .skip(1)
+            .any(|line| line.len() > 15 && line[..15].eq_ignore_ascii_case(b"content-length:"))
+    })
+}
+
+/// Largest chunked request body read whole before a server is chosen (Pingora's replay buffer).
+const CHUNKED_BODY_LIMIT: usize = 64 * 1024;
+
+enum Preread {
+    Complete,
+    TooLarge,
+    Malformed,
+    TimedOut,
+}
+
+/// Reads a chunked request body whole, into Pingora's replay buffer, so that broken chunk
+/// framing is answered here and nothing of the request reaches a server.
+async fn preread_chunked(session: &mut Session, limit: Duration) -> Preread {
+    session.as_downstream_mut().enable_retry_buffering();
+    let read = tokio::time::timeout(limit, async {
+        let mut total = 0usize;
+        loop {
+            match session.read_request_body().await {
+                Ok(Some(chunk)) => {
+                    total += chunk.len();
+                    if total > CHUNKED_BODY_LIMIT {
+                        return Preread::TooLarge;
+                    }
+                }
+                Ok(None) => return Preread::Complete,
+                Err(_) => return Preread::Malformed,
+            }
+        }
+    })
+    .await;
+    read.unwrap_or(Preread::TimedOut)
+}
+
 /// The proxy. Timeouts, retries and ejection rules come from the category's snapshot
 /// (`UpstreamSet::proxy`), so a reload changes them for the next request.
 pub struct FleetProxy {
@@ -93,6 +189,17 @@ impl FleetProxy {
                 tracing::info!(server = %target.id, ejected_for = ?span, "ejected after a failed request");
             }
         }
+    }
+
+    /// An answer over `proxy.max_response_body`: a faulty server, counted like a failed request.
+    fn response_too_large(&self, ctx: &mut RequestCtx) -> Box<Error> {
+        ctx.response_too_large = true;
+        crate::metrics::refused("max_response_body");
+        self.passive_failure(ctx);
+        Error::explain(
+            ErrorType::HTTPStatus(502),
+            "upstream answer larger than proxy.max_response_body",
+        )
     }
 
     /// Whether a request that failed before reaching a server may go to another one.
@@ -132,6 +239,11 @@ pub struct RequestCtx {
     /// An MCP request (not a local endpoint): counted in the request metrics.
     counted: bool,
     body_bytes: u64,
+    sse_slot: Option<SseSlot>,
+    /// Bytes of an answer that is not an event stream, bounded by `proxy.max_response_body`.
+    response_bytes: u64,
+    response_limited: bool,
+    response_too_large: bool,
 }
 
 async fn respond(
@@ -209,6 +321,26 @@ impl ProxyHttp for FleetProxy {
                 431,
                 code::BAD_REQUEST,
                 "request headers too many or too large (proxy.max_headers, proxy.max_header_bytes)",
+                None,
+            )
+            .await;
+        }
+        let framing = ambiguous_framing(&session.req_header().headers).or_else(|| {
+            (session
+                .req_header()
+                .headers
+                .contains_key(http::header::TRANSFER_ENCODING)
+                && raw_head_has_content_length(session))
+            .then_some("both Content-Length and Transfer-Encoding")
+        });
+        if let Some(why) = framing {
+            ctx.counted = true;
+            session.set_keepalive(None);
+            return respond_rpc_error(
+                session,
+                400,
+                code::BAD_REQUEST,
+                &format!("bad request framing: {why}"),
                 None,
             )
             .await;
@@ -342,6 +474,41 @@ impl ProxyHttp for FleetProxy {
             let message = format!("no server of category {} is ready", set.name);
             return respond_rpc_error(session, 503, code::UNAVAILABLE, &message, None).await;
         }
+        if session.req_header().method == Method::GET {
+            match SseSlot::take(set.proxy.max_sse_streams) {
+                Some(slot) => ctx.sse_slot = Some(slot),
+                None => {
+                    crate::metrics::refused("max_sse_streams");
+                    return respond_rpc_error(
+                        session,
+                        503,
+                        code::UNAVAILABLE,
+                        "too many open event streams (proxy.max_sse_streams)",
+                        None,
+                    )
+                    .await;
+                }
+            }
+        }
+        if session
+            .req_header()
+            .headers
+            .contains_key(http::header::TRANSFER_ENCODING)
+        {
+            let refusal = match preread_chunked(session, set.proxy.body_timeout).await {
+                Preread::Complete => None,
+                Preread::TooLarge => Some((
+                    413,
+                    "chunked request bodies are limited to 64 KiB: send larger ones with Content-Length",
+                )),
+                Preread::Malformed => Some((400, "bad request framing: malformed chunked body")),
+                Preread::TimedOut => Some((408, "request body not received within body_timeout")),
+            };
+            if let Some((status, message)) = refusal {
+                session.set_keepalive(None);
+                return respond_rpc_error(session, status, code::BAD_REQUEST, message, None).await;
+            }
+        }
         if let Some(header) = &set.hash_header {
             ctx.hash_key = session
                 .req_header()
@@ -349,10 +516,12 @@ impl ProxyHttp for FleetProxy {
                 .get(header)
                 .map(|v| hash_bytes(v.as_bytes()));
         }
-        // A client that stalls while sending its body is cut off after body_timeout.
-        session
-            .as_downstream_mut()
-            .set_read_timeout(Some(set.proxy.body_timeout));
+        // A client that stalls while sending its body is cut off after body_timeout, and one
+        // that stops reading its answer after send_timeout (the buffers between hold a few
+        // hundred KiB per stream until then).
+        let downstream = session.as_downstream_mut();
+        downstream.set_read_timeout(Some(set.proxy.body_timeout));
+        downstream.set_write_timeout(Some(set.proxy.send_timeout));
         set.record_request(now);
         Ok(false)
     }
@@ -464,6 +633,21 @@ impl ProxyHttp for FleetProxy {
         if let Some(w) = ctx.watchdog.take() {
             w.disarm();
         }
+        let is_sse = resp
+            .headers
+            .get(http::header::CONTENT_TYPE)
+            .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
+        if let (false, Some(set)) = (is_sse, &ctx.set) {
+            let declared = resp
+                .headers
+                .get(http::header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<u64>().ok());
+            if declared.is_some_and(|n| n > set.proxy.max_response_body) {
+                return Err(self.response_too_large(ctx));
+            }
+            ctx.response_limited = true;
+        }
         if let (Some(set), Some(target)) = (&ctx.set, &ctx.target) {
             let now = clock::now_ms();
             if let Some(sent) = ctx.sent_at {
@@ -479,6 +663,38 @@ impl ProxyHttp for FleetProxy {
             }
         }
         Ok(())
+    }
+
+    fn upstream_response_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<Option<Duration>> {
+        if ctx.response_limited {
+            ctx.response_bytes += body.as_ref().map_or(0, |b| b.len() as u64);
+            if ctx
+                .set
+                .as_ref()
+                .is_some_and(|s| ctx.response_bytes > s.proxy.max_response_body)
+            {
+                return Err(self.response_too_large(ctx));
+            }
+        }
+        Ok(None)
+    }
+
+    fn on_connection_reuse(
+        &self,
+        _session: &mut Session,
+        _ctx: &mut RequestCtx,
+        prev_ctx: Box<dyn std::any::Any + Send + Sync>,
+    ) {
+        // The gate's head deadline ends here: the head has been read.
+        if let Some(head) = prev_ctx.downcast_ref::<Arc<gate::HeadSignal>>() {
+            head.mark();
+        }
     }
 
     async fn upstream_request_filter(
@@ -618,6 +834,11 @@ impl ProxyHttp for FleetProxy {
                 404,
                 code::SESSION_NOT_FOUND,
                 session_not_found("its server does not answer"),
+            ),
+            _ if ctx.response_too_large => (
+                502,
+                code::UPSTREAM_FAILED,
+                "upstream answer larger than proxy.max_response_body".to_string(),
             ),
             _ if ctx.first_byte_timed_out => (
                 504,

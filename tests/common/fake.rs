@@ -1,6 +1,8 @@
 //! Fault-injecting fake upstreams that run inside the test's own runtime, so the test can count
 //! exactly what reached them: a black hole that reads a request and hangs up without answering,
-//! and a minimal MCP stub that records initialize and DELETE requests.
+//! a minimal MCP stub that records initialize and DELETE requests, servers that fail in the
+//! ways a process can (reset, truncate, garbage, a huge body, silence, one byte a second), and
+//! an event-stream firehose that counts how much it managed to send.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -9,12 +11,22 @@ use tokio::net::{TcpListener, TcpStream};
 
 #[derive(Debug, Default)]
 pub struct Counts {
+    /// Connections accepted (whether or not a request followed).
+    pub connections: AtomicUsize,
+    /// Bytes a streaming behaviour wrote into its sockets.
+    pub bytes_sent: AtomicUsize,
     pub requests: AtomicUsize,
     pub initializes: AtomicUsize,
     pub deletes: AtomicUsize,
 }
 
 impl Counts {
+    pub fn connections(&self) -> usize {
+        self.connections.load(Ordering::SeqCst)
+    }
+    pub fn bytes_sent(&self) -> usize {
+        self.bytes_sent.load(Ordering::SeqCst)
+    }
     pub fn requests(&self) -> usize {
         self.requests.load(Ordering::SeqCst)
     }
@@ -32,6 +44,89 @@ pub enum Behaviour {
     BlackHole,
     /// Answer `initialize` with a session and `DELETE` with 200, counting both.
     McpStub,
+    /// Half a status line, then a TCP reset.
+    ResetMidHead,
+    /// A chunked 200 whose first chunk promises 256 bytes and delivers 3, then EOF.
+    TruncatedChunk,
+    /// Bytes that are not HTTP.
+    Garbage,
+    /// A 200 that declares a 10 GiB body and streams zeros.
+    HugeBody,
+    /// Read the request and say nothing, holding the connection.
+    Silent,
+    /// A valid answer written one byte a second.
+    Dribble,
+    /// An endless `text/event-stream` of 1 KiB events.
+    SseFlood,
+}
+
+/// Closes with RST instead of FIN: SO_LINGER with a zero timeout.
+#[allow(deprecated)]
+fn reset(stream: TcpStream) {
+    let _ = stream.set_linger(Some(std::time::Duration::ZERO));
+}
+
+const OK_JSON: &str =
+    r#"{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":"ok"}]}}"#;
+
+/// The fault behaviours; returns whether the connection may serve another request.
+async fn misbehave(behaviour: Behaviour, stream: &mut TcpStream, counts: &Counts) -> bool {
+    use std::time::Duration;
+    match behaviour {
+        Behaviour::TruncatedChunk => {
+            let _ = stream
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n100\r\nabc")
+                .await;
+            false
+        }
+        Behaviour::Garbage => {
+            let _ = stream
+                .write_all(b"\x00\x01\x02 this is not HTTP at all \xff\xfe\r\n\r\n")
+                .await;
+            false
+        }
+        Behaviour::HugeBody => {
+            let head = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 10737418240\r\n\r\n";
+            if stream.write_all(head.as_bytes()).await.is_err() {
+                return false;
+            }
+            let zeros = vec![b'0'; 64 * 1024];
+            while stream.write_all(&zeros).await.is_ok() {
+                counts.bytes_sent.fetch_add(zeros.len(), Ordering::SeqCst);
+            }
+            false
+        }
+        Behaviour::Silent => {
+            let mut sink = [0u8; 1024];
+            while matches!(stream.read(&mut sink).await, Ok(n) if n > 0) {}
+            false
+        }
+        Behaviour::Dribble => {
+            let answer = format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{OK_JSON}",
+                OK_JSON.len()
+            );
+            for b in answer.bytes() {
+                if stream.write_all(&[b]).await.is_err() {
+                    return false;
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            true
+        }
+        Behaviour::SseFlood => {
+            let head = "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncache-control: no-cache\r\n\r\n";
+            if stream.write_all(head.as_bytes()).await.is_err() {
+                return false;
+            }
+            let event = format!("data: {}\n\n", "e".repeat(1016));
+            while stream.write_all(event.as_bytes()).await.is_ok() {
+                counts.bytes_sent.fetch_add(event.len(), Ordering::SeqCst);
+            }
+            false
+        }
+        _ => false,
+    }
 }
 
 /// Reads one HTTP/1.1 request (head and Content-Length body); `None` at EOF.
@@ -76,11 +171,27 @@ pub async fn spawn(behaviour: Behaviour) -> (u16, Arc<Counts>) {
                 return;
             };
             let counts = Arc::clone(&shared);
+            counts.connections.fetch_add(1, Ordering::SeqCst);
             tokio::spawn(async move {
                 while let Some(request) = read_request(&mut stream).await {
                     counts.requests.fetch_add(1, Ordering::SeqCst);
                     match behaviour {
                         Behaviour::BlackHole => return,
+                        Behaviour::ResetMidHead => {
+                            let _ = stream.write_all(b"HTTP/1.1 20").await;
+                            reset(stream);
+                            return;
+                        }
+                        Behaviour::TruncatedChunk
+                        | Behaviour::Garbage
+                        | Behaviour::HugeBody
+                        | Behaviour::Silent
+                        | Behaviour::Dribble
+                        | Behaviour::SseFlood => {
+                            if !misbehave(behaviour, &mut stream, &counts).await {
+                                return;
+                            }
+                        }
                         Behaviour::McpStub => {
                             let answer = if request.starts_with("DELETE") {
                                 counts.deletes.fetch_add(1, Ordering::SeqCst);
