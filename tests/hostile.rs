@@ -208,6 +208,34 @@ async fn malformed_and_smuggled_requests_get_400_and_never_reach_a_server() {
         );
         assert!(closed, "{name}: the connection stayed open");
     }
+    // Paths that are not exactly /mcp/{configured name}, and session ids that were not issued
+    // here (non-ASCII, overlong, empty): 404 with a JSON-RPC body, nothing forwarded.
+    let not_found: &[(&str, &[u8])] = &[
+        ("dot-dot", b"POST /mcp/trap/../../etc/passwd HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n"),
+        ("encoded dot-dot", b"POST /mcp/%2e%2e/trap HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n"),
+        ("encoded slash", b"POST /mcp/trap%2F..%2Fadmin HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n"),
+        ("trailing slash", b"POST /mcp/trap/ HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n"),
+        ("other case", b"POST /mcp/TRAP HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n"),
+        ("odd bytes", b"POST /mcp/tr%00ap HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n"),
+        ("non-ASCII session id", b"POST /mcp/trap HTTP/1.1\r\nHost: x\r\nMcp-Session-Id: f1\xc3\xa9\xff\xfe\r\nContent-Length: 0\r\n\r\n"),
+        ("empty session id", b"POST /mcp/trap HTTP/1.1\r\nHost: x\r\nMcp-Session-Id: \r\nContent-Length: 0\r\n\r\n"),
+    ];
+    let overlong = format!(
+        "POST /mcp/trap HTTP/1.1\r\nHost: x\r\nMcp-Session-Id: f1{}\r\nContent-Length: 0\r\n\r\n",
+        "A".repeat(8000)
+    );
+    let owned = [("overlong session id", overlong.as_bytes())];
+    for (name, bytes) in not_found.iter().chain(owned.iter()) {
+        let (answer, _) = raw_exchange(dir.proxy_port, bytes, Duration::from_millis(500)).await;
+        assert!(answer.starts_with("HTTP/1.1 404 "), "{name}: {answer:?}");
+        assert!(answer.contains("\"jsonrpc\""), "{name}: {answer:?}");
+    }
+    assert_eq!(
+        counts.connections(),
+        0,
+        "a refused request reached the server"
+    );
+
     // A well-formed chunked request is read whole, then forwarded (and answered).
     let good = b"POST /mcp/trap HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n5\r\nhello\r\n0\r\n\r\n";
     let (answer, _) = raw_exchange(dir.proxy_port, good, Duration::from_secs(5)).await;
