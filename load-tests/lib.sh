@@ -1,0 +1,162 @@
+# Shared by the load-test scripts (source it): the release build, the drivers (oha, wrk), a
+# throw-away work directory, cleanup of every process started (by PID), readiness, CPU and
+# memory sampling from /proc, and the MCP request the drivers send.
+# Loopback only; every script is bounded in time.
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+BIN=$ROOT/target/release/mcp-fleet
+export PATH="$HOME/.cargo/bin:$PATH"
+WORK=$(mktemp -d /tmp/mcp-fleet-load.XXXXXX)
+STARTED=()
+CLK_TCK=$(getconf CLK_TCK)
+
+# A 2026-07-28 stateless MCP `tools/call echo` (no session; routing headers set).
+ECHO_BODY='{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{"text":"hello"},"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientInfo":{"name":"oha","version":"1"},"io.modelcontextprotocol/clientCapabilities":{}}}}'
+
+log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+
+cleanup() {
+    local pid
+    for pid in "${STARTED[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+    for _ in $(seq 50); do
+        local alive=0
+        for pid in "${STARTED[@]}"; do kill -0 "$pid" 2>/dev/null && alive=1; done
+        [ "$alive" = 0 ] && break
+        sleep 0.2
+    done
+    for pid in "${STARTED[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done
+    if [ -z "${KEEP:-}" ]; then rm -rf "$WORK"; else log "kept $WORK"; fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# started PID: remember a process to stop at exit.
+started() { STARTED+=("$1"); }
+
+need_apt() {
+    local missing=()
+    for pkg in "$@"; do dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg"); done
+    if [ ${#missing[@]} -gt 0 ]; then
+        log "installing ${missing[*]}"
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null \
+            || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null; }
+    fi
+}
+
+ensure_build() {
+    need_apt build-essential cmake pkg-config curl python3
+    command -v cargo >/dev/null || { log "cargo is missing: run .ci/setup first"; exit 1; }
+    (cd "$ROOT" && cargo build --release --locked --quiet)
+}
+
+ensure_oha() {
+    command -v oha >/dev/null && return
+    log "installing oha (cargo install oha --locked; a few minutes on 2 cores)"
+    cargo install oha --locked --quiet
+}
+
+ensure_wrk() { command -v wrk >/dev/null || need_apt wrk; }
+
+# wait_ready BASE [SECONDS]: until the proxy's /stats says every server is ready.
+wait_ready() {
+    local base=$1 deadline=$((SECONDS + ${2:-120}))
+    while [ $SECONDS -lt $deadline ]; do
+        if curl -sf "$base/stats" 2>/dev/null | python3 -c '
+import json, sys
+d = json.load(sys.stdin)
+sys.exit(0 if d["total"] > 0 and d["ready"] == d["total"] else 1)' 2>/dev/null; then
+            return 0
+        fi
+        sleep 0.2
+    done
+    log "not ready after ${2:-120}s: $(curl -s "$base/stats" | head -c 300)"
+    return 1
+}
+
+# wait_port PORT: until something accepts on 127.0.0.1:PORT.
+wait_port() {
+    local deadline=$((SECONDS + ${2:-30}))
+    while [ $SECONDS -lt $deadline ]; do
+        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+        sleep 0.1
+    done
+    log "nothing listens on $1"
+    return 1
+}
+
+rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
+
+# Sum of the RSS of several processes (a proxy's master and workers).
+rss_sum_kib() {
+    local total=0 pid
+    for pid in "$@"; do total=$((total + $(rss_kib "$pid"))); done
+    echo "$total"
+}
+
+# cpu_ticks PID...: user + system clock ticks of the processes, all their threads.
+cpu_ticks() {
+    local total=0 pid
+    for pid in "$@"; do
+        [ -r "/proc/$pid/stat" ] || continue
+        # Fields after the ")" of the command name: utime is the 12th, stime the 13th.
+        local rest
+        rest=$(sed 's/^.*) //' "/proc/$pid/stat")
+        set -- $rest
+        total=$((total + ${12} + ${13}))
+    done
+    echo "$total"
+}
+
+# oha_mcp URL ARGS...: oha sending the stateless echo, JSON summary on stdout.
+oha_mcp() {
+    local url=$1
+    shift
+    oha --no-tui --output-format json -m POST -T application/json \
+        -A 'application/json, text/event-stream' \
+        -H 'mcp-protocol-version: 2026-07-28' -H 'mcp-method: tools/call' -H 'mcp-name: echo' \
+        -d "$ECHO_BODY" "$@" "$url"
+}
+
+# oha_summary FILE: "rps p50_ms p99_ms ok non200 errors" from an oha JSON summary.
+oha_summary() {
+    python3 - "$1" <<'EOF'
+import json, sys
+d = json.load(open(sys.argv[1]))
+s = d["summary"]
+lat = d.get("latencyPercentiles", {})
+codes = d.get("statusCodeDistribution", {})
+ok = codes.get("200", 0)
+non200 = sum(v for k, v in codes.items() if k != "200")
+errors = sum(d.get("errorDistribution", {}).values())
+p50 = (lat.get("p50") or 0) * 1000
+p99 = (lat.get("p99") or 0) * 1000
+print(f"{s['requestsPerSec']:.0f} {p50:.2f} {p99:.2f} {ok} {non200} {errors}")
+EOF
+}
+
+# A config for `serve` in $WORK: proxy on PROXY_PORT, monitor and admin beside it, the given
+# category lines appended.
+write_fleet_config() {
+    local file=$1 categories=$2
+    cat >"$file" <<EOF
+[proxy]
+listen = "127.0.0.1:${PROXY_PORT:-18080}"
+threads = ${THREADS:-1}
+strategy = "round-robin"
+[monitor]
+listen = "127.0.0.1:${MONITOR_PORT:-19090}"
+per_server_metrics = false
+[admin]
+listen = "127.0.0.1:${ADMIN_PORT:-13000}"
+[health]
+kind = "tcp"
+interval = "30s"
+[fleet]
+batch_size = 100
+command = ["$BIN", "backend", "--port", "{port}", "--category", "{category}"]
+state_dir = "$WORK/state"
+log_dir = "$WORK/logs"
+reserve_ports = true
+$categories
+EOF
+}
