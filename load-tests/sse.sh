@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# Thousands of open SSE streams through the proxy: STREAMS MCP sessions are initialized, each
+# opens its standalone GET event stream, and all are held for HOLD seconds while stateless calls
+# go on beside them. Reports the proxy's memory per open stream and whether the calls beside
+# the streams were all answered.
+# Usage: load-tests/sse.sh [--streams 2000] [--servers 20] [--hold 20]
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+streams=2000 servers=20 hold=20
+while [ $# -gt 0 ]; do
+    case $1 in
+    --streams) streams=$2; shift 2 ;;
+    --servers) servers=$2; shift 2 ;;
+    --hold) hold=$2; shift 2 ;;
+    *) echo "unknown option $1" >&2; exit 2 ;;
+    esac
+done
+ensure_build
+ensure_oha
+ulimit -n "$(ulimit -Hn)"
+write_fleet_config "$WORK/fleet.toml" "[categories.api]
+ports = \"50200-50299\"
+servers = $servers"
+"$BIN" serve --config "$WORK/fleet.toml" >"$WORK/serve.log" 2>&1 &
+serve=$!
+started "$serve"
+base="http://127.0.0.1:${PROXY_PORT:-18080}"
+monitor="http://127.0.0.1:${MONITOR_PORT:-19090}"
+wait_ready "$base"
+before=$(rss_kib "$serve")
+
+python3 - "${PROXY_PORT:-18080}" "$streams" "$hold" "$WORK/ready" <<'EOF' &
+import http.client, json, socket, sys, time
+port, n, hold, ready_file = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+init = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+    "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "sse.sh", "version": "1"}}})
+notify = json.dumps({"jsonrpc": "2.0", "method": "notifications/initialized"})
+accept = "application/json, text/event-stream"
+conn = http.client.HTTPConnection("127.0.0.1", port)
+held, failed = [], 0
+for i in range(n):
+    conn.request("POST", "/mcp/api", init, {"Content-Type": "application/json", "Accept": accept})
+    r = conn.getresponse(); r.read()
+    sid = r.getheader("mcp-session-id")
+    if r.status != 200 or not sid:
+        failed += 1; continue
+    conn.request("POST", "/mcp/api", notify, {"Content-Type": "application/json", "Accept": accept, "Mcp-Session-Id": sid})
+    r = conn.getresponse(); r.read()
+    s = socket.create_connection(("127.0.0.1", port))
+    s.sendall(f"GET /mcp/api HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\nMcp-Session-Id: {sid}\r\nMcp-Protocol-Version: 2025-11-25\r\n\r\n".encode())
+    head = s.recv(4096)
+    if not head.startswith(b"HTTP/1.1 200"):
+        failed += 1; s.close(); continue
+    held.append(s)
+open(ready_file, "w").write(f"{len(held)} {failed}\n")
+time.sleep(hold)
+for s in held:
+    s.close()
+EOF
+holder=$!
+started "$holder"
+while [ ! -s "$WORK/ready" ] && kill -0 "$holder" 2>/dev/null; do sleep 0.5; done
+read -r open failed <"$WORK/ready"
+during=$(rss_kib "$serve")
+gauge=$(curl -s "$monitor/metrics" | awk '/^mcp_fleet_sse_streams / {print $2}')
+oha_mcp "$base/mcp/api" -z "$((hold / 2))s" -c 16 >"$WORK/oha.json"
+read -r rps p50 p99 ok non200 errors < <(oha_summary "$WORK/oha.json")
+wait "$holder" || true
+per=$(awk -v a="$during" -v b="$before" -v n="$open" 'BEGIN {printf "%.1f", n ? (a - b) / n : 0}')
+cat <<EOF
+
+sse: $open event streams open through the proxy ($failed failed to open), gauge $gauge
+  proxy RSS   $before KiB before, $during KiB with the streams open: $per KiB per stream
+  beside them $ok stateless calls answered 200, $((non200 + errors)) failed ($rps req/s, p99 $p99 ms)
+EOF
+[ "$failed" = 0 ] && [ $((non200 + errors)) -eq 0 ]
