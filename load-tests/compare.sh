@@ -75,7 +75,7 @@ mkdir -p "$WORK/nginx"
 {
     echo "global"
     echo "  nbthread 1"
-    echo "  maxconn 20000"
+    echo "  maxconn 8000"
     echo "defaults"
     echo "  mode http"
     echo "  timeout connect 1s"
@@ -144,9 +144,9 @@ run() { # run NAME MODE (max|rate) ROUND
     # shellcheck disable=SC2086
     before=$(cpu_ticks $pids)
     if [ "$mode" = max ]; then
-        oha_mcp "$(url "$p")" -z "${secs}s" -c "$conc" >"$WORK/run.json"
+        oha_mcp "$(url "$p")" -z "${secs}s" -c "$conc" -w >"$WORK/run.json"
     else
-        oha_mcp "$(url "$p")" -z "${secs}s" -c "$conc" -q "$rate" --latency-correction >"$WORK/run.json"
+        oha_mcp "$(url "$p")" -z "${secs}s" -c "$conc" -q "$rate" --latency-correction -w >"$WORK/run.json"
     fi
     # shellcheck disable=SC2086
     after=$(cpu_ticks $pids)
