@@ -12,27 +12,98 @@ use super::reply;
 use super::FleetProxy;
 use crate::upstream::Registry;
 use async_trait::async_trait;
+use futures::task::AtomicWaker;
 use pingora::apps::{HttpPersistentSettings, HttpServerApp, ServerApp};
 use pingora::protocols::http::ServerSession;
 use pingora::protocols::Stream;
 use pingora::proxy::HttpProxy;
 use pingora::server::ShutdownWatch;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::future::Future;
+use std::os::fd::RawFd;
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
+use std::task::Poll;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::time::Instant;
 
-/// Set by the proxy once it has parsed a request head; stops that request's head deadline.
+/// The deadlines of one request, shared by the gate (which owns the request's future) and the
+/// proxy's hooks (which know when the head has been read, when the request went upstream and
+/// when the answer's head came back).
+///
+/// Pingora applies one read timeout to every read of an upstream answer, head and body alike,
+/// but MCP needs two: a short wait for the first byte (5 s, the seed's `timeout`) and a long one
+/// between SSE events (5 min). The peer gets the long one; the short one is armed here when the
+/// request is sent and disarmed when the answer's head arrives. When it expires the gate shuts
+/// the upstream socket down, which makes Pingora's pending read fail at once.
+///
+/// That is safe without owning a duplicate of the descriptor because the gate only acts while
+/// the request's future is suspended, in the same task: while armed, the request holds the
+/// upstream connection (it is neither pooled nor closed), and every path on which Pingora lets go
+/// of it runs a disarming hook first or in the same poll.
 #[derive(Debug, Default)]
-pub struct HeadSignal(AtomicBool);
+pub struct RequestClock {
+    head_seen: AtomicBool,
+    /// Nanoseconds since `epoch()` when the first-byte wait ends; 0 when not armed.
+    first_byte_deadline: AtomicU64,
+    upstream_fd: AtomicI32,
+    fired: AtomicBool,
+    waker: AtomicWaker,
+}
 
-impl HeadSignal {
-    pub fn mark(&self) {
-        self.0.store(true, Ordering::Release);
+fn epoch() -> Instant {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
+
+impl RequestClock {
+    pub fn mark_head(&self) {
+        self.head_seen.store(true, Ordering::Release);
     }
 
-    fn seen(&self) -> bool {
-        self.0.load(Ordering::Acquire)
+    fn head_seen(&self) -> bool {
+        self.head_seen.load(Ordering::Acquire)
+    }
+
+    /// The request was written to upstream connection `fd`: its answer must start within
+    /// `after`.
+    pub fn arm_first_byte(&self, fd: RawFd, after: Duration) {
+        let at = (Instant::now() + after).saturating_duration_since(epoch());
+        self.upstream_fd.store(fd, Ordering::Release);
+        self.fired.store(false, Ordering::Release);
+        self.first_byte_deadline
+            .store((at.as_nanos() as u64).max(1), Ordering::Release);
+        self.waker.wake();
+    }
+
+    pub fn disarm_first_byte(&self) {
+        self.first_byte_deadline.store(0, Ordering::Release);
+    }
+
+    pub fn first_byte_fired(&self) -> bool {
+        self.fired.load(Ordering::Acquire)
+    }
+
+    fn first_byte_deadline(&self) -> Option<Instant> {
+        match self.first_byte_deadline.load(Ordering::Acquire) {
+            0 => None,
+            n => Some(epoch() + Duration::from_nanos(n)),
+        }
+    }
+
+    /// The first-byte wait ran out: cut the upstream connection.
+    #[allow(unsafe_code)]
+    fn fire(&self) {
+        if self.first_byte_deadline.swap(0, Ordering::AcqRel) == 0 {
+            return;
+        }
+        self.fired.store(true, Ordering::Release);
+        let fd = self.upstream_fd.load(Ordering::Acquire);
+        // SAFETY: shutdown(2) touches no memory. The descriptor is the armed request's open
+        // upstream socket: see the type's comment for why it cannot have been closed or reused.
+        unsafe {
+            libc::shutdown(fd, libc::SHUT_RDWR);
+        }
     }
 }
 
@@ -133,23 +204,44 @@ impl ServerApp for Gate {
             if *shutdown.borrow() {
                 session.set_keepalive(None);
             }
-            let head = Arc::new(HeadSignal::default());
-            session.set_connection_user_context(Some(Box::new(Arc::clone(&head))));
+            let clock = Arc::new(RequestClock::default());
+            session.set_connection_user_context(Some(Box::new(Arc::clone(&clock))));
 
             let mut work = self.proxy.process_new_http(session, shutdown);
-            let timer = tokio::time::sleep(deadline);
+            let head_deadline = Instant::now() + deadline;
+            let timer = tokio::time::sleep_until(head_deadline);
             tokio::pin!(timer);
-            let done = tokio::select! {
-                biased;
-                done = &mut work => done,
-                () = &mut timer => {
-                    if !head.seen() {
-                        crate::metrics::refused("header_timeout");
-                        tracing::debug!(?deadline, "request head not received in time; closing");
-                        return None;
-                    }
-                    work.await
+            let done = std::future::poll_fn(|cx| {
+                if let Poll::Ready(done) = work.as_mut().poll(cx) {
+                    return Poll::Ready(Some(done));
                 }
+                clock.waker.register(cx.waker());
+                loop {
+                    let next = if clock.head_seen() {
+                        clock.first_byte_deadline()
+                    } else {
+                        Some(head_deadline)
+                    };
+                    let Some(next) = next else {
+                        return Poll::Pending;
+                    };
+                    if timer.deadline() != next {
+                        timer.as_mut().reset(next);
+                    }
+                    if timer.as_mut().poll(cx).is_pending() {
+                        return Poll::Pending;
+                    }
+                    if !clock.head_seen() {
+                        return Poll::Ready(None);
+                    }
+                    clock.fire();
+                }
+            })
+            .await;
+            let Some(done) = done else {
+                crate::metrics::refused("header_timeout");
+                tracing::debug!(?deadline, "request head not received in time; closing");
+                return None;
             };
             let (next, settings) = done?.consume();
             stream = next;

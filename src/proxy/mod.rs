@@ -5,7 +5,6 @@
 //! The proxy knows upstream sets and nothing of processes: servers appear and vanish in the
 //! registry snapshot it loads once per request.
 
-mod first_byte;
 pub mod gate;
 pub mod origin;
 pub mod reply;
@@ -15,7 +14,7 @@ pub mod session;
 use crate::upstream::{clock, hash_bytes, Backend, InFlight, PickRequest, Registry, UpstreamSet};
 use async_trait::async_trait;
 use bytes::Bytes;
-use first_byte::Watchdog;
+use gate::RequestClock;
 use http::{HeaderValue, Method};
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::{HttpPeer, ProxyHttp, Session};
@@ -212,6 +211,16 @@ impl FleetProxy {
     }
 }
 
+impl RequestCtx {
+    /// Disarms the first-byte wait (the attempt is over) and says whether it had expired.
+    fn first_byte_fired(&self) -> bool {
+        self.clock.as_ref().is_some_and(|c| {
+            c.disarm_first_byte();
+            c.first_byte_fired()
+        })
+    }
+}
+
 /// Per-request state, shared across the hooks of one request (and its retries).
 #[derive(Default)]
 pub struct RequestCtx {
@@ -232,7 +241,8 @@ pub struct RequestCtx {
     started: Option<Instant>,
     /// When the request was handed to the current upstream connection.
     sent_at: Option<Instant>,
-    watchdog: Option<Watchdog>,
+    /// Deadlines shared with the gate (the first-byte wait is armed and disarmed through it).
+    clock: Option<Arc<RequestClock>>,
     first_byte_timed_out: bool,
     retry_refused: bool,
     failure_recorded: bool,
@@ -581,11 +591,11 @@ impl ProxyHttp for FleetProxy {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         ctx.sent_at = Some(Instant::now());
-        ctx.watchdog = ctx.set.as_ref().and_then(|s| {
-            (s.proxy.first_byte_timeout < s.proxy.idle_timeout)
-                .then(|| Watchdog::arm(fd, s.proxy.first_byte_timeout))
-                .flatten()
-        });
+        if let (Some(clock), Some(set)) = (&ctx.clock, &ctx.set) {
+            if set.proxy.first_byte_timeout < set.proxy.idle_timeout {
+                clock.arm_first_byte(fd, set.proxy.first_byte_timeout);
+            }
+        }
         Ok(())
     }
 
@@ -630,8 +640,8 @@ impl ProxyHttp for FleetProxy {
         if resp.status.is_informational() {
             return Ok(());
         }
-        if let Some(w) = ctx.watchdog.take() {
-            w.disarm();
+        if let Some(clock) = &ctx.clock {
+            clock.disarm_first_byte();
         }
         let is_sse = resp
             .headers
@@ -688,12 +698,13 @@ impl ProxyHttp for FleetProxy {
     fn on_connection_reuse(
         &self,
         _session: &mut Session,
-        _ctx: &mut RequestCtx,
+        ctx: &mut RequestCtx,
         prev_ctx: Box<dyn std::any::Any + Send + Sync>,
     ) {
         // The gate's head deadline ends here: the head has been read.
-        if let Some(head) = prev_ctx.downcast_ref::<Arc<gate::HeadSignal>>() {
-            head.mark();
+        if let Ok(clock) = prev_ctx.downcast::<Arc<RequestClock>>() {
+            clock.mark_head();
+            ctx.clock = Some(*clock);
         }
     }
 
@@ -794,7 +805,7 @@ impl ProxyHttp for FleetProxy {
         ctx: &mut RequestCtx,
         client_reused: bool,
     ) -> Box<Error> {
-        ctx.first_byte_timed_out = ctx.watchdog.as_ref().is_some_and(Watchdog::fired);
+        ctx.first_byte_timed_out = ctx.first_byte_fired();
         if e.esource() == &pingora::ErrorSource::Upstream || ctx.first_byte_timed_out {
             self.passive_failure(ctx);
             if let Some(target) = &ctx.target {
@@ -828,7 +839,7 @@ impl ProxyHttp for FleetProxy {
         e: &Error,
         ctx: &mut RequestCtx,
     ) -> FailToProxy {
-        ctx.first_byte_timed_out |= ctx.watchdog.as_ref().is_some_and(Watchdog::fired);
+        ctx.first_byte_timed_out |= ctx.first_byte_fired();
         let (status, rpc_code, message) = match e.etype() {
             _ if ctx.session_bound && ctx.connect_failed => (
                 404,
