@@ -10,12 +10,6 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
-// glibc malloc/free were a tenth of the proxy's CPU per request in a perf profile (headers,
-// buffers and futures allocated and freed on every request); mimalloc's thread-local free
-// lists make those calls cheap.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[derive(Parser)]
 #[command(
     name = "mcp-fleet",
