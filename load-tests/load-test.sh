@@ -31,7 +31,7 @@ half=$((duration / 2))
 log "$servers servers ready; ${half}s stateless, then ${half}s in sessions, $conc connections"
 
 t0=$(cpu_ticks "$serve")
-oha_mcp "$base/mcp/api" -z "${half}s" -c "$conc" >"$WORK/stateless.json"
+oha_mcp "$base/mcp/api" -z "${half}s" -c "$conc" -w >"$WORK/stateless.json"
 t1=$(cpu_ticks "$serve")
 read -r rps p50 p99 ok non200 errors < <(oha_summary "$WORK/stateless.json")
 stateless_us=$(awk -v t=$((t1 - t0)) -v hz="$CLK_TCK" -v n="$ok" 'BEGIN {printf "%.1f", n ? t / hz * 1e6 / n : 0}')
@@ -44,7 +44,7 @@ s_requests=$(awk '/requests in/ {print $1}' "$WORK/sessions.txt")
 s_rps=$(awk '/^Requests\/sec/ {print $2}' "$WORK/sessions.txt")
 s_p50=$(awk '$1 == "50%" {print $2}' "$WORK/sessions.txt")
 s_p99=$(awk '$1 == "99%" {print $2}' "$WORK/sessions.txt")
-s_bad=$(awk -F': ' '/non-2xx/ {print $2}' "$WORK/sessions.txt")
+s_bad=$(awk '/non-2xx answers/ {print $NF}' "$WORK/sessions.txt")
 s_errors=$(awk '/Socket errors|Non-2xx/ {print}' "$WORK/sessions.txt")
 session_us=$(awk -v t=$((t2 - t1)) -v hz="$CLK_TCK" -v n="$s_requests" 'BEGIN {printf "%.1f", n ? t / hz * 1e6 / n : 0}')
 

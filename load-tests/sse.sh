@@ -63,7 +63,7 @@ while [ ! -s "$WORK/ready" ] && kill -0 "$holder" 2>/dev/null; do sleep 0.5; don
 read -r open failed <"$WORK/ready"
 during=$(rss_kib "$serve")
 gauge=$(curl -s "$monitor/metrics" | awk '/^mcp_fleet_sse_streams / {print $2}')
-oha_mcp "$base/mcp/api" -z "$((hold / 2))s" -c 16 >"$WORK/oha.json"
+oha_mcp "$base/mcp/api" -z "$((hold / 2))s" -c 16 -w >"$WORK/oha.json"
 read -r rps p50 p99 ok non200 errors < <(oha_summary "$WORK/oha.json")
 wait "$holder" || true
 per=$(awk -v a="$during" -v b="$before" -v n="$open" 'BEGIN {printf "%.1f", n ? (a - b) / n : 0}')
