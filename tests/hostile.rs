@@ -436,3 +436,42 @@ async fn a_thousand_unread_event_streams_hold_bounded_memory() {
     );
     drop(streams);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_upload_is_not_counted_against_the_server() {
+    let port = common::free_port();
+    let _backend = start_backend("ok", port);
+    let dir = FleetDir::with_sections(
+        &[],
+        &[("ok", vec![([127, 0, 0, 1], port).into()])],
+        &Sections {
+            proxy: "first_byte_timeout = \"1s\"",
+            health: "enabled = false",
+            ..Sections::default()
+        },
+    );
+    let _serve = dir.serve();
+    // The body arrives in two halves 1.5 s apart: longer than first_byte_timeout, well within
+    // body_timeout. The first-byte wait starts when the last byte went out, so this is a 200.
+    let body = serde_json::to_vec(&http::stateless_echo("slow")).expect("json");
+    let (first, second) = body.split_at(body.len() / 2);
+    let mut s = TcpStream::connect(("127.0.0.1", dir.proxy_port))
+        .await
+        .expect("connect");
+    let head = format!(
+        "POST /mcp/ok HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n\
+         Accept: {}\r\nMcp-Protocol-Version: 2026-07-28\r\nMcp-Method: tools/call\r\n\
+         Mcp-Name: echo\r\nConnection: close\r\nContent-Length: {}\r\n\r\n",
+        http::ACCEPT,
+        body.len()
+    );
+    s.write_all(head.as_bytes()).await.expect("head");
+    s.write_all(first).await.expect("first half");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    s.write_all(second).await.expect("second half");
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut answer)).await;
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 200 "), "{answer}");
+    assert!(answer.contains("slow"), "{answer}");
+}

@@ -213,7 +213,8 @@ impl FleetProxy {
 
 impl RequestCtx {
     /// Disarms the first-byte wait (the attempt is over) and says whether it had expired.
-    fn first_byte_fired(&self) -> bool {
+    fn first_byte_fired(&mut self) -> bool {
+        self.awaiting_head_on = None;
         self.clock.as_ref().is_some_and(|c| {
             c.disarm_first_byte();
             c.first_byte_fired()
@@ -243,6 +244,9 @@ pub struct RequestCtx {
     sent_at: Option<Instant>,
     /// Deadlines shared with the gate (the first-byte wait is armed and disarmed through it).
     clock: Option<Arc<RequestClock>>,
+    /// The upstream connection while its answer's head is awaited (the first-byte wait is
+    /// re-armed from here as the request body streams out).
+    awaiting_head_on: Option<std::os::fd::RawFd>,
     first_byte_timed_out: bool,
     retry_refused: bool,
     failure_recorded: bool,
@@ -591,10 +595,10 @@ impl ProxyHttp for FleetProxy {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         ctx.sent_at = Some(Instant::now());
-        if let (Some(clock), Some(set)) = (&ctx.clock, &ctx.set) {
-            if set.proxy.first_byte_timeout < set.proxy.idle_timeout {
-                clock.arm_first_byte(fd, set.proxy.first_byte_timeout);
-            }
+        // The first-byte wait starts when the request's last byte goes out (request_body_filter
+        // at the end of the body, which Pingora also calls for a request without one).
+        if ctx.clock.is_some() {
+            ctx.awaiting_head_on = Some(fd);
         }
         Ok(())
     }
@@ -603,9 +607,18 @@ impl ProxyHttp for FleetProxy {
         &self,
         _session: &mut Session,
         body: &mut Option<Bytes>,
-        _end_of_stream: bool,
+        end_of_stream: bool,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        // The first-byte wait counts from the last request byte sent: a body that streams
+        // slowly (within body_timeout) is not the server's delay.
+        if let (true, Some(clock), Some(fd), Some(set)) =
+            (end_of_stream, &ctx.clock, ctx.awaiting_head_on, &ctx.set)
+        {
+            if set.proxy.first_byte_timeout < set.proxy.idle_timeout {
+                clock.arm_first_byte(fd, set.proxy.first_byte_timeout);
+            }
+        }
         // A chunked body declares no length: count it as it streams.
         ctx.body_bytes += body.as_ref().map_or(0, |b| b.len() as u64);
         if ctx
@@ -640,6 +653,7 @@ impl ProxyHttp for FleetProxy {
         if resp.status.is_informational() {
             return Ok(());
         }
+        ctx.awaiting_head_on = None;
         if let Some(clock) = &ctx.clock {
             clock.disarm_first_byte();
         }
