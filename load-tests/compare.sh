@@ -10,16 +10,7 @@
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 backends=100 rounds=3 secs=15 conc=64 rate=4000
-while [ $# -gt 0 ]; do
-    case $1 in
-    --backends) backends=$2; shift 2 ;;
-    --rounds) rounds=$2; shift 2 ;;
-    --secs) secs=$2; shift 2 ;;
-    --conc) conc=$2; shift 2 ;;
-    --rate) rate=$2; shift 2 ;;
-    *) echo "unknown option $1" >&2; exit 2 ;;
-    esac
-done
+parse_opts backends rounds secs conc rate -- "$@"
 ensure_build
 ensure_oha
 need_apt nginx haproxy

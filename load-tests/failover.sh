@@ -7,25 +7,13 @@
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 servers=20 share=30 secs=30 conc=32
-while [ $# -gt 0 ]; do
-    case $1 in
-    --servers) servers=$2; shift 2 ;;
-    --share) share=$2; shift 2 ;;
-    --secs) secs=$2; shift 2 ;;
-    --conc) conc=$2; shift 2 ;;
-    *) echo "unknown option $1" >&2; exit 2 ;;
-    esac
-done
+parse_opts servers share secs conc -- "$@"
 ensure_build
 ensure_oha
-write_fleet_config "$WORK/fleet.toml" "[categories.api]
+serve_fleet "[categories.api]
 ports = \"50200-50299\"
 servers = $servers"
-"$BIN" serve --config "$WORK/fleet.toml" >"$WORK/serve.log" 2>&1 &
-serve=$!
-started "$serve"
-base="http://127.0.0.1:${PROXY_PORT:-18080}"
-wait_ready "$base"
+serve=$SERVE base=$BASE monitor=$MONITOR
 
 oha_mcp "$base/mcp/api" -z "${secs}s" -c "$conc" -w >"$WORK/oha.json" &
 oha_pid=$!

@@ -162,3 +162,33 @@ reserve_ports = true
 $categories
 EOF
 }
+
+# parse_opts NAME... -- "$@": each `--NAME VALUE` sets the shell variable NAME (declared with its
+# default by the caller); any other argument is an error.
+parse_opts() {
+    local names=()
+    while [ "$1" != "--" ]; do names+=("$1"); shift; done
+    shift
+    while [ $# -gt 0 ]; do
+        local key=${1#--} known=""
+        for n in "${names[@]}"; do [ "$n" = "$key" ] && known=1; done
+        if [ -z "$known" ] || [ $# -lt 2 ]; then
+            echo "unknown option or missing value: $1 (options: ${names[*]/#/--})" >&2
+            exit 2
+        fi
+        printf -v "$key" '%s' "$2"
+        shift 2
+    done
+}
+
+# serve_fleet CATEGORY_LINES [TIMEOUT]: writes $WORK/fleet.toml, starts `serve` (stopped at exit)
+# and waits until every server is ready. Sets SERVE (its PID), BASE and MONITOR (URLs).
+serve_fleet() {
+    write_fleet_config "$WORK/fleet.toml" "$1"
+    "$BIN" serve --config "$WORK/fleet.toml" >"$WORK/serve.log" 2>&1 &
+    SERVE=$!
+    started "$SERVE"
+    BASE="http://127.0.0.1:${PROXY_PORT:-18080}"
+    MONITOR="http://127.0.0.1:${MONITOR_PORT:-19090}"
+    wait_ready "$BASE" "${2:-120}"
+}

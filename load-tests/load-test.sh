@@ -7,37 +7,26 @@
 # Usage: load-tests/load-test.sh [--concurrent 100] [--duration 300] [--servers 100]
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
-conc=100 duration=300 servers=100
-while [ $# -gt 0 ]; do
-    case $1 in
-    --concurrent) conc=$2; shift 2 ;;
-    --duration) duration=$2; shift 2 ;;
-    --servers) servers=$2; shift 2 ;;
-    *) echo "unknown option $1" >&2; exit 2 ;;
-    esac
-done
+concurrent=100 duration=300 servers=100
+parse_opts concurrent duration servers -- "$@"
 ensure_build
 ensure_oha
 ensure_wrk
-write_fleet_config "$WORK/fleet.toml" "[categories.api]
+serve_fleet "[categories.api]
 ports = \"50200-50299\"
 servers = $servers"
-"$BIN" serve --config "$WORK/fleet.toml" >"$WORK/serve.log" 2>&1 &
-serve=$!
-started "$serve"
-base="http://127.0.0.1:${PROXY_PORT:-18080}"
-wait_ready "$base"
+serve=$SERVE base=$BASE monitor=$MONITOR
 half=$((duration / 2))
-log "$servers servers ready; ${half}s stateless, then ${half}s in sessions, $conc connections"
+log "$servers servers ready; ${half}s stateless, then ${half}s in sessions, $concurrent connections"
 
 t0=$(cpu_ticks "$serve")
-oha_mcp "$base/mcp/api" -z "${half}s" -c "$conc" -w >"$WORK/stateless.json"
+oha_mcp "$base/mcp/api" -z "${half}s" -c "$concurrent" -w >"$WORK/stateless.json"
 t1=$(cpu_ticks "$serve")
 read -r rps p50 p99 ok non200 errors < <(oha_summary "$WORK/stateless.json")
 stateless_us=$(awk -v t=$((t1 - t0)) -v hz="$CLK_TCK" -v n="$ok" 'BEGIN {printf "%.1f", n ? t / hz * 1e6 / n : 0}')
 
-threads=$(( conc < 2 ? 1 : 2 ))
-wrk -t"$threads" -c"$conc" -d"${half}s" --latency -s "$(dirname "$0")/session_calls.lua" \
+threads=$(( concurrent < 2 ? 1 : 2 ))
+wrk -t"$threads" -c"$concurrent" -d"${half}s" --latency -s "$(dirname "$0")/session_calls.lua" \
     "$base/mcp/api" >"$WORK/sessions.txt"
 t2=$(cpu_ticks "$serve")
 s_requests=$(awk '/requests in/ {print $1}' "$WORK/sessions.txt")
@@ -50,7 +39,7 @@ session_us=$(awk -v t=$((t2 - t1)) -v hz="$CLK_TCK" -v n="$s_requests" 'BEGIN {p
 
 cat <<EOF
 
-load test: $servers servers, $conc connections, ${duration}s
+load test: $servers servers, $concurrent connections, ${duration}s
 | workload | requests/s | p50 | p99 | failed | proxy CPU per request |
 |---|---|---|---|---|---|
 | stateless (oha) | $rps | ${p50} ms | ${p99} ms | $((non200 + errors)) of $((ok + non200 + errors)) | ${stateless_us} us |

@@ -19,12 +19,8 @@ ports = \"${c##*:}-$((${c##*:} + 19))\"
 servers = 20
 "
 done
-write_fleet_config "$WORK/fleet.toml" "$categories"
-"$BIN" serve --config "$WORK/fleet.toml" >"$WORK/serve.log" 2>&1 &
-serve=$!
-started "$serve"
-base="http://127.0.0.1:${PROXY_PORT:-18080}"
-wait_ready "$base"
+serve_fleet "$categories"
+serve=$SERVE base=$BASE monitor=$MONITOR
 rss_start=$(rss_kib "$serve")
 log "fleet ready: 60 servers; proxy RSS ${rss_start} KiB; ${minutes} min at ${rate} req/s"
 

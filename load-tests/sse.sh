@@ -7,26 +7,14 @@
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 streams=2000 servers=20 hold=20
-while [ $# -gt 0 ]; do
-    case $1 in
-    --streams) streams=$2; shift 2 ;;
-    --servers) servers=$2; shift 2 ;;
-    --hold) hold=$2; shift 2 ;;
-    *) echo "unknown option $1" >&2; exit 2 ;;
-    esac
-done
+parse_opts streams servers hold -- "$@"
 ensure_build
 ensure_oha
 ulimit -n "$(ulimit -Hn)"
-write_fleet_config "$WORK/fleet.toml" "[categories.api]
+serve_fleet "[categories.api]
 ports = \"50200-50299\"
 servers = $servers"
-"$BIN" serve --config "$WORK/fleet.toml" >"$WORK/serve.log" 2>&1 &
-serve=$!
-started "$serve"
-base="http://127.0.0.1:${PROXY_PORT:-18080}"
-monitor="http://127.0.0.1:${MONITOR_PORT:-19090}"
-wait_ready "$base"
+serve=$SERVE base=$BASE monitor=$MONITOR
 before=$(rss_kib "$serve")
 
 python3 - "${PROXY_PORT:-18080}" "$streams" "$hold" "$WORK/ready" <<'EOF' &

@@ -7,14 +7,7 @@
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 servers=1000 secs=60 conc=100
-while [ $# -gt 0 ]; do
-    case $1 in
-    --servers) servers=$2; shift 2 ;;
-    --secs) secs=$2; shift 2 ;;
-    --conc) conc=$2; shift 2 ;;
-    *) echo "unknown option $1" >&2; exit 2 ;;
-    esac
-done
+parse_opts servers secs conc -- "$@"
 ensure_build
 ensure_oha
 names=(database filesystem api ai-ml network security analytics cache queue monitoring)
@@ -27,14 +20,9 @@ ports = \"$start-$((start + 99))\"
 servers = $per
 "
 done
-write_fleet_config "$WORK/fleet.toml" "$categories"
-sed -i 's/^threads = .*/threads = 2/' "$WORK/fleet.toml"
 t0=$SECONDS
-"$BIN" serve --config "$WORK/fleet.toml" >"$WORK/serve.log" 2>&1 &
-serve=$!
-started "$serve"
-base="http://127.0.0.1:${PROXY_PORT:-18080}"
-wait_ready "$base" 300
+THREADS=2 serve_fleet "$categories" 300
+serve=$SERVE base=$BASE monitor=$MONITOR
 ready_s=$((SECONDS - t0))
 pss=0
 for pid in $(pgrep -P "$serve"); do
@@ -47,7 +35,7 @@ c0=$(cpu_ticks "$serve")
 oha --no-tui --output-format json -m POST -T application/json \
     -A 'application/json, text/event-stream' \
     -H 'mcp-protocol-version: 2026-07-28' -H 'mcp-method: tools/call' -H 'mcp-name: echo' \
-    -d "$ECHO_BODY" -z "${secs}s" -c "$conc" --rand-regex-url \
+    -d "$ECHO_BODY" -z "${secs}s" -c "$conc" -w --rand-regex-url \
     "http://127.0.0.1:${PROXY_PORT:-18080}/mcp/($group)" >"$WORK/oha.json"
 c1=$(cpu_ticks "$serve")
 read -r rps p50 p99 ok non200 errors < <(oha_summary "$WORK/oha.json")
