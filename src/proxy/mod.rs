@@ -576,7 +576,7 @@ impl ProxyHttp for FleetProxy {
         let mut peer = HttpPeer::new(backend.addr, false, String::new());
         peer.options.connection_timeout = Some(proxy.connect_timeout);
         peer.options.total_connection_timeout = Some(proxy.connect_timeout);
-        // The idle timeout bounds every read; the shorter first-byte wait is the watchdog's.
+        // The idle timeout bounds every read; the shorter first-byte wait is the gate's.
         peer.options.read_timeout = Some(proxy.idle_timeout);
         peer.options.write_timeout = Some(proxy.idle_timeout);
         // Pooled upstream connections idle longer than this are closed rather than reused.
@@ -828,7 +828,7 @@ impl ProxyHttp for FleetProxy {
         }
         // Pingora's rule: only an idempotent request whose reused connection failed before any
         // answer may be retried (the server closed an idle connection as we sent). A POST that
-        // may have reached the server, or a request the watchdog cut, is never retried.
+        // may have reached the server, or a request the first-byte wait cut, is never retried.
         let idempotent = session.req_header().method.is_idempotent()
             && !session.as_ref().retry_buffer_truncated();
         if idempotent && !ctx.first_byte_timed_out {
