@@ -104,6 +104,13 @@ fn gauge(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
     g
 }
 
+fn plain_gauge(r: &Registry, name: &str, help: &str) -> IntGauge {
+    let g = IntGauge::new(name, help)
+        .unwrap_or_else(|e| unreachable!("static gauge {name} is valid: {e}"));
+    let _ = r.register(Box::new(g.clone()));
+    g
+}
+
 fn fgauge(r: &Registry, name: &str, help: &str, labels: &[&str]) -> GaugeVec {
     let g = GaugeVec::new(Opts::new(name, help), labels)
         .unwrap_or_else(|e| unreachable!("static metric {name} is valid: {e}"));
@@ -125,24 +132,6 @@ pub fn metrics() -> &'static Metrics {
         )
         .unwrap_or_else(|e| unreachable!("static histogram is valid: {e}"));
         let _ = r.register(Box::new(duration.clone()));
-        let in_flight = IntGauge::new(
-            "mcp_fleet_in_flight_requests",
-            "Requests being served by the proxy now.",
-        )
-        .unwrap_or_else(|e| unreachable!("static gauge is valid: {e}"));
-        let _ = r.register(Box::new(in_flight.clone()));
-        let connections = IntGauge::new(
-            "mcp_fleet_client_connections",
-            "Client connections open on the proxy listener.",
-        )
-        .unwrap_or_else(|e| unreachable!("static gauge is valid: {e}"));
-        let _ = r.register(Box::new(connections.clone()));
-        let sse_streams = IntGauge::new(
-            "mcp_fleet_sse_streams",
-            "Standalone event streams (MCP GET) open through the proxy.",
-        )
-        .unwrap_or_else(|e| unreachable!("static gauge is valid: {e}"));
-        let _ = r.register(Box::new(sse_streams.clone()));
         let uptime = Gauge::new("mcp_fleet_uptime_seconds", "Seconds since serve started.")
             .unwrap_or_else(|e| unreachable!("static gauge is valid: {e}"));
         let _ = r.register(Box::new(uptime.clone()));
@@ -155,9 +144,9 @@ pub fn metrics() -> &'static Metrics {
             sessions_ended: counter(&r, "mcp_fleet_sessions_ended_total", "Sessions ended by the client (DELETE answered 2xx).", &["category"]),
             sessions_active: gauge(&r, "mcp_fleet_sessions_active", "Sessions created and not yet ended by a DELETE (sessions a server drops on its own are not seen).", &["category"]),
             reloads: counter(&r, "mcp_fleet_reloads_total", "Configuration reloads, by result (applied, invalid).", &["result"]),
-            in_flight,
-            connections,
-            sse_streams,
+            in_flight: plain_gauge(&r, "mcp_fleet_in_flight_requests", "Requests being served by the proxy now."),
+            connections: plain_gauge(&r, "mcp_fleet_client_connections", "Client connections open on the proxy listener."),
+            sse_streams: plain_gauge(&r, "mcp_fleet_sse_streams", "Standalone event streams (MCP GET) open through the proxy."),
             refused: counter(&r, "mcp_fleet_refused_total", "Client connections or requests refused by a listener limit (max_connections, header_timeout, max_sse_streams) or cut for a faulty answer (max_response_body).", &["reason"]),
             servers: gauge(&r, "mcp_fleet_servers", "Servers per category by state (total, ready, healthy, serving, ejected, draining).", &["category", "state"]),
             server_up: gauge(&r, "mcp_fleet_server_up", "1 when the server takes new requests (ready, healthy, not ejected, not draining).", &["category", "server"]),

@@ -114,6 +114,14 @@ fn ambiguous_framing(headers: &http::HeaderMap) -> Option<&'static str> {
     None
 }
 
+/// A message's declared body length, if it declares a valid one.
+fn declared_length(headers: &http::HeaderMap) -> Option<u64> {
+    headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+}
+
 /// Pingora drops `Content-Length` when `Transfer-Encoding` is present (RFC 9112 lets a server
 /// do that); a proxy should refuse such a request instead, so look at the head as it arrived.
 fn raw_head_has_content_length(session: &Session) -> bool {
@@ -254,6 +262,8 @@ pub struct RequestCtx {
     counted: bool,
     body_bytes: u64,
     sse_slot: Option<SseSlot>,
+    /// The answer is `text/event-stream` (set when its head arrives).
+    event_stream: bool,
     /// Bytes of an answer that is not an event stream, bounded by `proxy.max_response_body`.
     response_bytes: u64,
     response_limited: bool,
@@ -419,13 +429,7 @@ impl ProxyHttp for FleetProxy {
                 .await;
             }
         }
-        let declared = session
-            .req_header()
-            .headers
-            .get(http::header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok());
-        if declared.is_some_and(|n| n > set.proxy.max_body) {
+        if declared_length(&session.req_header().headers).is_some_and(|n| n > set.proxy.max_body) {
             session.set_keepalive(None);
             return respond_rpc_error(
                 session,
@@ -657,17 +661,12 @@ impl ProxyHttp for FleetProxy {
         if let Some(clock) = &ctx.clock {
             clock.disarm_first_byte();
         }
-        let is_sse = resp
+        ctx.event_stream = resp
             .headers
             .get(http::header::CONTENT_TYPE)
             .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
-        if let (false, Some(set)) = (is_sse, &ctx.set) {
-            let declared = resp
-                .headers
-                .get(http::header::CONTENT_LENGTH)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.trim().parse::<u64>().ok());
-            if declared.is_some_and(|n| n > set.proxy.max_response_body) {
+        if let (false, Some(set)) = (ctx.event_stream, &ctx.set) {
+            if declared_length(&resp.headers).is_some_and(|n| n > set.proxy.max_response_body) {
                 return Err(self.response_too_large(ctx));
             }
             ctx.response_limited = true;
@@ -773,11 +772,7 @@ impl ProxyHttp for FleetProxy {
                 }
             }
         }
-        let is_sse = resp
-            .headers
-            .get(http::header::CONTENT_TYPE)
-            .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
-        if is_sse {
+        if ctx.event_stream {
             // Tell any buffering hop downstream (nginx in front of us, say) to pass events on.
             resp.insert_header("x-accel-buffering", "no")?;
         }
