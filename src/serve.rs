@@ -10,6 +10,7 @@ use crate::config::ValidConfig;
 use crate::health::HealthChecker;
 use crate::plugins::fleet::{Fleet, FleetError};
 use crate::plugins::monitor::Monitor;
+use crate::proxy::fast_path::FastPath;
 use crate::proxy::gate::Gate;
 use crate::proxy::session::SessionCodec;
 use crate::proxy::{FleetProxy, Traffic};
@@ -302,13 +303,12 @@ pub fn run(config: ValidConfig) -> Result<(), ServeError> {
         .into_owned();
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
-    let proxy = FleetProxy::new(
-        Arc::clone(&registry),
-        SessionCodec::new(&key),
-        Arc::clone(&traffic),
-    );
+    let codec = SessionCodec::new(&key);
+    let fast = FastPath::new(Arc::clone(&registry), codec.clone());
+    let proxy = FleetProxy::new(Arc::clone(&registry), codec, Arc::clone(&traffic));
     let gate = Gate::new(
         pingora::proxy::http_proxy(&server.configuration, proxy),
+        fast,
         Arc::clone(&registry),
     );
     let mut service = Service::new("mcp-fleet proxy".to_string(), gate);

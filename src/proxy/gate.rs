@@ -8,6 +8,7 @@
 //! the proxy has the whole head: `proxy.header_timeout` from accept for the first request,
 //! `proxy.client_idle_timeout` from the end of the previous answer for the next ones.
 
+use super::fast_path::{FastPath, Outcome, Plan};
 use super::reply;
 use super::FleetProxy;
 use crate::upstream::Registry;
@@ -109,16 +110,57 @@ impl RequestClock {
 
 pub struct Gate {
     proxy: Arc<HttpProxy<FleetProxy>>,
+    fast: FastPath,
     registry: Arc<Registry>,
     open: AtomicUsize,
 }
 
 impl Gate {
-    pub fn new(proxy: HttpProxy<FleetProxy>, registry: Arc<Registry>) -> Self {
+    pub fn new(proxy: HttpProxy<FleetProxy>, fast: FastPath, registry: Arc<Registry>) -> Self {
         Self {
             proxy: Arc::new(proxy),
+            fast,
             registry,
             open: AtomicUsize::new(0),
+        }
+    }
+
+    /// Reads until the fast path can decide on the head at the front of `buf`; None when the
+    /// client closed (or broke) the connection first.
+    async fn next_plan(&self, stream: &mut Stream, buf: &mut Vec<u8>) -> Option<Plan> {
+        loop {
+            if !buf.is_empty() {
+                match self.fast.plan(buf) {
+                    Plan::Partial => {}
+                    decided => return Some(decided),
+                }
+            }
+            buf.reserve(HEAD_READ);
+            match stream.read_buf(buf).await {
+                Ok(0) | Err(_) => return None,
+                Ok(_) => {}
+            }
+        }
+    }
+}
+
+/// Bytes asked for per read of a request head.
+const HEAD_READ: usize = 4096;
+
+/// Puts bytes already read back in front of the connection, for Pingora to read again.
+fn unread(stream: Stream, bytes: &[u8]) -> Option<Stream> {
+    if bytes.is_empty() {
+        return Some(stream);
+    }
+    match stream.into_any().downcast::<pingora::protocols::l4::stream::Stream>() {
+        Ok(mut l4) => {
+            l4.rewind(bytes);
+            let stream: Stream = l4;
+            Some(stream)
+        }
+        Err(_) => {
+            tracing::warn!("client connection of an unexpected type; closing it");
+            None
         }
     }
 }
@@ -195,7 +237,36 @@ impl ServerApp for Gate {
         let mut deadline = limits.header_timeout;
         let mut stream = stream;
         let mut persistent: Option<HttpPersistentSettings> = None;
+        let mut buf: Vec<u8> = Vec::new();
         loop {
+            let head_deadline = Instant::now() + deadline;
+            let plan = tokio::time::timeout_at(head_deadline, self.next_plan(&mut stream, &mut buf));
+            match plan.await {
+                Err(_) => {
+                    crate::metrics::refused("header_timeout");
+                    tracing::debug!(?deadline, "request head not received in time; closing");
+                    return None;
+                }
+                Ok(None) => return None,
+                Ok(Some(Plan::Take(exchange))) => {
+                    let closing = *shutdown.borrow();
+                    match self.fast.exchange(&mut stream, &mut buf, *exchange, closing).await {
+                        Outcome::KeepAlive => {
+                            if buf.capacity() > 4 * HEAD_READ && buf.is_empty() {
+                                buf = Vec::new();
+                            }
+                            persistent = None;
+                            deadline = limits.client_idle_timeout;
+                            continue;
+                        }
+                        Outcome::Close => return None,
+                    }
+                }
+                Ok(Some(_)) => {}
+            }
+            // Pingora's path: it reads the request again from the bytes given back.
+            stream = unread(stream, &buf)?;
+            buf = Vec::new();
             let mut session = ServerSession::new_http1(stream);
             match persistent.take() {
                 Some(settings) => settings.apply_to_session(&mut session),
@@ -208,7 +279,6 @@ impl ServerApp for Gate {
             session.set_connection_user_context(Some(Box::new(Arc::clone(&clock))));
 
             let mut work = self.proxy.process_new_http(session, shutdown);
-            let head_deadline = Instant::now() + deadline;
             let timer = tokio::time::sleep_until(head_deadline);
             tokio::pin!(timer);
             let done = std::future::poll_fn(|cx| {

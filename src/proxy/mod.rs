@@ -5,6 +5,7 @@
 //! The proxy knows upstream sets and nothing of processes: servers appear and vanish in the
 //! registry snapshot it loads once per request.
 
+pub mod fast_path;
 pub mod gate;
 pub mod origin;
 pub mod reply;

@@ -1,0 +1,220 @@
+//! Finds where a chunked message body ends while its bytes are passed on untouched: the fast
+//! path forwards a server's chunked answer (an SSE stream, typically) as it arrives, and needs
+//! to know when the answer is over, so the connection can carry the next request, and whether
+//! the server broke the framing, so the client is not handed a truncated answer that looks whole.
+
+/// Longest chunk-size line (with extensions) or trailer line accepted.
+const MAX_LINE: usize = 4096;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// Reading the hex size; `digits` so far.
+    Size { size: u64, digits: u8 },
+    /// After the size: an extension up to CRLF.
+    Extension { size: u64 },
+    /// Expecting the LF of a size line.
+    SizeLf { size: u64 },
+    /// Chunk data still to pass.
+    Data { left: u64 },
+    /// The CR then LF after a chunk's data.
+    DataCr,
+    DataLf,
+    /// Trailer section: at the start of a line.
+    TrailerStart,
+    /// Inside a trailer field line.
+    TrailerLine,
+    /// The LF ending a trailer line, or (when `last`) the whole body.
+    TrailerLf { last: bool },
+    Done,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("malformed chunked body")]
+pub struct Malformed;
+
+#[derive(Debug)]
+pub struct ChunkedBody {
+    state: State,
+    line: usize,
+    /// Chunk payload seen, without framing.
+    data: u64,
+}
+
+impl Default for ChunkedBody {
+    fn default() -> Self {
+        Self {
+            state: State::Size { size: 0, digits: 0 },
+            line: 0,
+            data: 0,
+        }
+    }
+}
+
+impl ChunkedBody {
+    pub fn done(&self) -> bool {
+        self.state == State::Done
+    }
+
+    /// Payload bytes seen so far (what `max_response_body` counts).
+    pub fn data_len(&self) -> u64 {
+        self.data
+    }
+
+    /// Takes the next bytes of the stream; returns how many belong to this body (all of them
+    /// unless the body ends inside `bytes`).
+    pub fn feed(&mut self, bytes: &[u8]) -> Result<usize, Malformed> {
+        let mut i = 0;
+        while i < bytes.len() {
+            let b = bytes[i];
+            match self.state {
+                State::Done => return Ok(i),
+                State::Data { left } => {
+                    let take = (bytes.len() - i).min(usize::try_from(left).unwrap_or(usize::MAX));
+                    i += take;
+                    self.data += take as u64;
+                    let left = left - take as u64;
+                    self.state = if left == 0 {
+                        State::DataCr
+                    } else {
+                        State::Data { left }
+                    };
+                    continue;
+                }
+                State::Size { size, digits } => {
+                    if let Some(d) = (b as char).to_digit(16) {
+                        if digits >= 15 {
+                            return Err(Malformed);
+                        }
+                        self.state = State::Size {
+                            size: size << 4 | u64::from(d),
+                            digits: digits + 1,
+                        };
+                    } else if digits == 0 {
+                        return Err(Malformed);
+                    } else {
+                        self.state = match b {
+                            b'\r' => State::SizeLf { size },
+                            b';' | b' ' | b'\t' => State::Extension { size },
+                            _ => return Err(Malformed),
+                        };
+                    }
+                    self.grow_line()?;
+                }
+                State::Extension { size } => {
+                    if b == b'\r' {
+                        self.state = State::SizeLf { size };
+                    } else if b == b'\n' {
+                        return Err(Malformed);
+                    }
+                    self.grow_line()?;
+                }
+                State::SizeLf { size } => {
+                    if b != b'\n' {
+                        return Err(Malformed);
+                    }
+                    self.line = 0;
+                    self.state = if size == 0 {
+                        State::TrailerStart
+                    } else {
+                        State::Data { left: size }
+                    };
+                }
+                State::DataCr => {
+                    if b != b'\r' {
+                        return Err(Malformed);
+                    }
+                    self.state = State::DataLf;
+                }
+                State::DataLf => {
+                    if b != b'\n' {
+                        return Err(Malformed);
+                    }
+                    self.state = State::Size { size: 0, digits: 0 };
+                }
+                State::TrailerStart => {
+                    self.state = if b == b'\r' {
+                        State::TrailerLf { last: true }
+                    } else {
+                        State::TrailerLine
+                    };
+                    self.grow_line()?;
+                }
+                State::TrailerLine => {
+                    if b == b'\r' {
+                        self.state = State::TrailerLf { last: false };
+                    }
+                    self.grow_line()?;
+                }
+                State::TrailerLf { last } => {
+                    if b != b'\n' {
+                        return Err(Malformed);
+                    }
+                    self.line = 0;
+                    self.state = if last {
+                        State::Done
+                    } else {
+                        State::TrailerStart
+                    };
+                }
+            }
+            i += 1;
+        }
+        Ok(i)
+    }
+
+    fn grow_line(&mut self) -> Result<(), Malformed> {
+        self.line += 1;
+        if self.line > MAX_LINE {
+            return Err(Malformed);
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn whole(body: &[u8]) -> Result<(usize, bool, u64), Malformed> {
+        let mut c = ChunkedBody::default();
+        let n = c.feed(body)?;
+        Ok((n, c.done(), c.data_len()))
+    }
+
+    #[test]
+    fn finds_the_end_of_a_body_fed_in_one_piece_or_byte_by_byte() {
+        let body = b"5\r\nhello\r\na;ext=1\r\n0123456789\r\n0\r\nx-trailer: 1\r\n\r\nNEXT";
+        assert_eq!(whole(body), Ok((body.len() - 4, true, 15)));
+        let mut c = ChunkedBody::default();
+        let mut used = 0;
+        for b in body.iter() {
+            used += c.feed(std::slice::from_ref(b)).unwrap();
+        }
+        assert_eq!(used, body.len() - 4);
+        assert!(c.done());
+    }
+
+    #[test]
+    fn an_unfinished_body_is_not_done() {
+        assert_eq!(whole(b"5\r\nhel"), Ok((6, false, 3)));
+        assert_eq!(whole(b"0\r\n"), Ok((3, false, 0)));
+        assert_eq!(whole(b"0\r\n\r\n"), Ok((5, true, 0)));
+    }
+
+    #[test]
+    fn broken_framing_is_refused() {
+        for bad in [
+            &b"x\r\n"[..],
+            b"\r\n",
+            b"5\r\nhelloXX",
+            b"5\nhello",
+            b"1234567890abcdef0\r\n",
+            b"5;ext\n",
+            b"0\r\n\rX",
+        ] {
+            assert_eq!(whole(bad).map(|_| ()), Err(Malformed), "{bad:?}");
+        }
+        let long = [b"1;".as_slice(), &[b'a'; MAX_LINE]].concat();
+        assert_eq!(whole(&long).map(|_| ()), Err(Malformed));
+    }
+}

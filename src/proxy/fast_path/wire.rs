@@ -1,0 +1,100 @@
+//! The bytes the fast path writes: the request as a server receives it, the answer's head as
+//! the client receives it, and the proxy's own error answers.
+
+use super::super::reply;
+
+/// Hop-by-hop response fields, which describe the server's connection, not the client's.
+pub fn hop_by_hop(name: &str) -> bool {
+    name.eq_ignore_ascii_case("connection")
+        || name.eq_ignore_ascii_case("keep-alive")
+        || name.eq_ignore_ascii_case("proxy-connection")
+}
+
+/// `Connection` lists `close`.
+pub fn says_close(value: &[u8]) -> bool {
+    value
+        .split(|&b| b == b',')
+        .any(|token| token.trim_ascii().eq_ignore_ascii_case(b"close"))
+}
+
+/// A single decimal Content-Length value (no sign, no spaces inside, no list).
+pub fn content_length(value: &[u8]) -> Option<u64> {
+    let value = value.trim_ascii();
+    if value.is_empty() || value.len() > 19 || !value.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(value).ok()?.parse().ok()
+}
+
+pub fn header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
+pub fn status_line(out: &mut Vec<u8>, status: u16, reason: Option<&str>) {
+    let reason = reason
+        .filter(|r| !r.is_empty())
+        .or_else(|| {
+            http::StatusCode::from_u16(status)
+                .ok()
+                .and_then(|s| s.canonical_reason())
+        })
+        .unwrap_or("");
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(itoa(status as u64).as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(reason.as_bytes());
+    out.extend_from_slice(b"\r\n");
+}
+
+pub fn itoa(n: u64) -> String {
+    n.to_string()
+}
+
+/// A whole JSON-RPC error answer from the proxy. The connection is closed after it, as
+/// Pingora's path does for its error answers; the answer says so.
+pub fn error_answer(status: u16, code: i64, message: &str) -> Vec<u8> {
+    let body = reply::jsonrpc_error(code, message, None);
+    let mut out = Vec::with_capacity(body.len() + 192);
+    status_line(&mut out, status, None);
+    header(&mut out, b"content-type", b"application/json");
+    header(&mut out, b"content-length", itoa(body.len() as u64).as_bytes());
+    header(&mut out, b"cache-control", b"no-store");
+    if status == 503 {
+        header(&mut out, b"retry-after", b"1");
+    }
+    header(&mut out, b"connection", b"close");
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(&body);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lengths_and_connection_tokens() {
+        assert_eq!(content_length(b"42"), Some(42));
+        assert_eq!(content_length(b" 7 "), Some(7));
+        for bad in [&b""[..], b"-1", b"+1", b"1,1", b"0x10", b"99999999999999999999"] {
+            assert_eq!(content_length(bad), None, "{bad:?}");
+        }
+        assert!(says_close(b"keep-alive, Close"));
+        assert!(!says_close(b"keep-alive"));
+        assert!(!says_close(b"closed"));
+    }
+
+    #[test]
+    fn error_answers_are_complete_http_with_a_jsonrpc_body() {
+        let a = String::from_utf8(error_answer(503, -32003, "none ready")).unwrap();
+        let (head, body) = a.split_once("\r\n\r\n").unwrap();
+        assert!(head.starts_with("HTTP/1.1 503 Service Unavailable\r\n"));
+        assert!(head.contains("retry-after: 1") && head.contains("connection: close"));
+        assert!(head.contains(&format!("content-length: {}", body.len())));
+        let v: serde_json::Value = serde_json::from_str(body).unwrap();
+        assert_eq!(v["error"]["code"], -32003);
+    }
+}
