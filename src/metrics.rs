@@ -7,8 +7,8 @@
 //! its owner when `/metrics` is scraped, by the monitor.
 
 use prometheus::{
-    Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry,
+    Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
+    Opts, Registry,
 };
 use std::sync::OnceLock;
 
@@ -72,6 +72,11 @@ pub struct Metrics {
     pub connections: IntGauge,
     pub sse_streams: IntGauge,
     pub refused: IntCounterVec,
+    /// Requests taken by the fast path, and those handed to Pingora's path
+    /// (`mcp_fleet_request_paths_total{path}`), resolved once.
+    pub fast_path: IntCounter,
+    pub pingora_path: IntCounter,
+    pub upstream_idle: IntGauge,
     pub servers: IntGaugeVec,
     pub server_up: IntGaugeVec,
     pub server_requests: IntCounterVec,
@@ -135,7 +140,11 @@ pub fn metrics() -> &'static Metrics {
         let uptime = Gauge::new("mcp_fleet_uptime_seconds", "Seconds since serve started.")
             .unwrap_or_else(|e| unreachable!("static gauge is valid: {e}"));
         let _ = r.register(Box::new(uptime.clone()));
+        let paths = counter(&r, "mcp_fleet_request_paths_total", "Requests by the path through the proxy: fast (small POSTs, exchanged directly) or pingora (everything else).", &["path"]);
         let m = Metrics {
+            fast_path: paths.with_label_values(&["fast"]),
+            pingora_path: paths.with_label_values(&["pingora"]),
+            upstream_idle: plain_gauge(&r, "mcp_fleet_upstream_idle_connections", "Idle upstream connections kept by the fast path for reuse."),
             requests: counter(&r, "mcp_fleet_requests_total", "Requests answered, by category, status class and MCP method (Mcp-Method header).", &["category", "class", "method"]),
             duration,
             retries: counter(&r, "mcp_fleet_retries_total", "Requests sent again to another server, by category and reason.", &["category", "reason"]),

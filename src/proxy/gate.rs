@@ -152,7 +152,10 @@ fn unread(stream: Stream, bytes: &[u8]) -> Option<Stream> {
     if bytes.is_empty() {
         return Some(stream);
     }
-    match stream.into_any().downcast::<pingora::protocols::l4::stream::Stream>() {
+    match stream
+        .into_any()
+        .downcast::<pingora::protocols::l4::stream::Stream>()
+    {
         Ok(mut l4) => {
             l4.rewind(bytes);
             let stream: Stream = l4;
@@ -240,7 +243,8 @@ impl ServerApp for Gate {
         let mut buf: Vec<u8> = Vec::new();
         loop {
             let head_deadline = Instant::now() + deadline;
-            let plan = tokio::time::timeout_at(head_deadline, self.next_plan(&mut stream, &mut buf));
+            let plan =
+                tokio::time::timeout_at(head_deadline, self.next_plan(&mut stream, &mut buf));
             match plan.await {
                 Err(_) => {
                     crate::metrics::refused("header_timeout");
@@ -250,7 +254,11 @@ impl ServerApp for Gate {
                 Ok(None) => return None,
                 Ok(Some(Plan::Take(exchange))) => {
                     let closing = *shutdown.borrow();
-                    match self.fast.exchange(&mut stream, &mut buf, *exchange, closing).await {
+                    match self
+                        .fast
+                        .exchange(&mut stream, &mut buf, *exchange, closing)
+                        .await
+                    {
                         Outcome::KeepAlive => {
                             if buf.capacity() > 4 * HEAD_READ && buf.is_empty() {
                                 buf = Vec::new();
@@ -265,6 +273,7 @@ impl ServerApp for Gate {
                 Ok(Some(_)) => {}
             }
             // Pingora's path: it reads the request again from the bytes given back.
+            crate::metrics::metrics().pingora_path.inc();
             stream = unread(stream, &buf)?;
             buf = Vec::new();
             let mut session = ServerSession::new_http1(stream);

@@ -18,6 +18,8 @@ pub struct Counts {
     pub requests: AtomicUsize,
     pub initializes: AtomicUsize,
     pub deletes: AtomicUsize,
+    /// Released by the test to let `Echo`'s event stream go on.
+    pub gate: tokio::sync::Notify,
 }
 
 impl Counts {
@@ -58,6 +60,12 @@ pub enum Behaviour {
     Dribble,
     /// An endless `text/event-stream` of 1 KiB events.
     SseFlood,
+    /// A well-behaved server whose JSON answer carries the request head it received, framed
+    /// as the request's `x-answer` field asks: `length` (default, keep-alive), `close`
+    /// (Content-Length and `Connection: close`), `until-close` (no length: the end is the
+    /// close), `sse` (a chunked event stream: one event, then a wait for `Counts::gate`,
+    /// then a second event and the end).
+    Echo,
 }
 
 /// Closes with RST instead of FIN: SO_LINGER with a zero timeout.
@@ -129,6 +137,45 @@ async fn misbehave(behaviour: Behaviour, stream: &mut TcpStream, counts: &Counts
     }
 }
 
+/// `Echo`'s answer; whether the connection stays open.
+async fn echo(stream: &mut TcpStream, request: &str, counts: &Counts) -> bool {
+    let head = request.split("\r\n\r\n").next().unwrap_or_default();
+    let body =
+        serde_json::json!({ "jsonrpc": "2.0", "id": 1, "result": { "head": head } }).to_string();
+    let how = head
+        .lines()
+        .filter_map(|l| l.split_once(':'))
+        .find(|(k, _)| k.trim().eq_ignore_ascii_case("x-answer"))
+        .map_or("length", |(_, v)| v.trim())
+        .to_string();
+    let json = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n";
+    let answer = match how.as_str() {
+        "close" => format!(
+            "{json}connection: close\r\ncontent-length: {}\r\n\r\n{body}",
+            body.len()
+        ),
+        "until-close" => format!("{json}\r\n{body}"),
+        "sse" => {
+            let event = |text: &str| {
+                let data = format!("event: message\ndata: {text}\n\n");
+                format!("{:x}\r\n{data}\r\n", data.len())
+            };
+            let first = format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n{}",
+                event("one")
+            );
+            if stream.write_all(first.as_bytes()).await.is_err() {
+                return false;
+            }
+            counts.gate.notified().await;
+            let rest = format!("{}0\r\n\r\n", event(&body));
+            return stream.write_all(rest.as_bytes()).await.is_ok();
+        }
+        _ => format!("{json}content-length: {}\r\n\r\n{body}", body.len()),
+    };
+    stream.write_all(answer.as_bytes()).await.is_ok() && how == "length"
+}
+
 /// Reads one HTTP/1.1 request (head and Content-Length body); `None` at EOF.
 async fn read_request(stream: &mut TcpStream) -> Option<String> {
     let mut buf = Vec::new();
@@ -189,6 +236,11 @@ pub async fn spawn(behaviour: Behaviour) -> (u16, Arc<Counts>) {
                         | Behaviour::Dribble
                         | Behaviour::SseFlood => {
                             if !misbehave(behaviour, &mut stream, &counts).await {
+                                return;
+                            }
+                        }
+                        Behaviour::Echo => {
+                            if !echo(&mut stream, &request, &counts).await {
                                 return;
                             }
                         }

@@ -9,13 +9,22 @@ const MAX_LINE: usize = 4096;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
     /// Reading the hex size; `digits` so far.
-    Size { size: u64, digits: u8 },
+    Size {
+        size: u64,
+        digits: u8,
+    },
     /// After the size: an extension up to CRLF.
-    Extension { size: u64 },
+    Extension {
+        size: u64,
+    },
     /// Expecting the LF of a size line.
-    SizeLf { size: u64 },
+    SizeLf {
+        size: u64,
+    },
     /// Chunk data still to pass.
-    Data { left: u64 },
+    Data {
+        left: u64,
+    },
     /// The CR then LF after a chunk's data.
     DataCr,
     DataLf,
@@ -24,7 +33,9 @@ enum State {
     /// Inside a trailer field line.
     TrailerLine,
     /// The LF ending a trailer line, or (when `last`) the whole body.
-    TrailerLf { last: bool },
+    TrailerLf {
+        last: bool,
+    },
     Done,
 }
 
@@ -188,7 +199,7 @@ mod tests {
         let mut c = ChunkedBody::default();
         let mut used = 0;
         for b in body.iter() {
-            used += c.feed(std::slice::from_ref(b)).unwrap();
+            used += c.feed(std::slice::from_ref(b)).expect("well-formed");
         }
         assert_eq!(used, body.len() - 4);
         assert!(c.done());

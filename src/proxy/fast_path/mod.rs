@@ -217,7 +217,11 @@ impl FastPath {
             let Some(backend) = set.session_target(&route.backend, clock::now_ms()) else {
                 return Plan::Defer;
             };
-            wire::header(&mut upstream_head, super::SESSION_HEADER.as_bytes(), route.inner);
+            wire::header(
+                &mut upstream_head,
+                super::SESSION_HEADER.as_bytes(),
+                route.inner,
+            );
             target = Some(backend.clone());
         } else if set.ready_count() == 0 {
             return Plan::Defer;
@@ -243,6 +247,7 @@ impl FastPath {
         closing: bool,
     ) -> Outcome {
         let metrics = crate::metrics::metrics();
+        metrics.fast_path.inc();
         metrics.in_flight.inc();
         let _guard = super::RequestGuard;
         let started = Instant::now();
@@ -255,7 +260,12 @@ impl FastPath {
             attempts: 0,
         };
         let outcome = run.go(client, buf, closing).await;
-        crate::metrics::request(&ex.set.name, run.status, ex.method, started.elapsed().as_secs_f64());
+        crate::metrics::request(
+            &ex.set.name,
+            run.status,
+            ex.method,
+            started.elapsed().as_secs_f64(),
+        );
         if tracing::enabled!(tracing::Level::DEBUG) {
             tracing::debug!(
                 method = "POST",
@@ -317,7 +327,8 @@ impl Run<'_> {
             let _in_flight = backend.state.start_request();
             self.target = Some(backend.clone());
 
-            let mut request = Vec::with_capacity(self.ex.upstream_head.len() + self.ex.body_len + 64);
+            let mut request =
+                Vec::with_capacity(self.ex.upstream_head.len() + self.ex.body_len + 64);
             request.extend_from_slice(&self.ex.upstream_head);
             wire::header(&mut request, b"host", backend.host.as_bytes());
             request.extend_from_slice(b"\r\n");
@@ -448,7 +459,8 @@ impl Run<'_> {
 
         // The head (after any 1xx heads, which are passed on as they come).
         let (head_len, answer) = loop {
-            let read = tokio::time::timeout_at(head_deadline, read_some(&mut upstream, &mut resp)).await;
+            let read =
+                tokio::time::timeout_at(head_deadline, read_some(&mut upstream, &mut resp)).await;
             let failure = match read {
                 Err(_) => Some((
                     504,
@@ -624,7 +636,10 @@ impl Run<'_> {
         }
         let now = clock::now_ms();
         backend.state.observe_latency(sent_at.elapsed(), now);
-        if backend.state.record_status(status, now, &set.proxy.ejection) {
+        if backend
+            .state
+            .record_status(status, now, &set.proxy.ejection)
+        {
             if let Some(span) = set.try_eject(backend, now, &set.proxy.ejection) {
                 tracing::info!(server = %backend.id, ejected_for = ?span, "ejected after a run of 5xx answers");
             }
@@ -693,7 +708,9 @@ fn take_body(
         match framing {
             Framing::Empty => Ok(true),
             Framing::Length(left) => {
-                let n = pending.len().min(usize::try_from(*left).unwrap_or(usize::MAX));
+                let n = pending
+                    .len()
+                    .min(usize::try_from(*left).unwrap_or(usize::MAX));
                 down.extend_from_slice(&pending[..n]);
                 *pending = &pending[n..];
                 *left -= n as u64;

@@ -48,6 +48,7 @@ impl UpstreamPool {
                 let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
                 let idle = inner.by_addr.get_mut(&addr)?.pop()?;
                 inner.total -= 1;
+                crate::metrics::metrics().upstream_idle.dec();
                 idle
             };
             if idle.since.elapsed() < IDLE_LIMIT && still_open(&idle.stream) {
@@ -68,6 +69,7 @@ impl UpstreamPool {
             return;
         }
         inner.total += 1;
+        crate::metrics::metrics().upstream_idle.inc();
         inner
             .by_addr
             .entry(addr)
@@ -92,6 +94,7 @@ impl Inner {
             !conns.is_empty()
         });
         self.total -= closed;
+        crate::metrics::metrics().upstream_idle.sub(closed as i64);
     }
 }
 
@@ -103,27 +106,31 @@ mod tests {
 
     #[tokio::test]
     async fn reuses_open_connections_and_drops_closed_ones_and_any_over_the_limit() {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("test setup");
+        let addr = listener.local_addr().expect("test setup");
         let pool = UpstreamPool::default();
         assert!(pool.take(addr).is_none());
 
-        let a = TcpStream::connect(addr).await.unwrap();
-        let (mut a_server, _) = listener.accept().await.unwrap();
-        let b = TcpStream::connect(addr).await.unwrap();
-        let (_b_server, _) = listener.accept().await.unwrap();
-        let c = TcpStream::connect(addr).await.unwrap();
-        let b_port = b.local_addr().unwrap().port();
+        let a = TcpStream::connect(addr).await.expect("test setup");
+        let (mut a_server, _) = listener.accept().await.expect("test setup");
+        let b = TcpStream::connect(addr).await.expect("test setup");
+        let (_b_server, _) = listener.accept().await.expect("test setup");
+        let c = TcpStream::connect(addr).await.expect("test setup");
+        let b_port = b.local_addr().expect("test setup").port();
         pool.put(addr, a, 2);
         pool.put(addr, b, 2);
         pool.put(addr, c, 2);
         assert_eq!(pool.idle(), 2, "the third is over the limit");
 
         // The server closes `a`: once epoll has said so, `take` skips it.
-        a_server.shutdown().await.unwrap();
+        a_server.shutdown().await.expect("test setup");
         drop(a_server);
-        let got = pool.take(addr).unwrap();
-        assert_eq!(got.local_addr().unwrap().port(), b_port, "most recent first");
+        let got = pool.take(addr).expect("test setup");
+        assert_eq!(
+            got.local_addr().expect("test setup").port(),
+            b_port,
+            "most recent first"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
         assert!(pool.take(addr).is_none(), "closed connection skipped");
         assert_eq!(pool.idle(), 0);

@@ -60,7 +60,11 @@ pub fn error_answer(status: u16, code: i64, message: &str) -> Vec<u8> {
     let mut out = Vec::with_capacity(body.len() + 192);
     status_line(&mut out, status, None);
     header(&mut out, b"content-type", b"application/json");
-    header(&mut out, b"content-length", itoa(body.len() as u64).as_bytes());
+    header(
+        &mut out,
+        b"content-length",
+        itoa(body.len() as u64).as_bytes(),
+    );
     header(&mut out, b"cache-control", b"no-store");
     if status == 503 {
         header(&mut out, b"retry-after", b"1");
@@ -79,7 +83,14 @@ mod tests {
     fn lengths_and_connection_tokens() {
         assert_eq!(content_length(b"42"), Some(42));
         assert_eq!(content_length(b" 7 "), Some(7));
-        for bad in [&b""[..], b"-1", b"+1", b"1,1", b"0x10", b"99999999999999999999"] {
+        for bad in [
+            &b""[..],
+            b"-1",
+            b"+1",
+            b"1,1",
+            b"0x10",
+            b"99999999999999999999",
+        ] {
             assert_eq!(content_length(bad), None, "{bad:?}");
         }
         assert!(says_close(b"keep-alive, Close"));
@@ -89,12 +100,13 @@ mod tests {
 
     #[test]
     fn error_answers_are_complete_http_with_a_jsonrpc_body() {
-        let a = String::from_utf8(error_answer(503, -32003, "none ready")).unwrap();
-        let (head, body) = a.split_once("\r\n\r\n").unwrap();
+        let a = String::from_utf8(error_answer(503, -32003, "none ready"))
+            .expect("a well-formed answer");
+        let (head, body) = a.split_once("\r\n\r\n").expect("a well-formed answer");
         assert!(head.starts_with("HTTP/1.1 503 Service Unavailable\r\n"));
         assert!(head.contains("retry-after: 1") && head.contains("connection: close"));
         assert!(head.contains(&format!("content-length: {}", body.len())));
-        let v: serde_json::Value = serde_json::from_str(body).unwrap();
+        let v: serde_json::Value = serde_json::from_str(body).expect("a well-formed answer");
         assert_eq!(v["error"]["code"], -32003);
     }
 }

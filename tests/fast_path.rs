@@ -1,0 +1,298 @@
+//! The fast path (small MCP POSTs exchanged in the connection's own task) next to Pingora's path
+//! on the same client connection, against a server that answers in every framing HTTP/1.1
+//! allows: the client gets every answer whole and in order, the server sees the same request
+//! it would get through Pingora's path, and connections are reused exactly when they may be.
+
+mod common;
+
+use common::fake::{self, Behaviour};
+use common::{FleetDir, Sections};
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+const WAIT: Duration = Duration::from_secs(10);
+
+/// One answer read off a raw connection.
+#[derive(Debug)]
+struct Answer {
+    status: u16,
+    head: String,
+    body: String,
+}
+
+impl Answer {
+    fn field(&self, name: &str) -> Option<&str> {
+        self.head
+            .lines()
+            .filter_map(|l| l.split_once(':'))
+            .find(|(k, _)| k.trim().eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.trim())
+    }
+
+    /// The request head the server saw, from `Echo`'s answer.
+    fn upstream_head(&self) -> String {
+        let v: serde_json::Value = serde_json::from_str(&self.body).expect("a JSON body");
+        v["result"]["head"]
+            .as_str()
+            .expect("the echoed head")
+            .to_string()
+    }
+}
+
+/// A client speaking HTTP/1.1 by hand, so framing and connection reuse are visible.
+struct Raw {
+    stream: TcpStream,
+    buf: Vec<u8>,
+}
+
+impl Raw {
+    async fn connect(port: u16) -> Self {
+        Self {
+            stream: TcpStream::connect(("127.0.0.1", port))
+                .await
+                .expect("connect"),
+            buf: Vec::new(),
+        }
+    }
+
+    async fn fill(&mut self) -> usize {
+        let mut chunk = [0u8; 8192];
+        let n = tokio::time::timeout(WAIT, self.stream.read(&mut chunk))
+            .await
+            .expect("the proxy answers in time")
+            .unwrap_or(0);
+        self.buf.extend_from_slice(&chunk[..n]);
+        n
+    }
+
+    /// Reads until `needle` has arrived; returns everything read so far (kept in the buffer).
+    async fn wait_for(&mut self, needle: &str) -> String {
+        while !String::from_utf8_lossy(&self.buf).contains(needle) {
+            assert!(self.fill().await > 0, "closed before {needle:?} arrived");
+        }
+        String::from_utf8_lossy(&self.buf).to_string()
+    }
+
+    /// Reads one whole answer: Content-Length, chunked, or (with neither) up to the close.
+    async fn answer(&mut self) -> Answer {
+        let end = loop {
+            if let Some(end) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break end;
+            }
+            assert!(self.fill().await > 0, "closed before an answer head");
+        };
+        let head = String::from_utf8_lossy(&self.buf[..end]).to_string();
+        self.buf.drain(..end + 4);
+        let status = head[9..12].parse().expect("a status");
+        let mut answer = Answer {
+            status,
+            head,
+            body: String::new(),
+        };
+        let body = if let Some(n) = answer.field("content-length") {
+            let n: usize = n.parse().expect("a length");
+            while self.buf.len() < n {
+                assert!(self.fill().await > 0, "body cut short");
+            }
+            self.buf.drain(..n).collect::<Vec<u8>>()
+        } else if answer.field("transfer-encoding") == Some("chunked") {
+            let mut body = Vec::new();
+            loop {
+                let line_end = loop {
+                    if let Some(i) = self.buf.windows(2).position(|w| w == b"\r\n") {
+                        break i;
+                    }
+                    assert!(self.fill().await > 0, "chunk cut short");
+                };
+                let size = usize::from_str_radix(
+                    String::from_utf8_lossy(&self.buf[..line_end]).trim(),
+                    16,
+                )
+                .expect("a chunk size");
+                while self.buf.len() < line_end + 2 + size + 2 {
+                    assert!(self.fill().await > 0, "chunk cut short");
+                }
+                body.extend_from_slice(&self.buf[line_end + 2..line_end + 2 + size]);
+                self.buf.drain(..line_end + 2 + size + 2);
+                if size == 0 {
+                    break body;
+                }
+            }
+        } else {
+            while self.fill().await > 0 {}
+            std::mem::take(&mut self.buf)
+        };
+        answer.body = String::from_utf8(body).expect("UTF-8 body");
+        answer
+    }
+
+    async fn send(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).await.expect("send");
+    }
+
+    /// Whether the proxy has closed the connection (reads EOF).
+    async fn closed(&mut self) -> bool {
+        self.fill().await == 0
+    }
+}
+
+fn post(category: &str, answer: &str, extra: &str) -> Vec<u8> {
+    let body = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{"text":"x"}}}"#;
+    format!(
+        "POST /mcp/{category}?trace=1 HTTP/1.1\r\nHost: public.example:443\r\nX-Forwarded-Host: forged\r\n\
+         Content-Type: application/json\r\nAccept: application/json, text/event-stream\r\n\
+         x-answer: {answer}\r\n{extra}Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+async fn metric(dir: &FleetDir, line_start: &str) -> f64 {
+    let url = format!("http://127.0.0.1:{}/metrics", dir.monitor_port);
+    let text = reqwest::get(url)
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("metrics text");
+    text.lines()
+        .find(|l| l.starts_with(line_start))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_connection_carries_fast_and_pingora_requests_in_order() {
+    let (port, counts) = fake::spawn(Behaviour::Echo).await;
+    let dir = FleetDir::with_sections(
+        &[],
+        &[("echo", vec![([127, 0, 0, 1], port).into()])],
+        &Sections {
+            health: "enabled = false",
+            ..Sections::default()
+        },
+    );
+    let _serve = dir.serve();
+    let mut c = Raw::connect(dir.proxy_port).await;
+
+    // A fast-path POST: the server sees its own path and address, the client's host as
+    // X-Forwarded-Host (the forged one replaced), the query kept.
+    c.send(&post("echo", "length", "")).await;
+    let a = c.answer().await;
+    assert_eq!(a.status, 200, "{a:?}");
+    let seen = a.upstream_head().to_ascii_lowercase();
+    assert!(seen.starts_with("post /mcp?trace=1 http/1.1\r\n"), "{seen}");
+    assert!(
+        seen.contains(&format!("\r\nhost: 127.0.0.1:{port}")),
+        "{seen}"
+    );
+    assert!(
+        seen.contains("\r\nx-forwarded-host: public.example:443"),
+        "{seen}"
+    );
+    assert!(!seen.contains("forged"), "{seen}");
+    assert!(!seen.contains("connection"), "{seen}");
+
+    // Pingora's path on the same connection (a local endpoint, then a POST with a Connection
+    // option the fast path leaves to it), then the fast path again.
+    c.send(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    let health = c.answer().await;
+    assert_eq!(health.status, 200, "{health:?}");
+    c.send(&post("echo", "length", "Connection: keep-alive\r\n"))
+        .await;
+    let a = c.answer().await;
+    assert_eq!(a.status, 200, "{a:?}");
+    // Two requests in one write: answered in order.
+    let mut two = post("echo", "length", "x-n: 1\r\n");
+    two.extend_from_slice(&post("echo", "length", "x-n: 2\r\n"));
+    c.send(&two).await;
+    let first = c.answer().await.upstream_head();
+    let second = c.answer().await.upstream_head();
+    assert!(
+        first.contains("x-n: 1") && second.contains("x-n: 2"),
+        "{first}\n{second}"
+    );
+
+    // Three fast requests on one upstream connection (plus the one Pingora's path opened for
+    // its request).
+    assert!(
+        counts.connections() <= 2,
+        "{} connections",
+        counts.connections()
+    );
+    assert_eq!(counts.requests(), 4);
+    assert_eq!(
+        metric(&dir, "mcp_fleet_request_paths_total{path=\"fast\"}").await,
+        3.0
+    );
+    // (The harness polls /stats through Pingora's path too.)
+    assert!(metric(&dir, "mcp_fleet_request_paths_total{path=\"pingora\"}").await >= 2.0);
+    assert!(metric(&dir, "mcp_fleet_upstream_idle_connections").await >= 1.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_in_every_framing_arrive_whole_and_connections_are_reused_only_when_they_may() {
+    let (port, counts) = fake::spawn(Behaviour::Echo).await;
+    let dir = FleetDir::with_sections(
+        &[],
+        &[("echo", vec![([127, 0, 0, 1], port).into()])],
+        &Sections {
+            health: "enabled = false",
+            ..Sections::default()
+        },
+    );
+    let _serve = dir.serve();
+    let mut c = Raw::connect(dir.proxy_port).await;
+
+    // The server closes after its answer: the client keeps its connection, the next request
+    // gets a new server connection.
+    c.send(&post("echo", "close", "")).await;
+    let a = c.answer().await;
+    assert_eq!(a.status, 200);
+    assert!(a.upstream_head().contains("x-answer: close"));
+    assert_eq!(
+        a.field("connection"),
+        None,
+        "hop-by-hop field not passed on: {a:?}"
+    );
+    let before = counts.connections();
+
+    // An event stream: the first event reaches the client while the server still holds the
+    // rest (nothing is buffered), the end arrives after the server is let go, and the
+    // connection then carries another request.
+    c.send(&post("echo", "sse", "")).await;
+    let so_far = c.wait_for("data: one").await;
+    assert!(so_far.contains("x-accel-buffering: no"), "{so_far}");
+    assert!(so_far.contains("transfer-encoding: chunked"), "{so_far}");
+    counts.gate.notify_one();
+    let a = c.answer().await;
+    assert_eq!(a.status, 200);
+    assert!(
+        a.body.contains("data: one") && a.body.contains("\"head\""),
+        "{a:?}"
+    );
+    assert_eq!(
+        counts.connections(),
+        before + 1,
+        "a closed connection is not reused"
+    );
+
+    c.send(&post("echo", "length", "")).await;
+    assert_eq!(c.answer().await.status, 200);
+    assert_eq!(
+        counts.connections(),
+        before + 1,
+        "the event stream's connection is reused"
+    );
+
+    // No length: the end of the answer is the close, so the client's connection ends too, and
+    // says so.
+    c.send(&post("echo", "until-close", "")).await;
+    let a = c.answer().await;
+    assert_eq!(a.status, 200);
+    assert_eq!(a.field("connection"), Some("close"), "{a:?}");
+    assert!(a.upstream_head().contains("x-answer: until-close"));
+    assert!(c.closed().await);
+}
