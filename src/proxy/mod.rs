@@ -931,7 +931,6 @@ impl ProxyHttp for FleetProxy {
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
         if ctx.counted {
-            let category = ctx.set.as_ref().map_or("unknown", |s| &*s.name);
             let method = crate::metrics::method_label(
                 session
                     .req_header()
@@ -940,7 +939,11 @@ impl ProxyHttp for FleetProxy {
                     .map(|v| v.as_bytes()),
             );
             let seconds = ctx.started.map_or(0.0, |t| t.elapsed().as_secs_f64());
-            crate::metrics::request(category, status, method, seconds);
+            match &ctx.set {
+                Some(set) => set.record_answer(status, method, seconds),
+                None => crate::metrics::request("unknown", status, method, seconds),
+            }
+            let category = ctx.set.as_ref().map_or("unknown", |s| &*s.name);
             if ctx.session_bound
                 && session.req_header().method == Method::DELETE
                 && (200..300).contains(&status)

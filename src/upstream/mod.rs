@@ -33,6 +33,7 @@ use strategy::StrategyMemory;
 pub struct CategoryShared {
     memory: StrategyMemory,
     budget: BudgetState,
+    requests: crate::metrics::CategoryRequests,
 }
 
 /// The backends of one category as of one snapshot.
@@ -118,6 +119,13 @@ impl UpstreamSet {
 
     pub fn record_request(&self, now_ms: u64) {
         self.shared.budget.record_request(now_ms);
+    }
+
+    /// Counts an answered request in the category's metrics.
+    pub fn record_answer(&self, status: u16, method: &'static str, seconds: f64) {
+        self.shared
+            .requests
+            .record(&self.name, status, method, seconds);
     }
 
     pub fn try_retry(&self, now_ms: u64, budget: &RetryBudget) -> bool {

@@ -260,12 +260,8 @@ impl FastPath {
             attempts: 0,
         };
         let outcome = run.go(client, buf, closing).await;
-        crate::metrics::request(
-            &ex.set.name,
-            run.status,
-            ex.method,
-            started.elapsed().as_secs_f64(),
-        );
+        ex.set
+            .record_answer(run.status, ex.method, started.elapsed().as_secs_f64());
         if tracing::enabled!(tracing::Level::DEBUG) {
             tracing::debug!(
                 method = "POST",
