@@ -256,7 +256,7 @@ impl ServerApp for Gate {
                     let closing = *shutdown.borrow();
                     match self
                         .fast
-                        .exchange(&mut stream, &mut buf, *exchange, closing)
+                        .exchange(&mut stream, &mut buf, exchange, closing)
                         .await
                     {
                         Outcome::KeepAlive => {

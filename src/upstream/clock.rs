@@ -8,8 +8,13 @@ static EPOCH: OnceLock<Instant> = OnceLock::new();
 
 /// Milliseconds since the process first asked; never 0, so 0 can mean "never".
 pub fn now_ms() -> u64 {
-    let epoch = *EPOCH.get_or_init(Instant::now);
-    epoch.elapsed().as_millis() as u64 + 1
+    ms_at(Instant::now())
+}
+
+/// `now_ms()` as of `at`, for a caller that has just read the clock anyway.
+pub fn ms_at(at: Instant) -> u64 {
+    let epoch = *EPOCH.get_or_init(|| at);
+    at.saturating_duration_since(epoch).as_millis() as u64 + 1
 }
 
 /// Seconds since the Unix epoch, for timestamps shown to people (histories, alerts).

@@ -14,6 +14,7 @@
 
 mod chunked;
 mod pool;
+mod scratch;
 mod wire;
 
 use super::origin;
@@ -24,6 +25,7 @@ use crate::upstream::{clock, hash_bytes, Backend, PickRequest, Registry, Upstrea
 use chunked::ChunkedBody;
 use pingora::protocols::Stream;
 use pool::UpstreamPool;
+use scratch::Scratch;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -49,7 +51,7 @@ pub enum Plan {
     Partial,
     /// Pingora's path takes it.
     Defer,
-    Take(Box<Exchange>),
+    Take(Exchange),
 }
 
 /// A request the fast path has taken, with everything read from its head.
@@ -59,7 +61,7 @@ pub struct Exchange {
     body_len: usize,
     /// The head as the server gets it, minus `Host` and the final CRLF (they depend on the
     /// server picked).
-    upstream_head: Vec<u8>,
+    upstream_head: Scratch,
     /// Fixed by the request's session id.
     target: Option<Backend>,
     hash_key: Option<u64>,
@@ -139,7 +141,7 @@ impl FastPath {
         let mut hash_key = None;
         let mut method_field = None;
         let mut field_bytes = 0u64;
-        let mut upstream_head = Vec::with_capacity(head_len + 128);
+        let mut upstream_head = Scratch::take(head_len + 128);
         upstream_head.extend_from_slice(b"POST ");
         upstream_head.extend_from_slice(set.mcp_path.as_bytes());
         if let Some(q) = query {
@@ -226,7 +228,7 @@ impl FastPath {
         } else if set.ready_count() == 0 {
             return Plan::Defer;
         }
-        Plan::Take(Box::new(Exchange {
+        Plan::Take(Exchange {
             set: Arc::clone(set),
             head_len,
             body_len: body_len as usize,
@@ -234,7 +236,7 @@ impl FastPath {
             target,
             hash_key,
             method: crate::metrics::method_label(method_field),
-        }))
+        })
     }
 
     /// Carries out a taken request on `client`, whose buffer `buf` holds its head (and perhaps
@@ -253,13 +255,14 @@ impl FastPath {
         let started = Instant::now();
         let mut run = Run {
             path: self,
-            ex: &ex,
+            ex,
             started,
             status: 0,
             target: None,
             attempts: 0,
         };
         let outcome = run.go(client, buf, closing).await;
+        let ex = &run.ex;
         ex.set
             .record_answer(run.status, ex.method, started.elapsed().as_secs_f64());
         if tracing::enabled!(tracing::Level::DEBUG) {
@@ -279,7 +282,7 @@ impl FastPath {
 /// One taken request in progress.
 struct Run<'a> {
     path: &'a FastPath,
-    ex: &'a Exchange,
+    ex: Exchange,
     started: Instant,
     /// The status the client got (0 when it got none).
     status: u16,
@@ -309,9 +312,10 @@ impl Run<'_> {
                 }
             }
         }
-        set.record_request(clock::now_ms());
+        set.record_request(clock::ms_at(self.started));
 
         let mut last_failed: Option<SocketAddr> = None;
+        let fixed = self.ex.upstream_head.len();
         loop {
             let (mut upstream, backend, reused) = match self.connect(&set, &mut last_failed).await {
                 Ok(c) => c,
@@ -323,13 +327,15 @@ impl Run<'_> {
             let _in_flight = backend.state.start_request();
             self.target = Some(backend.clone());
 
-            let mut request =
-                Vec::with_capacity(self.ex.upstream_head.len() + self.ex.body_len + 64);
-            request.extend_from_slice(&self.ex.upstream_head);
-            wire::header(&mut request, b"host", backend.host.as_bytes());
+            // The head's fixed part, then what depends on the server, then the body.
+            let request = &mut self.ex.upstream_head;
+            request.truncate(fixed);
+            wire::header(request, b"host", backend.host.as_bytes());
             request.extend_from_slice(b"\r\n");
             request.extend_from_slice(&buf[self.ex.head_len..whole]);
-            let sent = tokio::time::timeout(proxy.idle_timeout, upstream.write_all(&request)).await;
+            let sent_at = Instant::now();
+            let write_by = tokio::time::Instant::from_std(sent_at) + proxy.idle_timeout;
+            let sent = tokio::time::timeout_at(write_by, upstream.write_all(request)).await;
             if !matches!(sent, Ok(Ok(()))) {
                 // Not all of it reached the server, so it cannot have acted on it.
                 self.passive_failure(&backend);
@@ -344,7 +350,9 @@ impl Run<'_> {
                     .await;
             }
             buf.drain(..whole);
-            return self.relay(client, upstream, &backend, closing).await;
+            return self
+                .relay(client, upstream, &backend, sent_at, closing)
+                .await;
         }
     }
 
@@ -362,7 +370,11 @@ impl Run<'_> {
                     .pick(&PickRequest {
                         key: self.ex.hash_key,
                         avoid: *last_failed,
-                        now_ms: clock::now_ms(),
+                        now_ms: if self.attempts == 1 {
+                            clock::ms_at(self.started)
+                        } else {
+                            clock::now_ms()
+                        },
                     })
                     .cloned(),
             };
@@ -430,8 +442,7 @@ impl Run<'_> {
         message: &str,
     ) -> Outcome {
         let answer = wire::error_answer(status, rpc, message);
-        let limit = self.ex.set.proxy.send_timeout;
-        if write_all(client, &answer, limit).await {
+        if write_all(client, &answer, deadline(self.ex.set.proxy.send_timeout)).await {
             self.status = status;
         }
         Outcome::Close
@@ -443,18 +454,18 @@ impl Run<'_> {
         client: &mut Stream,
         mut upstream: TcpStream,
         backend: &Backend,
+        sent_at: Instant,
         closing: bool,
     ) -> Outcome {
         let set = Arc::clone(&self.ex.set);
         let proxy = &set.proxy;
-        let sent_at = Instant::now();
         let first_byte = proxy.first_byte_timeout.min(proxy.idle_timeout);
         let head_deadline = tokio::time::Instant::from_std(sent_at) + first_byte;
-        let mut resp: Vec<u8> = Vec::with_capacity(READ_CHUNK);
-        let mut down: Vec<u8> = Vec::with_capacity(512);
+        let mut resp = Scratch::take(READ_CHUNK);
+        let mut down = Scratch::take(1024);
 
         // The head (after any 1xx heads, which are passed on as they come).
-        let (head_len, answer) = loop {
+        let (head_len, answer, head_at) = loop {
             let read =
                 tokio::time::timeout_at(head_deadline, read_some(&mut upstream, &mut resp)).await;
             let failure = match read {
@@ -487,14 +498,15 @@ impl Run<'_> {
             let Some(n) = parsed else { continue };
             let status = head.code.unwrap_or(0);
             if (100..200).contains(&status) && status != 101 {
-                if !write_all(client, &resp[..n], proxy.send_timeout).await {
+                if !write_all(client, &resp[..n], deadline(proxy.send_timeout)).await {
                     return Outcome::Close;
                 }
                 resp.drain(..n);
                 continue;
             }
-            match self.answer_head(&head, backend, sent_at, closing, &mut down) {
-                Ok(answer) => break (n, answer),
+            let now = Instant::now();
+            match self.answer_head(&head, backend, now - sent_at, now, closing, &mut down) {
+                Ok(answer) => break (n, answer, now),
                 Err((status, message)) => {
                     self.passive_failure(backend);
                     return self
@@ -517,7 +529,8 @@ impl Run<'_> {
         let mut pending = &resp[head_len..];
         let mut complete = take_body(&mut framing, &mut pending, &mut down, &mut passed);
         let mut clean = complete.is_ok() && pending.is_empty();
-        if !write_all(client, &down, proxy.send_timeout).await {
+        let write_by = tokio::time::Instant::from_std(head_at) + proxy.send_timeout;
+        if !write_all(client, &down, write_by).await {
             return Outcome::Close;
         }
         self.status = status;
@@ -559,7 +572,7 @@ impl Run<'_> {
             let mut pending = &resp[..];
             complete = take_body(&mut framing, &mut pending, &mut down, &mut passed);
             clean = complete.is_ok() && pending.is_empty();
-            if !write_all(client, &down, proxy.send_timeout).await {
+            if !write_all(client, &down, deadline(proxy.send_timeout)).await {
                 return Outcome::Close;
             }
         }
@@ -585,7 +598,8 @@ impl Run<'_> {
         &mut self,
         head: &httparse::Response,
         backend: &Backend,
-        sent_at: Instant,
+        latency: Duration,
+        now: Instant,
         closing: bool,
         down: &mut Vec<u8>,
     ) -> Result<AnswerHead, (u16, &'static str)> {
@@ -630,8 +644,8 @@ impl Run<'_> {
                 return Err((502, "upstream answer larger than proxy.max_response_body"));
             }
         }
-        let now = clock::now_ms();
-        backend.state.observe_latency(sent_at.elapsed(), now);
+        let now = clock::ms_at(now);
+        backend.state.observe_latency(latency, now);
         if backend
             .state
             .record_status(status, now, &set.proxy.ejection)
@@ -746,8 +760,12 @@ async fn read_some(upstream: &mut TcpStream, buf: &mut Vec<u8>) -> std::io::Resu
     upstream.read_buf(buf).await
 }
 
-/// Writes and flushes within `limit`; false when the client is gone or too slow.
-async fn write_all(client: &mut Stream, bytes: &[u8], limit: Duration) -> bool {
+fn deadline(after: Duration) -> tokio::time::Instant {
+    tokio::time::Instant::now() + after
+}
+
+/// Writes and flushes by `deadline`; false when the client is gone or too slow.
+async fn write_all(client: &mut Stream, bytes: &[u8], deadline: tokio::time::Instant) -> bool {
     if bytes.is_empty() {
         return true;
     }
@@ -755,5 +773,5 @@ async fn write_all(client: &mut Stream, bytes: &[u8], limit: Duration) -> bool {
         client.write_all(bytes).await?;
         client.flush().await
     };
-    matches!(tokio::time::timeout(limit, write).await, Ok(Ok(())))
+    matches!(tokio::time::timeout_at(deadline, write).await, Ok(Ok(())))
 }

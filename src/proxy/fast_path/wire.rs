@@ -43,14 +43,25 @@ pub fn status_line(out: &mut Vec<u8>, status: u16, reason: Option<&str>) {
         })
         .unwrap_or("");
     out.extend_from_slice(b"HTTP/1.1 ");
-    out.extend_from_slice(itoa(status as u64).as_bytes());
+    decimal(out, u64::from(status));
     out.push(b' ');
     out.extend_from_slice(reason.as_bytes());
     out.extend_from_slice(b"\r\n");
 }
 
-pub fn itoa(n: u64) -> String {
-    n.to_string()
+/// `n` in decimal, without going through a `String`.
+pub fn decimal(out: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[i..]);
 }
 
 /// A whole JSON-RPC error answer from the proxy. The connection is closed after it, as
@@ -60,11 +71,9 @@ pub fn error_answer(status: u16, code: i64, message: &str) -> Vec<u8> {
     let mut out = Vec::with_capacity(body.len() + 192);
     status_line(&mut out, status, None);
     header(&mut out, b"content-type", b"application/json");
-    header(
-        &mut out,
-        b"content-length",
-        itoa(body.len() as u64).as_bytes(),
-    );
+    out.extend_from_slice(b"content-length: ");
+    decimal(&mut out, body.len() as u64);
+    out.extend_from_slice(b"\r\n");
     header(&mut out, b"cache-control", b"no-store");
     if status == 503 {
         header(&mut out, b"retry-after", b"1");
@@ -92,6 +101,12 @@ mod tests {
             b"99999999999999999999",
         ] {
             assert_eq!(content_length(bad), None, "{bad:?}");
+        }
+        let mut out = Vec::new();
+        for n in [0, 7, 204, 18_446_744_073_709_551_615] {
+            out.clear();
+            decimal(&mut out, n);
+            assert_eq!(out, n.to_string().as_bytes());
         }
         assert!(says_close(b"keep-alive, Close"));
         assert!(!says_close(b"keep-alive"));
