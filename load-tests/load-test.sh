@@ -25,7 +25,9 @@ t1=$(cpu_ticks "$serve")
 read -r rps p50 p99 ok non200 errors < <(oha_summary "$WORK/stateless.json")
 stateless_us=$(awk -v t=$((t1 - t0)) -v hz="$CLK_TCK" -v n="$ok" 'BEGIN {printf "%.1f", n ? t / hz * 1e6 / n : 0}')
 
-threads=$(( concurrent < 2 ? 1 : 2 ))
+# A wrk thread holds one session for all its connections, and a server takes one session's
+# calls one at a time: one connection per thread, so there are as many sessions as connections.
+threads=$concurrent
 wrk -t"$threads" -c"$concurrent" -d"${half}s" --latency -s "$(dirname "$0")/session_calls.lua" \
     "$base/mcp/api" >"$WORK/sessions.txt"
 t2=$(cpu_ticks "$serve")
