@@ -90,7 +90,9 @@ impl Raw {
             head,
             body: String::new(),
         };
-        let body = if let Some(n) = answer.field("content-length") {
+        let body = if (100..200).contains(&status) {
+            Vec::new()
+        } else if let Some(n) = answer.field("content-length") {
             let n: usize = n.parse().expect("a length");
             while self.buf.len() < n {
                 assert!(self.fill().await > 0, "body cut short");
@@ -286,6 +288,15 @@ async fn answers_in_every_framing_arrive_whole_and_connections_are_reused_only_w
         before + 1,
         "the event stream's connection is reused"
     );
+
+    // An informational head arriving in the same read as the answer: both passed on, in order.
+    c.send(&post("echo", "early-hints", "")).await;
+    let hints = c.answer().await;
+    assert_eq!(hints.status, 103, "{hints:?}");
+    assert!(hints.field("link").is_some());
+    let a = c.answer().await;
+    assert_eq!(a.status, 200, "{a:?}");
+    assert!(a.upstream_head().contains("x-answer: early-hints"));
 
     // No length: the end of the answer is the close, so the client's connection ends too, and
     // says so.

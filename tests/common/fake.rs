@@ -63,7 +63,7 @@ pub enum Behaviour {
     /// A well-behaved server whose JSON answer carries the request head it received, framed
     /// as the request's `x-answer` field asks: `length` (default, keep-alive), `close`
     /// (Content-Length and `Connection: close`), `until-close` (no length: the end is the
-    /// close), `sse` (a chunked event stream: one event, then a wait for `Counts::gate`,
+    /// close), `early-hints` (a 103 head, then the answer, in one write), `sse` (a chunked event stream: one event, then a wait for `Counts::gate`,
     /// then a second event and the end).
     Echo,
 }
@@ -155,6 +155,11 @@ async fn echo(stream: &mut TcpStream, request: &str, counts: &Counts) -> bool {
             body.len()
         ),
         "until-close" => format!("{json}\r\n{body}"),
+        // An informational head and the answer in one write.
+        "early-hints" => format!(
+            "HTTP/1.1 103 Early Hints\r\nlink: </x>; rel=preload\r\n\r\n{json}content-length: {}\r\n\r\n{body}",
+            body.len()
+        ),
         "sse" => {
             let event = |text: &str| {
                 let data = format!("event: message\ndata: {text}\n\n");
@@ -173,7 +178,7 @@ async fn echo(stream: &mut TcpStream, request: &str, counts: &Counts) -> bool {
         }
         _ => format!("{json}content-length: {}\r\n\r\n{body}", body.len()),
     };
-    stream.write_all(answer.as_bytes()).await.is_ok() && how == "length"
+    stream.write_all(answer.as_bytes()).await.is_ok() && (how == "length" || how == "early-hints")
 }
 
 /// Reads one HTTP/1.1 request (head and Content-Length body); `None` at EOF.

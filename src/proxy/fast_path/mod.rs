@@ -465,23 +465,28 @@ impl Run<'_> {
         let mut down = Scratch::take(1024);
 
         // The head (after any 1xx heads, which are passed on as they come).
+        // Bytes left over after a 1xx head may already hold the next head: parse before reading.
+        let mut need_more = true;
         let (head_len, answer, head_at) = loop {
-            let read =
-                tokio::time::timeout_at(head_deadline, read_some(&mut upstream, &mut resp)).await;
-            let failure = match read {
-                Err(_) => Some((
-                    504,
-                    code::TIMEOUT,
-                    format!("upstream server sent no answer within {first_byte:?}"),
-                )),
-                Ok(Ok(0)) | Ok(Err(_)) => {
-                    Some((502, code::UPSTREAM_FAILED, "upstream server failed".into()))
+            if need_more {
+                let read =
+                    tokio::time::timeout_at(head_deadline, read_some(&mut upstream, &mut resp))
+                        .await;
+                let failure = match read {
+                    Err(_) => Some((
+                        504,
+                        code::TIMEOUT,
+                        format!("upstream server sent no answer within {first_byte:?}"),
+                    )),
+                    Ok(Ok(0)) | Ok(Err(_)) => {
+                        Some((502, code::UPSTREAM_FAILED, "upstream server failed".into()))
+                    }
+                    Ok(Ok(_)) => None,
+                };
+                if let Some((status, rpc, message)) = failure {
+                    self.passive_failure(backend);
+                    return self.answer_error(client, status, rpc, &message).await;
                 }
-                Ok(Ok(_)) => None,
-            };
-            if let Some((status, rpc, message)) = failure {
-                self.passive_failure(backend);
-                return self.answer_error(client, status, rpc, &message).await;
             }
             let mut fields = [httparse::EMPTY_HEADER; MAX_FIELDS];
             let mut head = httparse::Response::new(&mut fields);
@@ -495,13 +500,17 @@ impl Run<'_> {
                         .await;
                 }
             };
-            let Some(n) = parsed else { continue };
+            let Some(n) = parsed else {
+                need_more = true;
+                continue;
+            };
             let status = head.code.unwrap_or(0);
             if (100..200).contains(&status) && status != 101 {
                 if !write_all(client, &resp[..n], deadline(proxy.send_timeout)).await {
                     return Outcome::Close;
                 }
                 resp.drain(..n);
+                need_more = resp.is_empty();
                 continue;
             }
             let now = Instant::now();
