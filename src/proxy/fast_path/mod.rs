@@ -337,8 +337,12 @@ impl Run<'_> {
             let write_by = tokio::time::Instant::from_std(sent_at) + proxy.idle_timeout;
             let sent = tokio::time::timeout_at(write_by, upstream.write_all(request)).await;
             if !matches!(sent, Ok(Ok(()))) {
-                // Not all of it reached the server, so it cannot have acted on it.
-                self.passive_failure(&backend);
+                // Not all of it reached the server, so it cannot have acted on it. A pooled
+                // connection the server had closed is no fault of the server's; a dead server
+                // shows up as a refused connect on the next attempt.
+                if !reused {
+                    self.passive_failure(&backend);
+                }
                 last_failed = Some(backend.addr);
                 if reused && self.may_retry() {
                     crate::metrics::retry(&set.name, "reused-connection");
@@ -385,7 +389,7 @@ impl Run<'_> {
                     "no ready server in the category".into(),
                 ));
             };
-            if let Some(stream) = self.path.pool.take(backend.addr) {
+            if let Some(stream) = self.path.pool.take(backend.addr, self.started) {
                 return Ok((stream, backend, true));
             }
             let connected =
@@ -592,7 +596,7 @@ impl Run<'_> {
         if keep_upstream && clean {
             self.path
                 .pool
-                .put(backend.addr, upstream, proxy.upstream_keepalive);
+                .put(backend.addr, upstream, proxy.upstream_keepalive, head_at);
         }
         if keep_client {
             Outcome::KeepAlive

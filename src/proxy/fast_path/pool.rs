@@ -4,6 +4,12 @@
 //! costs nothing until it is taken, and is checked then: tokio already knows from epoll whether
 //! the server closed it (or sent something it should not have), so the check is a `try_read`
 //! that usually makes no system call at all.
+//!
+//! One pool for the process, behind a lock held for a push or a pop: the proxy's tasks move
+//! between worker threads (Pingora's work-stealing runtime, which `serve` keeps), and per-thread
+//! pools then miss connections idle on another thread (tried: a client's third request opened
+//! a third upstream connection). All worker threads share one tokio I/O driver, so a
+//! connection registered by one is woken on any.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
@@ -76,8 +82,9 @@ fn still_open(stream: &TcpStream) -> bool {
 }
 
 impl UpstreamPool {
-    /// The most recently used open connection to `addr`, if any.
-    pub fn take(&self, addr: SocketAddr) -> Option<TcpStream> {
+    /// The most recently used open connection to `addr`, if any (`now`: a recent clock
+    /// reading).
+    pub fn take(&self, addr: SocketAddr, now: Instant) -> Option<TcpStream> {
         loop {
             let idle = {
                 let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
@@ -86,15 +93,15 @@ impl UpstreamPool {
                 crate::metrics::metrics().upstream_idle.dec();
                 idle
             };
-            if idle.since.elapsed() < IDLE_LIMIT && still_open(&idle.stream) {
+            if now.saturating_duration_since(idle.since) < IDLE_LIMIT && still_open(&idle.stream) {
                 return Some(idle.stream);
             }
         }
     }
 
-    /// Keeps `stream` for the next request to `addr`, unless `limit` connections are idle.
-    pub fn put(&self, addr: SocketAddr, stream: TcpStream, limit: usize) {
-        let now = Instant::now();
+    /// Keeps `stream` for the next request to `addr`, unless `limit` connections are idle
+    /// (`now`: a recent clock reading).
+    pub fn put(&self, addr: SocketAddr, stream: TcpStream, limit: usize, now: Instant) {
         let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         inner.returns += 1;
         if inner.returns % SWEEP_EVERY == 0 {
@@ -144,7 +151,7 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("test setup");
         let addr = listener.local_addr().expect("test setup");
         let pool = UpstreamPool::default();
-        assert!(pool.take(addr).is_none());
+        assert!(pool.take(addr, Instant::now()).is_none());
 
         let a = TcpStream::connect(addr).await.expect("test setup");
         let (mut a_server, _) = listener.accept().await.expect("test setup");
@@ -152,22 +159,25 @@ mod tests {
         let (_b_server, _) = listener.accept().await.expect("test setup");
         let c = TcpStream::connect(addr).await.expect("test setup");
         let b_port = b.local_addr().expect("test setup").port();
-        pool.put(addr, a, 2);
-        pool.put(addr, b, 2);
-        pool.put(addr, c, 2);
+        pool.put(addr, a, 2, Instant::now());
+        pool.put(addr, b, 2, Instant::now());
+        pool.put(addr, c, 2, Instant::now());
         assert_eq!(pool.idle(), 2, "the third is over the limit");
 
         // The server closes `a`: once epoll has said so, `take` skips it.
         a_server.shutdown().await.expect("test setup");
         drop(a_server);
-        let got = pool.take(addr).expect("test setup");
+        let got = pool.take(addr, Instant::now()).expect("test setup");
         assert_eq!(
             got.local_addr().expect("test setup").port(),
             b_port,
             "most recent first"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
-        assert!(pool.take(addr).is_none(), "closed connection skipped");
+        assert!(
+            pool.take(addr, Instant::now()).is_none(),
+            "closed connection skipped"
+        );
         assert_eq!(pool.idle(), 0);
     }
 }
