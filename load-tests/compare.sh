@@ -192,4 +192,19 @@ for other in ["nginx", "haproxy"]:
     o = summary.get(other)
     if f and o:
         print(f"mcp-fleet/{other}: requests/s x{f['rps'] / o['rps']:.2f}, p99 x{f['p99'] / o['p99']:.2f}, CPU per request x{f['us'] / o['us']:.2f}")
+# On a shared host the load moves between rounds more than between proxies: the ratio of two
+# runs made seconds apart in the same round is steadier than the ratio of medians.
+print("\nper-round ratios (runs of one round are seconds apart): median (lowest-highest)")
+for other in ["nginx", "haproxy"]:
+    cols = {"requests/s": 3, "p99": 5, "CPU per request": 7}
+    parts = []
+    for label, i in cols.items():
+        ratios = []
+        for r in pick("mcp-fleet", "max"):
+            o = [x for x in pick(other, "max") if x[2] == r[2]]
+            if o and float(o[0][i]) > 0:
+                ratios.append(float(r[i]) / float(o[0][i]))
+        if ratios:
+            parts.append(f"{label} x{st.median(ratios):.2f} ({min(ratios):.2f}-{max(ratios):.2f})")
+    print(f"mcp-fleet/{other}: " + ", ".join(parts))
 EOF
