@@ -307,3 +307,34 @@ async fn answers_in_every_framing_arrive_whole_and_connections_are_reused_only_w
     assert!(a.upstream_head().contains("x-answer: until-close"));
     assert!(c.closed().await);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_hangs_up_while_its_answer_is_awaited_cancels_the_request() {
+    let (port, counts) = fake::spawn(Behaviour::Echo).await;
+    // The server may take a minute: only the client hanging up can end the wait early.
+    let dir = FleetDir::with_sections(
+        &[],
+        &[("echo", vec![([127, 0, 0, 1], port).into()])],
+        &Sections {
+            proxy: "first_byte_timeout = \"60s\"\nidle_timeout = \"60s\"",
+            health: "enabled = false",
+            ..Sections::default()
+        },
+    );
+    let _serve = dir.serve();
+    let mut c = Raw::connect(dir.proxy_port).await;
+    c.send(&post("echo", "hold", "")).await;
+    common::wait_for("the server to get the request", WAIT, || {
+        (counts.requests() == 1).then_some(())
+    });
+    drop(c);
+    common::wait_for("the proxy to close the server's connection", WAIT, || {
+        (counts
+            .closed_on_hold
+            .load(std::sync::atomic::Ordering::SeqCst)
+            == 1)
+            .then_some(())
+    });
+    let in_flight = metric(&dir, "mcp_fleet_in_flight_requests").await;
+    assert_eq!(in_flight, 0.0, "the request is over");
+}

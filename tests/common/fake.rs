@@ -20,6 +20,8 @@ pub struct Counts {
     pub deletes: AtomicUsize,
     /// Released by the test to let `Echo`'s event stream go on.
     pub gate: tokio::sync::Notify,
+    /// Connections `Echo` held without answering (`hold`) that the proxy then closed.
+    pub closed_on_hold: AtomicUsize,
 }
 
 impl Counts {
@@ -63,7 +65,8 @@ pub enum Behaviour {
     /// A well-behaved server whose JSON answer carries the request head it received, framed
     /// as the request's `x-answer` field asks: `length` (default, keep-alive), `close`
     /// (Content-Length and `Connection: close`), `until-close` (no length: the end is the
-    /// close), `early-hints` (a 103 head, then the answer, in one write), `sse` (a chunked event stream: one event, then a wait for `Counts::gate`,
+    /// close), `early-hints` (a 103 head, then the answer, in one write), `hold` (no answer:
+    /// wait for the proxy to close the connection, and count it), `sse` (a chunked event stream: one event, then a wait for `Counts::gate`,
     /// then a second event and the end).
     Echo,
 }
@@ -150,6 +153,12 @@ async fn echo(stream: &mut TcpStream, request: &str, counts: &Counts) -> bool {
         .to_string();
     let json = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n";
     let answer = match how.as_str() {
+        "hold" => {
+            let mut sink = [0u8; 1024];
+            while matches!(stream.read(&mut sink).await, Ok(n) if n > 0) {}
+            counts.closed_on_hold.fetch_add(1, Ordering::SeqCst);
+            return false;
+        }
         "close" => format!(
             "{json}connection: close\r\ncontent-length: {}\r\n\r\n{body}",
             body.len()

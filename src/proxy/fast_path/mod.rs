@@ -355,7 +355,7 @@ impl Run<'_> {
             }
             buf.drain(..whole);
             return self
-                .relay(client, upstream, &backend, sent_at, closing)
+                .relay(client, buf, upstream, &backend, sent_at, closing)
                 .await;
         }
     }
@@ -456,6 +456,7 @@ impl Run<'_> {
     async fn relay(
         &mut self,
         client: &mut Stream,
+        pipelined: &mut Vec<u8>,
         mut upstream: TcpStream,
         backend: &Backend,
         sent_at: Instant,
@@ -473,19 +474,22 @@ impl Run<'_> {
         let mut need_more = true;
         let (head_len, answer, head_at) = loop {
             if need_more {
-                let read =
-                    tokio::time::timeout_at(head_deadline, read_some(&mut upstream, &mut resp))
-                        .await;
+                let read = tokio::time::timeout_at(
+                    head_deadline,
+                    read_watching(&mut upstream, &mut resp, client, pipelined),
+                )
+                .await;
                 let failure = match read {
+                    Ok(Err(ClientGone)) => return Outcome::Close,
                     Err(_) => Some((
                         504,
                         code::TIMEOUT,
                         format!("upstream server sent no answer within {first_byte:?}"),
                     )),
-                    Ok(Ok(0)) | Ok(Err(_)) => {
+                    Ok(Ok(Ok(0))) | Ok(Ok(Err(_))) => {
                         Some((502, code::UPSTREAM_FAILED, "upstream server failed".into()))
                     }
-                    Ok(Ok(_)) => None,
+                    Ok(Ok(Ok(_))) => None,
                 };
                 if let Some((status, rpc, message)) = failure {
                     self.passive_failure(backend);
@@ -564,10 +568,14 @@ impl Run<'_> {
                 return Outcome::Close;
             }
             resp.clear();
-            let read =
-                tokio::time::timeout(proxy.idle_timeout, read_some(&mut upstream, &mut resp)).await;
+            let read = tokio::time::timeout(
+                proxy.idle_timeout,
+                read_watching(&mut upstream, &mut resp, client, pipelined),
+            )
+            .await;
             match read {
-                Ok(Ok(0)) => {
+                Ok(Err(ClientGone)) => return Outcome::Close,
+                Ok(Ok(Ok(0))) => {
                     if matches!(framing, Framing::UntilClose) {
                         keep_client = false;
                         break;
@@ -575,7 +583,7 @@ impl Run<'_> {
                     self.passive_failure(backend);
                     return Outcome::Close;
                 }
-                Ok(Ok(_)) => {}
+                Ok(Ok(Ok(_))) => {}
                 _ => {
                     self.passive_failure(backend);
                     return Outcome::Close;
@@ -766,6 +774,39 @@ async fn read_at_least(client: &mut Stream, buf: &mut Vec<u8>, want: usize) -> s
         }
     }
     Ok(())
+}
+
+/// The client hung up while its answer was awaited.
+struct ClientGone;
+
+/// Client bytes kept while an answer is awaited (a pipelined request); past this the client is
+/// not read (and not watched) until the answer is out.
+const PIPELINE_LIMIT: usize = 64 * 1024;
+
+/// Reads the server's next bytes while watching the client. A client that hangs up cancels its
+/// request (the MCP rule; Pingora's path does the same), so the exchange ends at once and the
+/// server sees its connection close, instead of working on until the answer finds nobody.
+/// Bytes the client sends meanwhile are kept in `pipelined`, the connection's buffer.
+async fn read_watching(
+    upstream: &mut TcpStream,
+    resp: &mut Vec<u8>,
+    client: &mut Stream,
+    pipelined: &mut Vec<u8>,
+) -> Result<std::io::Result<usize>, ClientGone> {
+    loop {
+        let watch = pipelined.len() < PIPELINE_LIMIT;
+        if watch {
+            pipelined.reserve(1024);
+        }
+        tokio::select! {
+            biased;
+            read = read_some(upstream, resp) => return Ok(read),
+            got = client.read_buf(pipelined), if watch => match got {
+                Ok(0) | Err(_) => return Err(ClientGone),
+                Ok(_) => {}
+            },
+        }
+    }
 }
 
 async fn read_some(upstream: &mut TcpStream, buf: &mut Vec<u8>) -> std::io::Result<usize> {
