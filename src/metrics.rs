@@ -41,15 +41,18 @@ pub fn method_label(header: Option<&[u8]>) -> &'static str {
     }
 }
 
-pub fn status_class(status: u16) -> &'static str {
+/// Status classes, in the order of `CategoryRequests`' table.
+const CLASSES: [&str; 6] = ["1xx", "2xx", "3xx", "4xx", "5xx", "none"];
+
+fn class_index(status: u16) -> usize {
     match status {
-        100..=199 => "1xx",
-        200..=299 => "2xx",
-        300..=399 => "3xx",
-        400..=499 => "4xx",
-        500..=599 => "5xx",
-        _ => "none",
+        100..=599 => usize::from(status / 100 - 1),
+        _ => CLASSES.len() - 1,
     }
+}
+
+pub fn status_class(status: u16) -> &'static str {
+    CLASSES[class_index(status)]
 }
 
 /// Latency buckets (seconds): fine below 100 ms where MCP calls live, up to the 5 s first-byte
@@ -187,8 +190,6 @@ pub fn reload(result: &'static str) {
     metrics().reloads.with_label_values(&[result]).inc();
 }
 
-/// Status classes, in the order of `CategoryRequests`' table.
-const CLASSES: [&str; 6] = ["1xx", "2xx", "3xx", "4xx", "5xx", "none"];
 /// Method labels besides `METHODS`.
 const OTHER_METHODS: [&str; 3] = ["none", "notification", "other"];
 const METHOD_LABELS: usize = METHODS.len() + OTHER_METHODS.len();
@@ -227,14 +228,13 @@ impl std::fmt::Debug for CategoryRequests {
 impl CategoryRequests {
     /// One answered request of `category` (always the same category for one table).
     pub fn record(&self, category: &str, status: u16, method: &'static str, seconds: f64) {
-        let class = status_class(status);
-        let class_index = CLASSES.iter().position(|c| *c == class).unwrap_or(5);
-        let slot = class_index * METHOD_LABELS + method_index(method);
+        let class = class_index(status);
+        let slot = class * METHOD_LABELS + method_index(method);
         self.counts[slot]
             .get_or_init(|| {
                 metrics()
                     .requests
-                    .with_label_values(&[category, class, method])
+                    .with_label_values(&[category, CLASSES[class], method])
             })
             .inc();
         self.duration

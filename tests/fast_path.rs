@@ -6,7 +6,8 @@
 mod common;
 
 use common::fake::{self, Behaviour};
-use common::{FleetDir, Sections};
+use common::{FleetDir, Proc, Sections};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -139,6 +140,23 @@ impl Raw {
     }
 }
 
+/// The proxy in front of one `Echo` server (category `echo`, no health checks), with extra
+/// `[proxy]` lines: the server's port and counts, the config and the running proxy.
+async fn echo_fleet(proxy: &str) -> (u16, Arc<fake::Counts>, FleetDir, Proc) {
+    let (port, counts) = fake::spawn(Behaviour::Echo).await;
+    let dir = FleetDir::with_sections(
+        &[],
+        &[("echo", vec![([127, 0, 0, 1], port).into()])],
+        &Sections {
+            proxy,
+            health: "enabled = false",
+            ..Sections::default()
+        },
+    );
+    let serve = dir.serve();
+    (port, counts, dir, serve)
+}
+
 fn post(category: &str, answer: &str, extra: &str) -> Vec<u8> {
     let body = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{"text":"x"}}}"#;
     format!(
@@ -150,33 +168,9 @@ fn post(category: &str, answer: &str, extra: &str) -> Vec<u8> {
     .into_bytes()
 }
 
-async fn metric(dir: &FleetDir, line_start: &str) -> f64 {
-    let url = format!("http://127.0.0.1:{}/metrics", dir.monitor_port);
-    let text = reqwest::get(url)
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("metrics text");
-    text.lines()
-        .find(|l| l.starts_with(line_start))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_connection_carries_fast_and_pingora_requests_in_order() {
-    let (port, counts) = fake::spawn(Behaviour::Echo).await;
-    let dir = FleetDir::with_sections(
-        &[],
-        &[("echo", vec![([127, 0, 0, 1], port).into()])],
-        &Sections {
-            health: "enabled = false",
-            ..Sections::default()
-        },
-    );
-    let _serve = dir.serve();
+    let (port, counts, dir, _serve) = echo_fleet("").await;
     let mut c = Raw::connect(dir.proxy_port).await;
 
     // A fast-path POST: the server sees its own path and address, the client's host as
@@ -226,26 +220,17 @@ async fn one_connection_carries_fast_and_pingora_requests_in_order() {
     );
     assert_eq!(counts.requests(), 4);
     assert_eq!(
-        metric(&dir, "mcp_fleet_request_paths_total{path=\"fast\"}").await,
+        dir.metric("mcp_fleet_request_paths_total{path=\"fast\"}"),
         3.0
     );
     // (The harness polls /stats through Pingora's path too.)
-    assert!(metric(&dir, "mcp_fleet_request_paths_total{path=\"pingora\"}").await >= 2.0);
-    assert!(metric(&dir, "mcp_fleet_upstream_idle_connections").await >= 1.0);
+    assert!(dir.metric("mcp_fleet_request_paths_total{path=\"pingora\"}") >= 2.0);
+    assert!(dir.metric("mcp_fleet_upstream_idle_connections") >= 1.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn answers_in_every_framing_arrive_whole_and_connections_are_reused_only_when_they_may() {
-    let (port, counts) = fake::spawn(Behaviour::Echo).await;
-    let dir = FleetDir::with_sections(
-        &[],
-        &[("echo", vec![([127, 0, 0, 1], port).into()])],
-        &Sections {
-            health: "enabled = false",
-            ..Sections::default()
-        },
-    );
-    let _serve = dir.serve();
+    let (_, counts, dir, _serve) = echo_fleet("").await;
     let mut c = Raw::connect(dir.proxy_port).await;
 
     // The server closes after its answer: the client keeps its connection, the next request
@@ -310,18 +295,9 @@ async fn answers_in_every_framing_arrive_whole_and_connections_are_reused_only_w
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_hangs_up_while_its_answer_is_awaited_cancels_the_request() {
-    let (port, counts) = fake::spawn(Behaviour::Echo).await;
     // The server may take a minute: only the client hanging up can end the wait early.
-    let dir = FleetDir::with_sections(
-        &[],
-        &[("echo", vec![([127, 0, 0, 1], port).into()])],
-        &Sections {
-            proxy: "first_byte_timeout = \"60s\"\nidle_timeout = \"60s\"",
-            health: "enabled = false",
-            ..Sections::default()
-        },
-    );
-    let _serve = dir.serve();
+    let (_, counts, dir, _serve) =
+        echo_fleet("first_byte_timeout = \"60s\"\nidle_timeout = \"60s\"").await;
     let mut c = Raw::connect(dir.proxy_port).await;
     c.send(&post("echo", "hold", "")).await;
     common::wait_for("the server to get the request", WAIT, || {
@@ -335,6 +311,6 @@ async fn a_client_that_hangs_up_while_its_answer_is_awaited_cancels_the_request(
             == 1)
             .then_some(())
     });
-    let in_flight = metric(&dir, "mcp_fleet_in_flight_requests").await;
+    let in_flight = dir.metric("mcp_fleet_in_flight_requests");
     assert_eq!(in_flight, 0.0, "the request is over");
 }

@@ -158,17 +158,6 @@ fn resident_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
-fn metric(dir: &FleetDir, line_prefix: &str) -> f64 {
-    let url = format!("http://127.0.0.1:{}/metrics", dir.monitor_port);
-    common::plain::blocking_get(&url)
-        .and_then(|(_, body)| {
-            body.lines()
-                .find(|l| l.starts_with(line_prefix))
-                .and_then(|l| l.rsplit(' ').next()?.parse().ok())
-        })
-        .unwrap_or(f64::NAN)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_and_smuggled_requests_get_400_and_never_reach_a_server() {
     let (trap, counts) = fake::spawn(Behaviour::McpStub).await;
@@ -293,7 +282,7 @@ async fn slowloris_connection_and_event_stream_limits_cost_one_connection_each()
         cut || (eof && rest.is_empty()),
         "the slow client was served: {rest:?}"
     );
-    assert!(metric(&dir, "mcp_fleet_refused_total{reason=\"header_timeout\"}") >= 1.0);
+    assert!(dir.metric("mcp_fleet_refused_total{reason=\"header_timeout\"}") >= 1.0);
 
     // max_connections = 20: 25 connections at once, and the ones past the limit get a 503
     // with a JSON-RPC body without having to send anything.
@@ -325,11 +314,11 @@ async fn slowloris_connection_and_event_stream_limits_cost_one_connection_each()
         refused >= 5,
         "{refused} of 25 refused with max_connections = 20"
     );
-    assert!(metric(&dir, "mcp_fleet_refused_total{reason=\"max_connections\"}") >= 5.0);
+    assert!(dir.metric("mcp_fleet_refused_total{reason=\"max_connections\"}") >= 5.0);
     // The held connections send nothing: header_timeout closes them, and the slots come back.
     drop(held);
     common::wait_for("connection slots released", Duration::from_secs(10), || {
-        (metric(&dir, "mcp_fleet_client_connections") <= 1.0).then_some(())
+        (dir.metric("mcp_fleet_client_connections") <= 1.0).then_some(())
     });
     assert_eq!(http::stateless_call(&c, &ok, "after").await.0, 200);
 
@@ -362,7 +351,7 @@ async fn slowloris_connection_and_event_stream_limits_cost_one_connection_each()
     assert!(refused.contains("max_sse_streams"), "{refused:?}");
     drop(streams.pop());
     common::wait_for("an event stream slot", Duration::from_secs(10), || {
-        (metric(&dir, "mcp_fleet_sse_streams") <= 2.0).then_some(())
+        (dir.metric("mcp_fleet_sse_streams") <= 2.0).then_some(())
     });
     let (_s, head) = open_stream().await;
     assert!(head.starts_with("HTTP/1.1 200"), "{head:?}");
@@ -432,7 +421,7 @@ async fn a_thousand_unread_event_streams_hold_bounded_memory() {
     common::wait_for(
         "send_timeout to cut the streams",
         Duration::from_secs(60),
-        || (metric(&dir, "mcp_fleet_sse_streams") == 0.0).then_some(()),
+        || (dir.metric("mcp_fleet_sse_streams") == 0.0).then_some(()),
     );
     drop(streams);
 }

@@ -95,9 +95,7 @@ impl Drop for SseSlot {
 fn ambiguous_framing(headers: &http::HeaderMap) -> Option<&'static str> {
     let mut lengths = headers.get_all(http::header::CONTENT_LENGTH).iter();
     let first = lengths.next();
-    if first.is_some_and(|v| {
-        v.is_empty() || !v.as_bytes().iter().all(u8::is_ascii_digit) || v.len() > 19
-    }) {
+    if first.is_some_and(|v| content_length(v.as_bytes()).is_none()) {
         return Some("Content-Length is not a number");
     }
     if lengths.next().is_some() {
@@ -115,12 +113,21 @@ fn ambiguous_framing(headers: &http::HeaderMap) -> Option<&'static str> {
     None
 }
 
+/// A single decimal Content-Length value (no sign, no spaces inside, no list): the one reading
+/// of the field on both paths, so they agree on what is a valid length.
+fn content_length(value: &[u8]) -> Option<u64> {
+    let value = value.trim_ascii();
+    if value.is_empty() || value.len() > 19 || !value.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(value).ok()?.parse().ok()
+}
+
 /// A message's declared body length, if it declares a valid one.
 fn declared_length(headers: &http::HeaderMap) -> Option<u64> {
     headers
         .get(http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok())
+        .and_then(|v| content_length(v.as_bytes()))
 }
 
 /// Pingora drops `Content-Length` when `Transfer-Encoding` is present (RFC 9112 lets a server

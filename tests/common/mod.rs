@@ -327,6 +327,19 @@ impl FleetDir {
         format!("http://127.0.0.1:{}", self.admin_port)
     }
 
+    /// The value of the first `/metrics` line starting with `line_prefix` (a metric name with
+    /// its labels); NaN when the monitor does not answer or has no such line.
+    pub fn metric(&self, line_prefix: &str) -> f64 {
+        let url = format!("http://127.0.0.1:{}/metrics", self.monitor_port);
+        plain::blocking_get(&url)
+            .and_then(|(_, body)| {
+                body.lines()
+                    .find(|l| l.starts_with(line_prefix))
+                    .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+            })
+            .unwrap_or(f64::NAN)
+    }
+
     /// The admin token the instance generated at first start.
     pub fn admin_token(&self) -> String {
         std::fs::read_to_string(self.path().join("state/admin.token"))

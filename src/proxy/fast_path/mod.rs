@@ -156,7 +156,7 @@ impl FastPath {
                 if length.is_some() {
                     return Plan::Defer;
                 }
-                match wire::content_length(f.value) {
+                match super::content_length(f.value) {
                     Some(n) => length = Some(n),
                     None => return Plan::Defer,
                 }
@@ -635,7 +635,7 @@ impl Run<'_> {
         let mut server_closes = head.version != Some(1);
         for f in head.headers.iter() {
             if is(f.name, "content-length") {
-                match (length, wire::content_length(f.value)) {
+                match (length, super::content_length(f.value)) {
                     (None, Some(n)) => length = Some(n),
                     _ => return Err((502, "upstream server failed")),
                 }
@@ -735,32 +735,30 @@ fn take_body(
     down: &mut Vec<u8>,
     passed: &mut u64,
 ) -> Result<bool, ()> {
-    {
-        match framing {
-            Framing::Empty => Ok(true),
-            Framing::Length(left) => {
-                let n = pending
-                    .len()
-                    .min(usize::try_from(*left).unwrap_or(usize::MAX));
-                down.extend_from_slice(&pending[..n]);
-                *pending = &pending[n..];
-                *left -= n as u64;
-                *passed += n as u64;
-                Ok(*left == 0)
-            }
-            Framing::Chunked(c) => {
-                let n = c.feed(pending).map_err(|_| ())?;
-                down.extend_from_slice(&pending[..n]);
-                *pending = &pending[n..];
-                *passed = c.data_len();
-                Ok(c.done())
-            }
-            Framing::UntilClose => {
-                down.extend_from_slice(pending);
-                *passed += pending.len() as u64;
-                *pending = &[];
-                Ok(false)
-            }
+    match framing {
+        Framing::Empty => Ok(true),
+        Framing::Length(left) => {
+            let n = pending
+                .len()
+                .min(usize::try_from(*left).unwrap_or(usize::MAX));
+            down.extend_from_slice(&pending[..n]);
+            *pending = &pending[n..];
+            *left -= n as u64;
+            *passed += n as u64;
+            Ok(*left == 0)
+        }
+        Framing::Chunked(c) => {
+            let n = c.feed(pending).map_err(|_| ())?;
+            down.extend_from_slice(&pending[..n]);
+            *pending = &pending[n..];
+            *passed = c.data_len();
+            Ok(c.done())
+        }
+        Framing::UntilClose => {
+            down.extend_from_slice(pending);
+            *passed += pending.len() as u64;
+            *pending = &[];
+            Ok(false)
         }
     }
 }

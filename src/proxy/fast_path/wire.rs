@@ -17,15 +17,6 @@ pub fn says_close(value: &[u8]) -> bool {
         .any(|token| token.trim_ascii().eq_ignore_ascii_case(b"close"))
 }
 
-/// A single decimal Content-Length value (no sign, no spaces inside, no list).
-pub fn content_length(value: &[u8]) -> Option<u64> {
-    let value = value.trim_ascii();
-    if value.is_empty() || value.len() > 19 || !value.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    std::str::from_utf8(value).ok()?.parse().ok()
-}
-
 pub fn header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     out.extend_from_slice(name);
     out.extend_from_slice(b": ");
@@ -86,6 +77,7 @@ pub fn error_answer(status: u16, code: i64, message: &str) -> Vec<u8> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::super::content_length;
     use super::*;
 
     #[test]
