@@ -92,6 +92,7 @@ fn describe(old: &ValidConfig, new: &ValidConfig) -> Vec<String> {
         &n.retry_budget,
     );
     diff(&mut out, "proxy.ejection", &o.ejection, &n.ejection);
+    diff(&mut out, "proxy.fast_path", &o.fast_path, &n.fast_path);
     diff(&mut out, "health", &old.health, &new.health);
     diff(
         &mut out,

@@ -278,8 +278,13 @@ pub fn run(config: ValidConfig) -> Result<(), ServeError> {
     let mut conf = ServerConf {
         threads: config.proxy.threads,
         // Pingora's default keeps 128 idle upstream connections per thread: too few for 1000
-        // backends, so most requests would pay a new TCP handshake.
-        upstream_keepalive_pool_size: config.proxy.upstream_keepalive,
+        // backends, so most requests would pay a new TCP handshake. Pingora multiplies this by
+        // the thread count into one process-wide pool; proxy.upstream_keepalive is that
+        // process-wide figure, as it is for the fast path's pool.
+        upstream_keepalive_pool_size: config
+            .proxy
+            .upstream_keepalive
+            .div_ceil(config.proxy.threads.max(1)),
         // Pingora's cap on attempts; ours (proxy.max_retries, reloadable, at most 10) is
         // enforced per request in the proxy.
         max_retries: 11,

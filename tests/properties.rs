@@ -3,8 +3,8 @@
 //! default 256 cases each; `fuzz/run.sh` runs them for many more, bounded in time.
 
 use mcp_fleet::config;
-use mcp_fleet::proxy::origin;
-use mcp_fleet::proxy::route::{self, Route};
+use mcp_fleet::proxy::policy::origin;
+use mcp_fleet::proxy::policy::route::{self, Route};
 use mcp_fleet::proxy::session::{decode_buffer, SessionCodec};
 use proptest::prelude::*;
 use std::net::SocketAddr;

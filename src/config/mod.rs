@@ -162,7 +162,8 @@ pub struct ProxyConfig {
     pub idle_timeout: Duration,
     /// How long SIGTERM waits for in-flight requests before the process exits.
     pub shutdown_grace: Duration,
-    /// Idle upstream connections kept per worker thread.
+    /// Idle upstream connections kept in the whole process, by each engine's pool (the fast
+    /// path's, and Pingora's, whose per-thread size `serve` derives from it).
     pub upstream_keepalive: usize,
     /// From sending a request to the first byte of the answer.
     pub first_byte_timeout: Duration,
@@ -196,6 +197,9 @@ pub struct ProxyConfig {
     /// Largest answer that is not an event stream (a server sending more is cut off and
     /// counted as failed).
     pub max_response_body: u64,
+    /// Small MCP POSTs go through the fast path (the other engine); `false`: every request
+    /// goes through Pingora's path. Both apply the same policy.
+    pub fast_path: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -694,6 +698,7 @@ fn validate(
                 64 << 20
             }),
         },
+        fast_path: p.fast_path.unwrap_or(true),
     };
     for origin in &proxy.allowed_origins {
         let ok = origin == "null"

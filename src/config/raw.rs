@@ -46,6 +46,7 @@ pub struct RawProxy {
     pub max_sse_streams: Option<i64>,
     pub max_response_body: Option<String>,
     pub send_timeout: Option<String>,
+    pub fast_path: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]

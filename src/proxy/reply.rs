@@ -1,36 +1,7 @@
-//! Answers the proxy writes itself: JSON-RPC error bodies (so an MCP client sees a protocol error,
-//! not an HTML page) and the local `/health` and `/stats` documents.
+//! The proxy's local `/health` and `/stats` documents (its error answers are the policy's).
 
 use crate::upstream::Snapshot;
 use serde_json::json;
-
-/// JSON-RPC error codes in the implementation-defined server range.
-pub mod code {
-    pub const NO_ROUTE: i64 = -32001;
-    pub const SESSION_NOT_FOUND: i64 = -32002;
-    pub const UNAVAILABLE: i64 = -32003;
-    pub const UPSTREAM_FAILED: i64 = -32004;
-    pub const TIMEOUT: i64 = -32005;
-    pub const BAD_REQUEST: i64 = -32600;
-}
-
-/// `{"jsonrpc":"2.0","id":null,"error":{...}}`: the id is null because the proxy answers without
-/// reading the body, as JSON-RPC allows for errors whose request id is not known.
-pub fn jsonrpc_error(code: i64, message: &str, data: Option<serde_json::Value>) -> Vec<u8> {
-    let mut error = json!({ "code": code, "message": message });
-    if let Some(data) = data {
-        error["data"] = data;
-    }
-    json!({ "jsonrpc": "2.0", "id": null, "error": error })
-        .to_string()
-        .into_bytes()
-}
-
-/// `{"categories": [...]}`: the error data of a 404, so a client can correct its URL.
-pub fn categories(snapshot: &Snapshot) -> serde_json::Value {
-    let names: Vec<&str> = snapshot.sets.iter().map(|s| &*s.name).collect();
-    json!({ "categories": names })
-}
 
 /// `/health`: 200 when every category has a ready server, 503 otherwise.
 pub fn health(

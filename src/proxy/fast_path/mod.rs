@@ -5,28 +5,26 @@
 //! Pingora's proxy spends two to three times nginx's CPU per small request (boxed futures per
 //! hook, a channel pair between the two sides, header maps rebuilt, a watcher task per pooled
 //! connection); measured in BENCHMARKS.md. Everything else (`GET` event streams, `DELETE`,
-//! chunked uploads, `Expect`, `Connection` options, local endpoints, any request a check refuses)
-//! goes to Pingora's path untouched: the fast path only takes a request it can see will pass
-//! every check there, and hands the bytes it has read back to the connection otherwise.
-//! Once a request is taken, its outcomes are those of Pingora's path: the same retries (only
-//! when nothing reached a server), passive ejection, timeouts, limits, session-id rewriting,
-//! error answers and metrics.
+//! chunked uploads, `Expect`, `Connection` options, local endpoints, any request admission
+//! refuses) goes to Pingora's path untouched, and with `proxy.fast_path = false` everything
+//! does. This engine only moves bytes: admission, the choice of server, retries, blame, the
+//! answers it gives and the fields it rewrites are the policy core's, as on Pingora's path.
 
 mod chunked;
 mod pool;
 mod scratch;
-mod wire;
 
-use super::origin;
-use super::reply::code;
-use super::route::{self, Route};
-use super::session::{self, SessionCodec};
-use crate::upstream::{clock, hash_bytes, Backend, PickRequest, Registry, UpstreamSet};
+use super::policy::{
+    self, admit, answer, Admission, Admitted, Attempts, BodyFraming, Failure, Head, Refusal,
+    Verdict,
+};
+use super::session::SessionCodec;
+use super::wire;
+use crate::upstream::{clock, Backend, Registry, UpstreamSet};
 use chunked::ChunkedBody;
 use pingora::protocols::Stream;
 use pool::UpstreamPool;
 use scratch::Scratch;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -34,7 +32,7 @@ use tokio::net::TcpStream;
 
 /// Largest request body the fast path takes (read whole before a server is chosen, as nginx
 /// does by default); larger ones stream through Pingora's path.
-const BODY_LIMIT: usize = 64 * 1024;
+const BODY_LIMIT: u64 = 64 * 1024;
 /// Largest request head the fast path parses; a larger one goes to Pingora's path, which
 /// applies `proxy.max_header_bytes`.
 const HEAD_LIMIT: usize = 16 * 1024;
@@ -46,6 +44,8 @@ const ANSWER_HEAD_LIMIT: usize = 64 * 1024;
 const READ_CHUNK: usize = 16 * 1024;
 
 /// What to do with the head at the front of a connection's buffer.
+// `Take` carries the admitted request inline: moved once, cheaper than an allocation.
+#[allow(clippy::large_enum_variant)]
 pub enum Plan {
     /// Not all of it has arrived.
     Partial,
@@ -56,15 +56,12 @@ pub enum Plan {
 
 /// A request the fast path has taken, with everything read from its head.
 pub struct Exchange {
-    set: Arc<UpstreamSet>,
+    admitted: Admitted,
     head_len: usize,
     body_len: usize,
     /// The head as the server gets it, minus `Host` and the final CRLF (they depend on the
     /// server picked).
     upstream_head: Scratch,
-    /// Fixed by the request's session id.
-    target: Option<Backend>,
-    hash_key: Option<u64>,
     method: &'static str,
 }
 
@@ -88,11 +85,28 @@ enum Framing {
     UntilClose,
 }
 
-/// No server to try (503), or the connect failed and may not be retried: the answer to give.
-struct Failure(u16, i64, String);
-
 fn is(name: &str, lower: &str) -> bool {
     name.len() == lower.len() && name.eq_ignore_ascii_case(lower)
+}
+
+/// Request fields that ask for connection handling this engine does not do.
+fn needs_pingora(name: &str) -> bool {
+    is(name, "transfer-encoding")
+        || is(name, "expect")
+        || is(name, "connection")
+        || is(name, "upgrade")
+        || is(name, "te")
+        || is(name, "keep-alive")
+        || is(name, "proxy-connection")
+}
+
+/// How much of the request a failed write got out.
+enum Sent {
+    All,
+    /// The first write failed: the kernel took none of it.
+    Nothing,
+    Part,
+    TimedOut,
 }
 
 impl FastPath {
@@ -113,34 +127,80 @@ impl FastPath {
             Ok(httparse::Status::Partial) if buf.len() <= HEAD_LIMIT => return Plan::Partial,
             _ => return Plan::Defer,
         };
-        if req.method != Some("POST") || req.version != Some(1) {
+        let snapshot = self.registry.load();
+        if !snapshot.proxy.fast_path || req.method != Some("POST") || req.version != Some(1) {
             return Plan::Defer;
         }
         let Some(target) = req.path else {
             return Plan::Defer;
         };
-        let snapshot = self.registry.load();
-        let limits = &snapshot.proxy;
-        if target.len() > limits.max_uri || req.headers.len() > limits.max_headers {
-            return Plan::Defer;
-        }
         let (path, query) = match target.split_once('?') {
             Some((p, q)) => (p, Some(q)),
             None => (target, None),
         };
-        let Route::Mcp { category, query } = route::parse(path, query) else {
-            return Plan::Defer;
-        };
-        let Some(set) = snapshot.category(category) else {
-            return Plan::Defer;
-        };
 
+        // One pass for what admission reads and what this engine cannot carry.
         let mut length = None;
         let mut host = None;
         let mut token = None;
-        let mut hash_key = None;
+        let mut origin = None;
         let mut method_field = None;
         let mut field_bytes = 0u64;
+        for f in req.headers.iter() {
+            field_bytes += (f.name.len() + f.value.len()) as u64;
+            let name = f.name;
+            let once = if is(name, "content-length") {
+                &mut length
+            } else if is(name, "host") {
+                &mut host
+            } else if is(name, answer::SESSION_FIELD) {
+                &mut token
+            } else if is(name, "origin") {
+                &mut origin
+            } else if is(name, "mcp-method") {
+                &mut method_field
+            } else if needs_pingora(name) {
+                return Plan::Defer;
+            } else {
+                continue;
+            };
+            // A field given twice is for Pingora's path to read (and refuse where it must).
+            if once.replace(f.value).is_some() {
+                return Plan::Defer;
+            }
+        }
+        let framing = match length {
+            Some(v) => policy::framing([v], []),
+            None => Ok(BodyFraming::None),
+        };
+        let body_len = match framing {
+            Ok(BodyFraming::Length(n)) if n <= BODY_LIMIT => n as usize,
+            _ => return Plan::Defer,
+        };
+        let head = Head {
+            method: "POST",
+            path,
+            query,
+            uri_len: target.len(),
+            fields: req.headers.len(),
+            field_bytes,
+            framing,
+            origin,
+            session: token,
+        };
+        let hash_field = |name: &http::HeaderName| {
+            req.headers
+                .iter()
+                .find(|f| is(f.name, name.as_str()))
+                .map(|f| f.value)
+        };
+        let admitted = match admit(&snapshot, &self.codec, &head, hash_field, clock::now_ms()) {
+            Admission::Admitted(a) => a,
+            // Refusals are Pingora's path's to answer (with lingering close where needed).
+            Admission::Refused { .. } | Admission::Local(_) => return Plan::Defer,
+        };
+
+        let set = &admitted.set;
         let mut upstream_head = Scratch::take(head_len + 128);
         upstream_head.extend_from_slice(b"POST ");
         upstream_head.extend_from_slice(set.mcp_path.as_bytes());
@@ -150,91 +210,34 @@ impl FastPath {
         }
         upstream_head.extend_from_slice(b" HTTP/1.1\r\n");
         for f in req.headers.iter() {
-            field_bytes += (f.name.len() + f.value.len()) as u64;
             let name = f.name;
-            if is(name, "content-length") {
-                if length.is_some() {
-                    return Plan::Defer;
-                }
-                match super::content_length(f.value) {
-                    Some(n) => length = Some(n),
-                    None => return Plan::Defer,
-                }
-            } else if is(name, "host") {
-                if host.is_some() {
-                    return Plan::Defer;
-                }
-                host = Some(f.value);
-                continue;
-            } else if is(name, super::SESSION_HEADER) {
-                if token.is_some() {
-                    return Plan::Defer;
-                }
-                token = Some(f.value);
-                continue;
-            } else if is(name, "x-forwarded-host") {
-                // Replaced by the proxy's own, as on Pingora's path.
-                continue;
-            } else if is(name, "origin") {
-                if !origin::allowed(f.value, &set.proxy.allowed_origins) {
-                    return Plan::Defer;
-                }
-            } else if is(name, "mcp-method") {
-                method_field = Some(f.value);
-            } else if is(name, "transfer-encoding")
-                || is(name, "expect")
-                || is(name, "connection")
-                || is(name, "upgrade")
-                || is(name, "te")
-                || is(name, "keep-alive")
-                || is(name, "proxy-connection")
+            if is(name, "host")
+                || is(name, answer::SESSION_FIELD)
+                || is(name, policy::FORWARDED_HOST)
             {
-                return Plan::Defer;
-            }
-            if let Some(h) = &set.hash_header {
-                if is(name, h.as_str()) {
-                    hash_key = Some(hash_bytes(f.value));
-                }
+                continue;
             }
             wire::header(&mut upstream_head, name.as_bytes(), f.value);
         }
-        if field_bytes > limits.max_header_bytes {
-            return Plan::Defer;
-        }
-        let Some(body_len) = length else {
-            return Plan::Defer;
-        };
-        if body_len > set.proxy.max_body || body_len > BODY_LIMIT as u64 {
-            return Plan::Defer;
-        }
         if let Some(host) = host {
-            wire::header(&mut upstream_head, b"x-forwarded-host", host);
-        }
-        let mut target = None;
-        if let Some(token) = token {
-            let mut scratch = session::decode_buffer();
-            let Ok(route) = self.codec.decode(&set.name, token, &mut scratch) else {
-                return Plan::Defer;
-            };
-            let Some(backend) = set.session_target(&route.backend, clock::now_ms()) else {
-                return Plan::Defer;
-            };
             wire::header(
                 &mut upstream_head,
-                super::SESSION_HEADER.as_bytes(),
-                route.inner,
+                policy::FORWARDED_HOST.as_bytes(),
+                host,
             );
-            target = Some(backend.clone());
-        } else if set.ready_count() == 0 {
-            return Plan::Defer;
+        }
+        if let Some(inner) = &admitted.inner_session {
+            wire::header(
+                &mut upstream_head,
+                answer::SESSION_FIELD.as_bytes(),
+                inner.as_bytes(),
+            );
         }
         Plan::Take(Exchange {
-            set: Arc::clone(set),
+            admitted,
             head_len,
-            body_len: body_len as usize,
+            body_len,
             upstream_head,
-            target,
-            hash_key,
             method: crate::metrics::method_label(method_field),
         })
     }
@@ -255,23 +258,28 @@ impl FastPath {
         let started = Instant::now();
         let mut run = Run {
             path: self,
+            attempts: Attempts::new(ex.admitted.target.is_some()),
             ex,
             started,
             status: 0,
             target: None,
-            attempts: 0,
         };
         let outcome = run.go(client, buf, closing).await;
         let ex = &run.ex;
-        ex.set
-            .record_answer(run.status, ex.method, started.elapsed().as_secs_f64());
+        answer::record(&answer::Outcome {
+            set: Some(&ex.admitted.set),
+            status: run.status,
+            method: ex.method,
+            seconds: started.elapsed().as_secs_f64(),
+            ended_session: false,
+        });
         if tracing::enabled!(tracing::Level::DEBUG) {
             tracing::debug!(
                 method = "POST",
-                category = %ex.set.name,
+                category = %ex.admitted.set.name,
                 status = run.status,
                 server = run.target.as_ref().map_or("-", |b| &*b.id),
-                attempts = run.attempts,
+                attempts = run.attempts.count(),
                 "request (fast path)"
             );
         }
@@ -283,16 +291,23 @@ impl FastPath {
 struct Run<'a> {
     path: &'a FastPath,
     ex: Exchange,
+    attempts: Attempts,
     started: Instant,
     /// The status the client got (0 when it got none).
     status: u16,
     target: Option<Backend>,
-    attempts: usize,
+}
+
+/// How relaying an answer ended.
+enum Relayed {
+    Done(Outcome),
+    /// Failed before anything reached the client: the policy decides what it gets.
+    Failed(Failure),
 }
 
 impl Run<'_> {
     async fn go(&mut self, client: &mut Stream, buf: &mut Vec<u8>, closing: bool) -> Outcome {
-        let set = Arc::clone(&self.ex.set);
+        let set = Arc::clone(&self.ex.admitted.set);
         let proxy = &set.proxy;
         let whole = self.ex.head_len + self.ex.body_len;
         if buf.len() < whole {
@@ -300,154 +315,104 @@ impl Run<'_> {
             match tokio::time::timeout_at(deadline, read_at_least(client, buf, whole)).await {
                 Ok(Ok(())) => {}
                 Ok(Err(_)) => return Outcome::Close,
-                Err(_) => {
-                    return self
-                        .answer_error(
-                            client,
-                            408,
-                            code::BAD_REQUEST,
-                            "request body not received within body_timeout",
-                        )
-                        .await;
-                }
+                Err(_) => return self.answer(client, &Refusal::body_timeout()).await,
             }
         }
         set.record_request(clock::ms_at(self.started));
 
-        let mut last_failed: Option<SocketAddr> = None;
         let fixed = self.ex.upstream_head.len();
         loop {
-            let (mut upstream, backend, reused) = match self.connect(&set, &mut last_failed).await {
-                Ok(c) => c,
-                Err(Failure(status, rpc, message)) => {
-                    buf.drain(..whole);
-                    return self.answer_error(client, status, rpc, &message).await;
-                }
-            };
-            let _in_flight = backend.state.start_request();
-            self.target = Some(backend.clone());
-
-            // The head's fixed part, then what depends on the server, then the body.
-            let request = &mut self.ex.upstream_head;
-            request.truncate(fixed);
-            wire::header(request, b"host", backend.host.as_bytes());
-            request.extend_from_slice(b"\r\n");
-            request.extend_from_slice(&buf[self.ex.head_len..whole]);
-            let sent_at = Instant::now();
-            let write_by = tokio::time::Instant::from_std(sent_at) + proxy.idle_timeout;
-            let sent = tokio::time::timeout_at(write_by, upstream.write_all(request)).await;
-            if !matches!(sent, Ok(Ok(()))) {
-                // Not all of it reached the server, so it cannot have acted on it. A pooled
-                // connection the server had closed is no fault of the server's; a dead server
-                // shows up as a refused connect on the next attempt.
-                if !reused {
-                    self.passive_failure(&backend);
-                }
-                last_failed = Some(backend.addr);
-                if reused && self.may_retry() {
-                    crate::metrics::retry(&set.name, "reused-connection");
-                    continue;
-                }
-                buf.drain(..whole);
-                return self
-                    .answer_error(client, 502, code::UPSTREAM_FAILED, "upstream server failed")
-                    .await;
-            }
-            buf.drain(..whole);
-            return self
-                .relay(client, buf, upstream, &backend, sent_at, closing)
-                .await;
-        }
-    }
-
-    /// A pooled or new connection to a server of the category (or the session's server).
-    async fn connect(
-        &mut self,
-        set: &UpstreamSet,
-        last_failed: &mut Option<SocketAddr>,
-    ) -> Result<(TcpStream, Backend, bool), Failure> {
-        loop {
-            self.attempts += 1;
-            let backend = match &self.ex.target {
-                Some(b) => Some(b.clone()),
-                None => set
-                    .pick(&PickRequest {
-                        key: self.ex.hash_key,
-                        avoid: *last_failed,
-                        now_ms: if self.attempts == 1 {
-                            clock::ms_at(self.started)
-                        } else {
-                            clock::now_ms()
-                        },
-                    })
-                    .cloned(),
-            };
-            let Some(backend) = backend else {
-                return Err(Failure(
-                    503,
-                    code::UNAVAILABLE,
-                    "no ready server in the category".into(),
-                ));
-            };
-            if let Some(stream) = self.path.pool.take(backend.addr, self.started) {
-                return Ok((stream, backend, true));
-            }
-            let connected =
-                tokio::time::timeout(set.proxy.connect_timeout, TcpStream::connect(backend.addr))
-                    .await;
-            if let Ok(Ok(stream)) = connected {
-                let _ = stream.set_nodelay(true);
-                return Ok((stream, backend, false));
-            }
-            backend.state.record_connect_failure();
-            *last_failed = Some(backend.addr);
-            self.passive_failure(&backend);
-            if self.may_retry() {
-                crate::metrics::retry(&set.name, "connect");
-                continue;
-            }
-            self.target = Some(backend);
-            return Err(if self.ex.target.is_some() {
-                Failure(
-                    404,
-                    code::SESSION_NOT_FOUND,
-                    super::session_not_found("its server does not answer"),
-                )
+            let now_ms = if self.attempts.count() == 0 {
+                clock::ms_at(self.started)
             } else {
-                Failure(
-                    502,
-                    code::UPSTREAM_FAILED,
-                    "upstream server refused the connection; retries exhausted".into(),
-                )
-            });
+                clock::now_ms()
+            };
+            let admitted = &self.ex.admitted;
+            let picked =
+                self.attempts
+                    .pick(&set, admitted.target.as_ref(), admitted.hash_key, now_ms);
+            let backend = match picked {
+                Ok(b) => b,
+                Err(refusal) => {
+                    buf.drain(..whole);
+                    return self.answer(client, &refusal).await;
+                }
+            };
+            self.target = Some(backend.clone());
+            let failure = match self.connect(&set, &backend).await {
+                None => Failure::Connect,
+                Some((mut upstream, reused)) => {
+                    let _in_flight = backend.state.start_request();
+                    // The head's fixed part, then what depends on the server, then the body.
+                    let request = &mut self.ex.upstream_head;
+                    request.truncate(fixed);
+                    wire::header(request, b"host", backend.host.as_bytes());
+                    request.extend_from_slice(b"\r\n");
+                    request.extend_from_slice(&buf[self.ex.head_len..whole]);
+                    let sent_at = Instant::now();
+                    let write_by = tokio::time::Instant::from_std(sent_at) + proxy.idle_timeout;
+                    match send(&mut upstream, request, write_by).await {
+                        Sent::All => {
+                            buf.drain(..whole);
+                            match self
+                                .relay(client, buf, upstream, &backend, sent_at, closing)
+                                .await
+                            {
+                                Relayed::Done(outcome) => return outcome,
+                                Relayed::Failed(failure) => {
+                                    let refusal = self.fail(&set, &backend, failure);
+                                    return self.answer(client, &refusal).await;
+                                }
+                            }
+                        }
+                        // A reused connection that took nothing: the server had closed it.
+                        // A new one that took nothing was reset as it opened: as good as a
+                        // refused connect. Either way, nothing of the request reached it.
+                        Sent::Nothing if reused => Failure::Stale,
+                        Sent::Nothing => Failure::Connect,
+                        Sent::Part => Failure::Send,
+                        Sent::TimedOut => Failure::Idle,
+                    }
+                }
+            };
+            match self.attempts.failed(&set, &backend, failure) {
+                Verdict::Retry => continue,
+                Verdict::Fail(refusal) => {
+                    buf.drain(..whole);
+                    return self.answer(client, &refusal).await;
+                }
+            }
         }
     }
 
-    fn may_retry(&self) -> bool {
-        let set = &self.ex.set;
-        self.ex.target.is_none()
-            && self.attempts <= set.proxy.max_retries
-            && set.try_retry(clock::now_ms(), &set.proxy.retry_budget)
+    /// A pooled or new connection to `backend` (and whether it was pooled); `None` when it could
+    /// not be opened within `proxy.connect_timeout`.
+    async fn connect(&self, set: &UpstreamSet, backend: &Backend) -> Option<(TcpStream, bool)> {
+        if let Some(stream) = self.path.pool.take(backend.addr, self.started) {
+            return Some((stream, true));
+        }
+        let connected =
+            tokio::time::timeout(set.proxy.connect_timeout, TcpStream::connect(backend.addr))
+                .await;
+        let stream = connected.ok()?.ok()?;
+        let _ = stream.set_nodelay(true);
+        Some((stream, false))
     }
 
-    fn passive_failure(&self, backend: &Backend) {
-        let set = &self.ex.set;
-        backend.state.record_failure();
-        if let Some(span) = set.try_eject(backend, clock::now_ms(), &set.proxy.ejection) {
-            tracing::info!(server = %backend.id, ejected_for = ?span, "ejected after a failed request");
+    /// Accounts a failure the client can no longer be told about, or whose answer is the
+    /// policy's; it never allows a retry (the request has reached the server).
+    fn fail(&mut self, set: &UpstreamSet, backend: &Backend, failure: Failure) -> Refusal {
+        match self.attempts.failed(set, backend, failure) {
+            Verdict::Fail(refusal) => refusal,
+            Verdict::Retry => Refusal::upstream_failed(),
         }
     }
 
-    async fn answer_error(
-        &mut self,
-        client: &mut Stream,
-        status: u16,
-        rpc: i64,
-        message: &str,
-    ) -> Outcome {
-        let answer = wire::error_answer(status, rpc, message);
-        if write_all(client, &answer, deadline(self.ex.set.proxy.send_timeout)).await {
-            self.status = status;
+    async fn answer(&mut self, client: &mut Stream, refusal: &Refusal) -> Outcome {
+        let bytes = wire::answer(refusal);
+        let send_timeout = self.ex.admitted.set.proxy.send_timeout;
+        if write_all(client, &bytes, deadline(send_timeout)).await {
+            self.status = refusal.status;
         }
         Outcome::Close
     }
@@ -461,10 +426,10 @@ impl Run<'_> {
         backend: &Backend,
         sent_at: Instant,
         closing: bool,
-    ) -> Outcome {
-        let set = Arc::clone(&self.ex.set);
+    ) -> Relayed {
+        let set = Arc::clone(&self.ex.admitted.set);
         let proxy = &set.proxy;
-        let first_byte = proxy.first_byte_timeout.min(proxy.idle_timeout);
+        let first_byte = policy::first_byte_wait(proxy);
         let head_deadline = tokio::time::Instant::from_std(sent_at) + first_byte;
         let mut resp = Scratch::take(READ_CHUNK);
         let mut down = Scratch::take(1024);
@@ -479,21 +444,11 @@ impl Run<'_> {
                     read_watching(&mut upstream, &mut resp, client, pipelined),
                 )
                 .await;
-                let failure = match read {
-                    Ok(Err(ClientGone)) => return Outcome::Close,
-                    Err(_) => Some((
-                        504,
-                        code::TIMEOUT,
-                        format!("upstream server sent no answer within {first_byte:?}"),
-                    )),
-                    Ok(Ok(Ok(0))) | Ok(Ok(Err(_))) => {
-                        Some((502, code::UPSTREAM_FAILED, "upstream server failed".into()))
-                    }
-                    Ok(Ok(Ok(_))) => None,
-                };
-                if let Some((status, rpc, message)) = failure {
-                    self.passive_failure(backend);
-                    return self.answer_error(client, status, rpc, &message).await;
+                match read {
+                    Ok(Err(ClientGone)) => return Relayed::Done(Outcome::Close),
+                    Err(_) => return Relayed::Failed(Failure::FirstByte(first_byte)),
+                    Ok(Ok(Ok(0))) | Ok(Ok(Err(_))) => return Relayed::Failed(Failure::NoAnswer),
+                    Ok(Ok(Ok(_))) => {}
                 }
             }
             let mut fields = [httparse::EMPTY_HEADER; MAX_FIELDS];
@@ -501,12 +456,7 @@ impl Run<'_> {
             let parsed = match head.parse(&resp) {
                 Ok(httparse::Status::Complete(n)) => Some(n),
                 Ok(httparse::Status::Partial) if resp.len() <= ANSWER_HEAD_LIMIT => None,
-                _ => {
-                    self.passive_failure(backend);
-                    return self
-                        .answer_error(client, 502, code::UPSTREAM_FAILED, "upstream server failed")
-                        .await;
-                }
+                _ => return Relayed::Failed(Failure::BadAnswer),
             };
             let Some(n) = parsed else {
                 need_more = true;
@@ -515,57 +465,46 @@ impl Run<'_> {
             let status = head.code.unwrap_or(0);
             if (100..200).contains(&status) && status != 101 {
                 if !write_all(client, &resp[..n], deadline(proxy.send_timeout)).await {
-                    return Outcome::Close;
+                    return Relayed::Done(Outcome::Close);
                 }
                 resp.drain(..n);
                 need_more = resp.is_empty();
                 continue;
             }
             let now = Instant::now();
-            match self.answer_head(&head, backend, now - sent_at, now, closing, &mut down) {
+            match self.answer_head(&head, backend, now - sent_at, closing, &mut down) {
                 Ok(answer) => break (n, answer, now),
-                Err((status, message)) => {
-                    self.passive_failure(backend);
-                    return self
-                        .answer_error(client, status, code::UPSTREAM_FAILED, message)
-                        .await;
-                }
+                Err(failure) => return Relayed::Failed(failure),
             }
         };
         let AnswerHead {
             status,
             mut framing,
-            event_stream,
+            limit,
             keep_upstream,
             mut keep_client,
         } = answer;
 
-        // The head goes out with whatever of the body came with it.
-        let limit = (!event_stream).then_some(proxy.max_response_body);
+        // The head goes out with whatever of the body came with it. From here on a failure
+        // cannot be answered: the client's connection is closed, so it cannot take a cut
+        // answer for a whole one.
         let mut passed = 0u64;
         let mut pending = &resp[head_len..];
         let mut complete = take_body(&mut framing, &mut pending, &mut down, &mut passed);
         let mut clean = complete.is_ok() && pending.is_empty();
         let write_by = tokio::time::Instant::from_std(head_at) + proxy.send_timeout;
         if !write_all(client, &down, write_by).await {
-            return Outcome::Close;
+            return Relayed::Done(Outcome::Close);
         }
         self.status = status;
-        loop {
+        let broken = loop {
             match complete {
-                Ok(true) => break,
+                Ok(true) => break None,
                 Ok(false) => {}
-                Err(()) => {
-                    // The server broke the framing: the client must not take a cut answer
-                    // for a whole one, so its connection is closed too.
-                    self.passive_failure(backend);
-                    return Outcome::Close;
-                }
+                Err(()) => break Some(Failure::BrokenAnswer),
             }
             if limit.is_some_and(|l| passed > l) {
-                crate::metrics::refused("max_response_body");
-                self.passive_failure(backend);
-                return Outcome::Close;
+                break Some(Failure::TooLarge);
             }
             resp.clear();
             let read = tokio::time::timeout(
@@ -574,43 +513,40 @@ impl Run<'_> {
             )
             .await;
             match read {
-                Ok(Err(ClientGone)) => return Outcome::Close,
-                Ok(Ok(Ok(0))) => {
-                    if matches!(framing, Framing::UntilClose) {
-                        keep_client = false;
-                        break;
-                    }
-                    self.passive_failure(backend);
-                    return Outcome::Close;
+                Ok(Err(ClientGone)) => return Relayed::Done(Outcome::Close),
+                Ok(Ok(Ok(0))) if matches!(framing, Framing::UntilClose) => {
+                    keep_client = false;
+                    break None;
                 }
+                Ok(Ok(Ok(0))) | Ok(Ok(Err(_))) => break Some(Failure::BrokenAnswer),
+                Err(_) => break Some(Failure::Idle),
                 Ok(Ok(Ok(_))) => {}
-                _ => {
-                    self.passive_failure(backend);
-                    return Outcome::Close;
-                }
             }
             down.clear();
             let mut pending = &resp[..];
             complete = take_body(&mut framing, &mut pending, &mut down, &mut passed);
             clean = complete.is_ok() && pending.is_empty();
             if !write_all(client, &down, deadline(proxy.send_timeout)).await {
-                return Outcome::Close;
+                return Relayed::Done(Outcome::Close);
             }
-        }
-        if limit.is_some_and(|l| passed > l) {
-            crate::metrics::refused("max_response_body");
-            self.passive_failure(backend);
+        };
+        let broken = broken.or(limit
+            .is_some_and(|l| passed > l)
+            .then_some(Failure::TooLarge));
+        if let Some(failure) = broken {
+            self.fail(&set, backend, failure);
+            return Relayed::Done(Outcome::Close);
         }
         if keep_upstream && clean {
             self.path
                 .pool
                 .put(backend.addr, upstream, proxy.upstream_keepalive, head_at);
         }
-        if keep_client {
+        Relayed::Done(if keep_client {
             Outcome::KeepAlive
         } else {
             Outcome::Close
-        }
+        })
     }
 
     /// Checks the answer's head, records what it says about the server and writes the head the
@@ -620,14 +556,13 @@ impl Run<'_> {
         head: &httparse::Response,
         backend: &Backend,
         latency: Duration,
-        now: Instant,
         closing: bool,
         down: &mut Vec<u8>,
-    ) -> Result<AnswerHead, (u16, &'static str)> {
-        let set = &self.ex.set;
+    ) -> Result<AnswerHead, Failure> {
+        let set = &self.ex.admitted.set;
         let status = head.code.unwrap_or(0);
         if status == 101 || status < 100 {
-            return Err((502, "upstream server failed"));
+            return Err(Failure::BadAnswer);
         }
         let mut length = None;
         let mut chunked = false;
@@ -635,17 +570,17 @@ impl Run<'_> {
         let mut server_closes = head.version != Some(1);
         for f in head.headers.iter() {
             if is(f.name, "content-length") {
-                match (length, super::content_length(f.value)) {
+                match (length, policy::content_length(f.value)) {
                     (None, Some(n)) => length = Some(n),
-                    _ => return Err((502, "upstream server failed")),
+                    _ => return Err(Failure::BadAnswer),
                 }
             } else if is(f.name, "transfer-encoding") {
                 if chunked || !f.value.trim_ascii().eq_ignore_ascii_case(b"chunked") {
-                    return Err((502, "upstream server failed"));
+                    return Err(Failure::BadAnswer);
                 }
                 chunked = true;
             } else if is(f.name, "content-type") {
-                event_stream = f.value.starts_with(b"text/event-stream");
+                event_stream = answer::is_event_stream(f.value);
             } else if is(f.name, "connection") {
                 server_closes |= wire::says_close(f.value);
             }
@@ -659,48 +594,34 @@ impl Run<'_> {
         } else {
             Framing::UntilClose
         };
-        if let (false, Framing::Length(n)) = (event_stream, &framing) {
-            if *n > set.proxy.max_response_body {
-                crate::metrics::refused("max_response_body");
-                return Err((502, "upstream answer larger than proxy.max_response_body"));
+        let limit = answer::body_limit(set, event_stream);
+        if let (Some(limit), Framing::Length(n)) = (limit, &framing) {
+            if *n > limit {
+                return Err(Failure::TooLarge);
             }
         }
-        let now = clock::ms_at(now);
-        backend.state.observe_latency(latency, now);
-        if backend
-            .state
-            .record_status(status, now, &set.proxy.ejection)
-        {
-            if let Some(span) = set.try_eject(backend, now, &set.proxy.ejection) {
-                tracing::info!(server = %backend.id, ejected_for = ?span, "ejected after a run of 5xx answers");
-            }
-        }
+        answer::head_received(set, backend, status, latency);
 
         let until_close = matches!(framing, Framing::UntilClose);
         let keep_client = !closing && !until_close;
         down.clear();
         wire::status_line(down, status, head.reason);
         for f in head.headers.iter() {
-            if wire::hop_by_hop(f.name) || (chunked && is(f.name, "content-length")) {
+            // With chunked framing a Content-Length is wrong (RFC 9112 section 6.3): dropped.
+            if answer::hop_by_hop(f.name) || (chunked && is(f.name, "content-length")) {
                 continue;
             }
-            if is(f.name, super::SESSION_HEADER) {
-                match self.path.codec.encode(&set.name, backend.addr, f.value) {
-                    Ok(token) => {
-                        crate::metrics::session_created(&set.name);
-                        wire::header(down, f.name.as_bytes(), token.as_bytes());
-                    }
-                    Err(e) => {
-                        tracing::warn!(server = %backend.id, error = %e, "dropping a session id the server minted");
-                    }
+            if is(f.name, answer::SESSION_FIELD) {
+                if let Some(token) = answer::seal(&self.path.codec, set, backend, f.value) {
+                    wire::header(down, f.name.as_bytes(), token.as_bytes());
                 }
                 continue;
             }
             wire::header(down, f.name.as_bytes(), f.value);
         }
         if event_stream {
-            // Tell any buffering hop downstream (nginx in front of us, say) to pass events on.
-            wire::header(down, b"x-accel-buffering", b"no");
+            let (name, value) = answer::ACCEL_BUFFERING;
+            wire::header(down, name.as_bytes(), value.as_bytes());
         }
         if !keep_client {
             wire::header(down, b"connection", b"close");
@@ -709,10 +630,31 @@ impl Run<'_> {
         Ok(AnswerHead {
             status,
             framing,
-            event_stream,
+            limit,
             keep_upstream: !server_closes && !until_close,
             keep_client,
         })
+    }
+}
+
+/// Writes the request by `by`, telling how much of it got out when it fails.
+async fn send(upstream: &mut TcpStream, bytes: &[u8], by: tokio::time::Instant) -> Sent {
+    let mut written = 0usize;
+    let write = async {
+        while written < bytes.len() {
+            match upstream.write(&bytes[written..]).await {
+                Ok(0) | Err(_) => return false,
+                Ok(n) => written += n,
+            }
+        }
+        true
+    };
+    let done = tokio::time::timeout_at(by, write).await;
+    match done {
+        Ok(true) => Sent::All,
+        Ok(false) if written == 0 => Sent::Nothing,
+        Ok(false) => Sent::Part,
+        Err(_) => Sent::TimedOut,
     }
 }
 
@@ -720,7 +662,8 @@ impl Run<'_> {
 struct AnswerHead {
     status: u16,
     framing: Framing,
-    event_stream: bool,
+    /// `answer::body_limit`.
+    limit: Option<u64>,
     /// The server's connection may carry another request after this answer.
     keep_upstream: bool,
     /// The client's connection may.

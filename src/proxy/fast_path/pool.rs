@@ -15,11 +15,10 @@ use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::net::SocketAddr;
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 use tokio::net::TcpStream;
 
-/// Connections idle longer than this are closed rather than reused (Pingora's path uses the same).
-pub const IDLE_LIMIT: Duration = Duration::from_secs(60);
+use crate::proxy::policy::POOLED_IDLE_LIMIT as IDLE_LIMIT;
 
 /// A sweep of expired connections every this many returns.
 const SWEEP_EVERY: u64 = 4096;
@@ -144,6 +143,7 @@ impl Inner {
 mod tests {
     use super::*;
     use tokio::io::AsyncWriteExt;
+    use std::time::Duration;
     use tokio::net::TcpListener;
 
     #[tokio::test]

@@ -503,6 +503,9 @@ pub struct PeerOptions {
     pub read_timeout: Option<Duration>,
     pub idle_timeout: Option<Duration>,
     pub write_timeout: Option<Duration>,
+    /// mcp-fleet patch: the longest wait for a response header (HTTP/1), counted from the moment
+    /// the whole request has been sent; `read_timeout` still bounds each read.
+    pub first_byte_timeout: Option<Duration>,
     pub verify_cert: bool,
     pub verify_hostname: bool,
     #[cfg(feature = "s2n")]
@@ -579,6 +582,7 @@ impl PeerOptions {
             read_timeout: None,
             idle_timeout: None,
             write_timeout: None,
+            first_byte_timeout: None,
             verify_cert: true,
             verify_hostname: true,
             #[cfg(feature = "s2n")]

@@ -22,7 +22,7 @@ use pingora_http::{HMap, IntoCaseHeaderName, RequestHeader, ResponseHeader};
 use pingora_timeout::timeout;
 use std::io::ErrorKind;
 use std::str;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::body::{BodyReader, BodyWriter};
@@ -30,6 +30,11 @@ use super::common::*;
 use crate::protocols::http::HttpTask;
 use crate::protocols::{Digest, SocketAddr, Stream, UniqueID, UniqueIDType};
 use crate::utils::{BufRef, KVRef};
+
+/// mcp-fleet patch: the error type of a response header that did not arrive within
+/// [`HttpSession::first_byte_timeout`].
+pub const FIRST_BYTE_TIMEDOUT: pingora_error::ErrorType =
+    pingora_error::ErrorType::Custom("FirstByteTimedout");
 
 /// The HTTP 1.x client session
 pub struct HttpSession {
@@ -50,6 +55,12 @@ pub struct HttpSession {
     /// The timeout is reset on every write. This is not a timeout on the overall duration of the
     /// request.
     pub write_timeout: Option<Duration>,
+    /// mcp-fleet patch: the longest wait for the response header, counted from the end of the
+    /// request (`finish_body`). Unlike `read_timeout` it is not reset by each read, and a slow
+    /// request body does not count against it. Expiry is a [`FIRST_BYTE_TIMEDOUT`] error.
+    pub first_byte_timeout: Option<Duration>,
+    /// mcp-fleet patch: when the whole request had been written and flushed.
+    request_sent_at: Option<Instant>,
     keepalive_timeout: KeepaliveStatus,
     pub(crate) digest: Box<Digest>,
     response_header: Option<Box<ResponseHeader>>,
@@ -93,6 +104,8 @@ impl HttpSession {
             request_written: None,
             read_timeout: None,
             write_timeout: None,
+            first_byte_timeout: None,
+            request_sent_at: None,
             digest,
             bytes_sent: 0,
             body_recv: 0,
@@ -110,6 +123,7 @@ impl HttpSession {
             session.set_allow_h1_response_invalid_content_length(
                 options.allow_h1_response_invalid_content_length,
             );
+            session.first_byte_timeout = options.first_byte_timeout;
         }
         session
     }
@@ -203,6 +217,8 @@ impl HttpSession {
             .flush()
             .await
             .or_err(WriteError, "flushing body")?;
+        // mcp-fleet patch: the first-byte wait starts here.
+        self.request_sent_at.get_or_insert_with(Instant::now);
 
         self.maybe_force_close_body_reader();
         Ok(res)
@@ -392,12 +408,29 @@ impl HttpSession {
                 self.response_header_read_buf.reserve(INIT_HEADER_BUF_SIZE);
             }
 
+            // mcp-fleet patch: each read waits at most read_timeout, and no read waits past the
+            // first-byte deadline once the request is out (informational heads do not stop it).
+            let head_left = self
+                .first_byte_timeout
+                .zip(self.request_sent_at)
+                .map(|(wait, sent)| wait.saturating_sub(sent.elapsed()));
+            let (limit, first_byte) = match (self.read_timeout, head_left) {
+                (Some(t), Some(left)) if t < left => (Some(t), false),
+                (_, Some(left)) => (Some(left), true),
+                (t, None) => (t, false),
+            };
             let read_fut = self
                 .underlying_stream
                 .read_buf(&mut self.response_header_read_buf);
-            let read_result = match self.read_timeout {
+            let read_result = match limit {
                 Some(t) => match timeout(t, read_fut).await {
                     Ok(res) => res,
+                    Err(_) if first_byte => {
+                        return self.fail_response_header_read(Error::explain(
+                            FIRST_BYTE_TIMEDOUT,
+                            "no response header within the first-byte timeout",
+                        ));
+                    }
                     Err(_) => {
                         return self.fail_response_header_read(Error::explain(
                             ReadTimedout,

@@ -1,14 +1,7 @@
-//! The bytes the fast path writes: the request as a server receives it, the answer's head as
-//! the client receives it, and the proxy's own error answers.
+//! HTTP/1.1 bytes the proxy writes itself (the fast path's requests and answer heads, and the
+//! proxy's own answers on the fast path and at the gate). What goes in them is the policy's.
 
-use super::super::reply;
-
-/// Hop-by-hop response fields, which describe the server's connection, not the client's.
-pub fn hop_by_hop(name: &str) -> bool {
-    name.eq_ignore_ascii_case("connection")
-        || name.eq_ignore_ascii_case("keep-alive")
-        || name.eq_ignore_ascii_case("proxy-connection")
-}
+use super::policy::Refusal;
 
 /// `Connection` lists `close`.
 pub fn says_close(value: &[u8]) -> bool {
@@ -55,21 +48,17 @@ pub fn decimal(out: &mut Vec<u8>, mut n: u64) {
     out.extend_from_slice(&digits[i..]);
 }
 
-/// A whole JSON-RPC error answer from the proxy. The connection is closed after it, as
-/// Pingora's path does for its error answers; the answer says so.
-pub fn error_answer(status: u16, code: i64, message: &str) -> Vec<u8> {
-    let body = reply::jsonrpc_error(code, message, None);
+/// The whole answer of a refusal.
+pub fn answer(refusal: &Refusal) -> Vec<u8> {
+    let body = refusal.body();
     let mut out = Vec::with_capacity(body.len() + 192);
-    status_line(&mut out, status, None);
-    header(&mut out, b"content-type", b"application/json");
+    status_line(&mut out, refusal.status, None);
     out.extend_from_slice(b"content-length: ");
     decimal(&mut out, body.len() as u64);
     out.extend_from_slice(b"\r\n");
-    header(&mut out, b"cache-control", b"no-store");
-    if status == 503 {
-        header(&mut out, b"retry-after", b"1");
+    for (name, value) in refusal.fields() {
+        header(&mut out, name.as_bytes(), value.as_bytes());
     }
-    header(&mut out, b"connection", b"close");
     out.extend_from_slice(b"\r\n");
     out.extend_from_slice(&body);
     out
@@ -77,7 +66,7 @@ pub fn error_answer(status: u16, code: i64, message: &str) -> Vec<u8> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::super::content_length;
+    use super::super::policy::{code, content_length};
     use super::*;
 
     #[test]
@@ -107,13 +96,13 @@ mod tests {
 
     #[test]
     fn error_answers_are_complete_http_with_a_jsonrpc_body() {
-        let a = String::from_utf8(error_answer(503, -32003, "none ready"))
-            .expect("a well-formed answer");
+        let a = String::from_utf8(answer(&Refusal::no_server())).expect("a well-formed answer");
         let (head, body) = a.split_once("\r\n\r\n").expect("a well-formed answer");
         assert!(head.starts_with("HTTP/1.1 503 Service Unavailable\r\n"));
         assert!(head.contains("retry-after: 1") && head.contains("connection: close"));
         assert!(head.contains(&format!("content-length: {}", body.len())));
         let v: serde_json::Value = serde_json::from_str(body).expect("a well-formed answer");
-        assert_eq!(v["error"]["code"], -32003);
+        assert_eq!(v["error"]["code"], code::UNAVAILABLE);
+        assert_eq!(v["id"], serde_json::Value::Null);
     }
 }

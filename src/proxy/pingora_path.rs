@@ -1,0 +1,594 @@
+//! Pingora's path: the `ProxyHttp` engine for every request the fast path does not take (event
+//! streams, `DELETE`, chunked and large bodies, unusual fields, local endpoints, refusals). It
+//! moves bytes through Pingora's hooks and asks the policy core what each step means.
+
+use super::policy::{
+    self, admit, answer, Admission, Admitted, Attempts, BodyFraming, Failure, Head, Local,
+    Refusal, Verdict,
+};
+use super::{reply, session::SessionCodec, RequestGuard, Traffic};
+use crate::upstream::{clock, Backend, InFlight, Registry, UpstreamSet};
+use async_trait::async_trait;
+use bytes::Bytes;
+use http::{HeaderValue, Method};
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::prelude::{HttpPeer, ProxyHttp, Session};
+use pingora::protocols::http::v1::client::FIRST_BYTE_TIMEDOUT;
+use pingora::proxy::FailToProxy;
+use pingora::{Error, ErrorSource, ErrorType, Result};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Pingora drops `Content-Length` when `Transfer-Encoding` is present (RFC 9112 lets a server
+/// do that); a proxy must refuse such a request instead, so look at the head as it arrived.
+fn raw_head_has_content_length(session: &Session) -> bool {
+    session.as_downstream().as_http1().is_some_and(|h1| {
+        h1.get_headers_raw_bytes()
+            .split(|&b| b == b'\n')
+            .skip(1)
+            .any(|line| line.len() > 15 && line[..15].eq_ignore_ascii_case(b"content-length:"))
+    })
+}
+
+/// The request's framing as admission reads it.
+fn request_framing(session: &Session) -> Result<BodyFraming, &'static str> {
+    let headers = &session.req_header().headers;
+    let lengths = headers
+        .get_all(http::header::CONTENT_LENGTH)
+        .iter()
+        .map(HeaderValue::as_bytes);
+    let codings: Vec<&[u8]> = headers
+        .get_all(http::header::TRANSFER_ENCODING)
+        .iter()
+        .map(HeaderValue::as_bytes)
+        .collect();
+    if !codings.is_empty() && raw_head_has_content_length(session) {
+        return Err("both Content-Length and Transfer-Encoding");
+    }
+    policy::framing(lengths, codings)
+}
+
+enum Preread {
+    Complete,
+    Refused(Refusal),
+}
+
+/// Reads a chunked request body whole, into Pingora's replay buffer, so that broken chunk
+/// framing is answered here and nothing of the request reaches a server.
+async fn preread_chunked(session: &mut Session, limit: Duration) -> Preread {
+    session.as_downstream_mut().enable_retry_buffering();
+    let read = tokio::time::timeout(limit, async {
+        let mut total = 0usize;
+        loop {
+            match session.read_request_body().await {
+                Ok(Some(chunk)) => {
+                    total += chunk.len();
+                    if total > policy::CHUNKED_BODY_LIMIT {
+                        return Preread::Refused(Refusal::chunked_too_large());
+                    }
+                }
+                Ok(None) => return Preread::Complete,
+                Err(_) => return Preread::Refused(Refusal::malformed_chunked()),
+            }
+        }
+    })
+    .await;
+    read.unwrap_or(Preread::Refused(Refusal::body_timeout()))
+}
+
+/// Reads and discards what is left of the request after an early answer, within the policy's
+/// bounds, so a client still writing its body reads the answer instead of a reset.
+async fn linger(session: &mut Session) {
+    if session.as_downstream_mut().is_body_done() {
+        return;
+    }
+    let deadline = tokio::time::Instant::now() + policy::LINGER_TIME;
+    let mut discarded = 0u64;
+    while discarded < policy::LINGER_BYTES {
+        let read = tokio::time::timeout_at(
+            deadline.min(tokio::time::Instant::now() + policy::LINGER_IDLE),
+            session.read_request_body(),
+        );
+        match read.await {
+            Ok(Ok(Some(chunk))) => discarded += chunk.len() as u64,
+            _ => break,
+        }
+    }
+}
+
+async fn respond(
+    session: &mut Session,
+    status: u16,
+    body: Vec<u8>,
+    fields: impl Iterator<Item = (&'static str, &'static str)>,
+) -> Result<()> {
+    let mut resp = ResponseHeader::build(status, Some(6))?;
+    resp.insert_header("content-length", body.len())?;
+    for (name, value) in fields {
+        resp.append_header(name, value)?;
+    }
+    session.write_response_header(Box::new(resp), false).await?;
+    session
+        .write_response_body(Some(Bytes::from(body)), true)
+        .await?;
+    Ok(())
+}
+
+/// Writes the policy's answer; Pingora writes `Connection` itself from the keep-alive state.
+async fn refuse(session: &mut Session, refusal: &Refusal) -> Result<()> {
+    if refusal.close {
+        session.set_keepalive(None);
+    }
+    let fields = refusal.fields().filter(|(name, _)| *name != "connection");
+    let written = respond(session, refusal.status, refusal.body(), fields).await;
+    linger(session).await;
+    written
+}
+
+/// The proxy. Timeouts, retries and ejection rules come from the category's snapshot
+/// (`UpstreamSet::proxy`), so a reload changes them for the next request.
+pub struct FleetProxy {
+    registry: Arc<Registry>,
+    codec: SessionCodec,
+    traffic: Arc<Traffic>,
+}
+
+impl FleetProxy {
+    pub fn new(registry: Arc<Registry>, codec: SessionCodec, traffic: Arc<Traffic>) -> Self {
+        Self {
+            registry,
+            codec,
+            traffic,
+        }
+    }
+}
+
+/// Per-request state, shared across the hooks of one request (and its retries).
+#[derive(Default)]
+pub struct RequestCtx {
+    guard: Option<RequestGuard>,
+    started: Option<Instant>,
+    /// An MCP request (not a local endpoint): counted in the request metrics.
+    counted: bool,
+    set: Option<Arc<UpstreamSet>>,
+    admitted: Option<Admitted>,
+    query: Option<Box<str>>,
+    attempts: Attempts,
+    /// The server of the current attempt.
+    target: Option<Backend>,
+    in_flight: Option<InFlight>,
+    /// When the request was handed to the current upstream connection.
+    sent_at: Option<Instant>,
+    /// The current attempt's answer head has arrived.
+    head_seen: bool,
+    /// A failure a filter found (it returns a bare error to Pingora).
+    failure: Option<Failure>,
+    /// The answer the client gets if the request fails now.
+    refusal: Option<Refusal>,
+    body_bytes: u64,
+    /// The answer is `text/event-stream` (set when its head arrives).
+    event_stream: bool,
+    /// Bytes of the answer so far, and its limit (`answer::body_limit`).
+    response_bytes: u64,
+    response_limit: Option<u64>,
+}
+
+impl RequestCtx {
+    /// What a Pingora error says went wrong with the attempt, when it is the server's doing.
+    fn classify(&self, e: &Error) -> Option<Failure> {
+        if let Some(f) = self.failure {
+            return Some(f);
+        }
+        let wait = self
+            .set
+            .as_ref()
+            .map_or(Duration::ZERO, |s| policy::first_byte_wait(&s.proxy));
+        if e.etype() == &FIRST_BYTE_TIMEDOUT {
+            return Some(Failure::FirstByte(wait));
+        }
+        if e.esource() != &ErrorSource::Upstream {
+            return None;
+        }
+        Some(match e.etype() {
+            ErrorType::ReadTimedout | ErrorType::WriteTimedout => Failure::Idle,
+            _ if self.head_seen => Failure::BrokenAnswer,
+            ErrorType::WriteError => Failure::Send,
+            ErrorType::InvalidHTTPHeader | ErrorType::H1Error => Failure::BadAnswer,
+            _ => Failure::NoAnswer,
+        })
+    }
+
+    /// Accounts a failed attempt through the policy; true when it may be retried.
+    fn attempt_failed(&mut self, failure: Failure) -> bool {
+        let (Some(set), Some(target)) = (&self.set, &self.target) else {
+            return false;
+        };
+        self.in_flight = None;
+        match self.attempts.failed(set, target, failure) {
+            Verdict::Retry => true,
+            Verdict::Fail(refusal) => {
+                self.refusal = Some(refusal);
+                false
+            }
+        }
+    }
+
+    /// A filter found the answer unacceptable: the error it returns to Pingora.
+    fn fail_answer(&mut self, failure: Failure) -> Box<Error> {
+        self.failure = Some(failure);
+        self.attempt_failed(failure);
+        Error::explain(ErrorType::HTTPStatus(502), "upstream answer refused")
+    }
+
+    /// A filter refused the request's body: the error it returns to Pingora.
+    fn refuse_request(&mut self, refusal: Refusal) -> Box<Error> {
+        let status = refusal.status;
+        self.refusal = Some(refusal);
+        Error::explain(ErrorType::HTTPStatus(status), "request refused")
+    }
+}
+
+/// The answer for a failure that is not the server's (the client's, or the proxy's own).
+fn fallback_refusal(e: &Error) -> Refusal {
+    match e.esource() {
+        ErrorSource::Downstream => Refusal::bad_request(),
+        _ => Refusal::internal(),
+    }
+}
+
+#[async_trait]
+impl ProxyHttp for FleetProxy {
+    type CTX = RequestCtx;
+
+    fn new_ctx(&self) -> RequestCtx {
+        RequestCtx::default()
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        crate::metrics::metrics().in_flight.inc();
+        ctx.guard = Some(RequestGuard);
+        ctx.started = Some(Instant::now());
+        let snapshot = self.registry.load();
+        let now = clock::now_ms();
+        let framing = request_framing(session);
+        let req = session.req_header();
+        let uri = &req.uri;
+        let head = Head {
+            method: req.method.as_str(),
+            path: uri.path(),
+            query: uri.query(),
+            uri_len: uri.path_and_query().map_or(0, |p| p.as_str().len()),
+            fields: req.headers.len(),
+            field_bytes: req
+                .headers
+                .iter()
+                .map(|(k, v)| (k.as_str().len() + v.len()) as u64)
+                .sum(),
+            framing,
+            origin: req.headers.get(http::header::ORIGIN).map(|v| v.as_bytes()),
+            session: req
+                .headers
+                .get(answer::SESSION_FIELD)
+                .map(|v| v.as_bytes()),
+        };
+        let admission = admit(&snapshot, &self.codec, &head, |name| {
+            req.headers.get(name).map(|v| v.as_bytes())
+        }, now);
+        let query = uri.query().map(Into::into);
+        let admitted = match admission {
+            Admission::Local(local) => {
+                let (status, body) = match local {
+                    Local::Health => {
+                        reply::health(&snapshot, self.traffic.draining(), &self.registry.labels())
+                    }
+                    Local::Stats => (200, reply::stats(&snapshot)),
+                };
+                let fields = [
+                    ("content-type", "application/json"),
+                    ("cache-control", "no-store"),
+                ];
+                respond(session, status, body, fields.into_iter()).await?;
+                return Ok(true);
+            }
+            Admission::Refused {
+                refusal,
+                set,
+                counted,
+            } => {
+                ctx.counted = counted;
+                ctx.set = set;
+                refuse(session, &refusal).await?;
+                return Ok(true);
+            }
+            Admission::Admitted(admitted) => admitted,
+        };
+        ctx.counted = true;
+        let set = Arc::clone(&admitted.set);
+        ctx.set = Some(Arc::clone(&set));
+        ctx.query = query;
+        ctx.attempts = Attempts::new(admitted.target.is_some());
+        ctx.admitted = Some(admitted);
+        if framing == Ok(BodyFraming::Chunked) {
+            if let Preread::Refused(refusal) = preread_chunked(session, set.proxy.body_timeout).await
+            {
+                refuse(session, &refusal).await?;
+                return Ok(true);
+            }
+        }
+        // A client that stalls while sending its body is cut off after body_timeout, and one
+        // that stops reading its answer after send_timeout (the buffers between hold a few
+        // hundred KiB per stream until then).
+        let downstream = session.as_downstream_mut();
+        downstream.set_read_timeout(Some(set.proxy.body_timeout));
+        downstream.set_write_timeout(Some(set.proxy.send_timeout));
+        set.record_request(now);
+        Ok(false)
+    }
+
+    async fn upstream_peer(
+        &self,
+        _session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<Box<HttpPeer>> {
+        let (Some(set), Some(admitted)) = (ctx.set.clone(), &ctx.admitted) else {
+            return Err(Error::explain(ErrorType::InternalError, "no upstream set"));
+        };
+        let picked = ctx.attempts.pick(
+            &set,
+            admitted.target.as_ref(),
+            admitted.hash_key,
+            clock::now_ms(),
+        );
+        let backend = match picked {
+            Ok(b) => b,
+            Err(refusal) => return Err(ctx.refuse_request(refusal)),
+        };
+        ctx.in_flight = Some(backend.state.start_request());
+        ctx.head_seen = false;
+        ctx.failure = None;
+        let proxy = &set.proxy;
+        let mut peer = HttpPeer::new(backend.addr, false, String::new());
+        peer.options.connection_timeout = Some(proxy.connect_timeout);
+        peer.options.total_connection_timeout = Some(proxy.connect_timeout);
+        // The idle timeout bounds every read and write; the answer's head must also come within
+        // the first-byte wait, counted from the request's last byte (vendored client, patch 4).
+        peer.options.read_timeout = Some(proxy.idle_timeout);
+        peer.options.write_timeout = Some(proxy.idle_timeout);
+        peer.options.first_byte_timeout = Some(policy::first_byte_wait(proxy));
+        peer.options.idle_timeout = Some(policy::POOLED_IDLE_LIMIT);
+        ctx.target = Some(backend);
+        Ok(Box::new(peer))
+    }
+
+    async fn connected_to_upstream(
+        &self,
+        _session: &mut Session,
+        _reused: bool,
+        _peer: &HttpPeer,
+        _fd: std::os::unix::io::RawFd,
+        _digest: Option<&pingora::protocols::Digest>,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        ctx.sent_at = Some(Instant::now());
+        Ok(())
+    }
+
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        let Some(set) = ctx.set.clone() else {
+            return Ok(());
+        };
+        // A chunked body declares no length: count it as it streams.
+        ctx.body_bytes += body.as_ref().map_or(0, |b| b.len() as u64);
+        if ctx.body_bytes > set.proxy.max_body {
+            return Err(ctx.refuse_request(Refusal::body_too_large()));
+        }
+        if ctx
+            .started
+            .is_some_and(|t| t.elapsed() > set.proxy.body_timeout)
+        {
+            return Err(ctx.refuse_request(Refusal::body_timeout()));
+        }
+        Ok(())
+    }
+
+    async fn upstream_response_filter(
+        &self,
+        _session: &mut Session,
+        resp: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        if resp.status.is_informational() {
+            return Ok(());
+        }
+        ctx.head_seen = true;
+        let (Some(set), Some(target)) = (ctx.set.clone(), ctx.target.clone()) else {
+            return Ok(());
+        };
+        ctx.event_stream = resp
+            .headers
+            .get(http::header::CONTENT_TYPE)
+            .is_some_and(|v| answer::is_event_stream(v.as_bytes()));
+        ctx.response_limit = answer::body_limit(&set, ctx.event_stream);
+        let declared = resp
+            .headers
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| policy::content_length(v.as_bytes()));
+        if let (Some(limit), Some(n)) = (ctx.response_limit, declared) {
+            if n > limit {
+                return Err(ctx.fail_answer(Failure::TooLarge));
+            }
+        }
+        let latency = ctx.sent_at.map_or(Duration::ZERO, |t| t.elapsed());
+        answer::head_received(&set, &target, resp.status.as_u16(), latency);
+        Ok(())
+    }
+
+    fn upstream_response_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<Option<Duration>> {
+        if let Some(limit) = ctx.response_limit {
+            ctx.response_bytes += body.as_ref().map_or(0, |b| b.len() as u64);
+            if ctx.response_bytes > limit {
+                return Err(ctx.fail_answer(Failure::TooLarge));
+            }
+        }
+        Ok(None)
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        _session: &mut Session,
+        upstream: &mut RequestHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        let (Some(set), Some(target)) = (&ctx.set, &ctx.target) else {
+            return Err(Error::explain(
+                ErrorType::InternalError,
+                "no upstream chosen",
+            ));
+        };
+        let uri = policy::upstream_target(set, ctx.query.as_deref())
+            .ok_or_else(|| Error::explain(ErrorType::InternalError, "bad upstream path"))?;
+        upstream.set_uri(uri);
+        upstream.remove_header(policy::FORWARDED_HOST);
+        if let Some(host) = upstream.headers.get(http::header::HOST).cloned() {
+            upstream.insert_header(policy::FORWARDED_HOST, host)?;
+        }
+        upstream.insert_header(http::header::HOST, target.host.clone())?;
+        if let Some(inner) = ctx
+            .admitted
+            .as_ref()
+            .and_then(|a| a.inner_session.as_ref())
+        {
+            let inner = HeaderValue::from_bytes(inner.as_bytes())
+                .map_err(|_| Error::explain(ErrorType::InternalError, "bad session id"))?;
+            upstream.insert_header(answer::SESSION_FIELD, inner)?;
+        }
+        Ok(())
+    }
+
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        resp: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        if let (Some(inner), Some(set), Some(target)) =
+            (resp.headers.get(answer::SESSION_FIELD), &ctx.set, &ctx.target)
+        {
+            match answer::seal(&self.codec, set, target, inner.as_bytes()) {
+                Some(token) => {
+                    resp.insert_header(answer::SESSION_FIELD, token)?;
+                }
+                None => {
+                    resp.remove_header(answer::SESSION_FIELD);
+                }
+            }
+        }
+        if ctx.event_stream {
+            let (name, value) = answer::ACCEL_BUFFERING;
+            resp.insert_header(name, value)?;
+        }
+        Ok(())
+    }
+
+    fn fail_to_connect(
+        &self,
+        _session: &mut Session,
+        _peer: &HttpPeer,
+        ctx: &mut RequestCtx,
+        mut e: Box<Error>,
+    ) -> Box<Error> {
+        let retry = ctx.attempt_failed(Failure::Connect);
+        e.set_retry(retry);
+        e
+    }
+
+    fn error_while_proxy(
+        &self,
+        _peer: &HttpPeer,
+        _session: &mut Session,
+        mut e: Box<Error>,
+        ctx: &mut RequestCtx,
+        _client_reused: bool,
+    ) -> Box<Error> {
+        // Pingora cannot tell how much of a request a failed write took, so nothing it reports
+        // here proves the server read none of it: the policy never resends these.
+        let retry = match ctx.classify(&e) {
+            Some(failure) => ctx.attempt_failed(failure),
+            None => false,
+        };
+        e.set_retry(retry);
+        e
+    }
+
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        e: &Error,
+        ctx: &mut RequestCtx,
+    ) -> FailToProxy {
+        if ctx.refusal.is_none() {
+            if let Some(failure) = ctx.classify(e) {
+                ctx.attempt_failed(failure);
+            }
+        }
+        let refusal = ctx.refusal.take().unwrap_or_else(|| fallback_refusal(e));
+        // A downstream that is gone cannot be answered; anything else gets a JSON-RPC body,
+        // unless the response has already started (then the connection is simply closed).
+        let downstream_gone = e.esource() == &ErrorSource::Downstream
+            && matches!(
+                e.etype(),
+                ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed
+            );
+        if !downstream_gone && session.response_written().is_none() {
+            let closing = Refusal {
+                close: true,
+                ..refusal.clone()
+            };
+            let _ = refuse(session, &closing).await;
+        }
+        FailToProxy {
+            error_code: if downstream_gone { 0 } else { refusal.status },
+            can_reuse_downstream: false,
+        }
+    }
+
+    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
+        let status = session.response_written().map_or(0, |r| r.status.as_u16());
+        let req = session.req_header();
+        if ctx.counted {
+            answer::record(&answer::Outcome {
+                set: ctx.set.as_deref(),
+                status,
+                method: crate::metrics::method_label(
+                    req.headers.get("mcp-method").map(|v| v.as_bytes()),
+                ),
+                seconds: ctx.started.map_or(0.0, |t| t.elapsed().as_secs_f64()),
+                ended_session: ctx.attempts.session_bound() && req.method == Method::DELETE,
+            });
+        }
+        if tracing::enabled!(tracing::Level::DEBUG) {
+            let server = ctx.target.as_ref().map(|b| b.id.as_ref()).unwrap_or("-");
+            tracing::debug!(
+                method = %req.method,
+                path = %req.uri.path(),
+                status,
+                server,
+                attempts = ctx.attempts.count(),
+                error = e.map(|e| e.to_string()),
+                "request"
+            );
+        }
+    }
+}

@@ -1,0 +1,268 @@
+//! The proxy's own answers: every refusal and failure a client can get, with its HTTP status,
+//! JSON-RPC error code, message and extra header fields, written once. The fast path renders a
+//! `Refusal` to bytes (`proxy::wire::answer`); Pingora's path walks [`Refusal::fields`] into a
+//! `ResponseHeader`. Neither writes a status, code or message of its own.
+
+use serde_json::json;
+use std::borrow::Cow;
+use std::time::Duration;
+
+/// JSON-RPC error codes in the implementation-defined server range.
+pub mod code {
+    pub const NO_ROUTE: i64 = -32001;
+    pub const SESSION_NOT_FOUND: i64 = -32002;
+    pub const UNAVAILABLE: i64 = -32003;
+    pub const UPSTREAM_FAILED: i64 = -32004;
+    pub const TIMEOUT: i64 = -32005;
+    pub const BAD_REQUEST: i64 = -32600;
+}
+
+/// An answer the proxy gives instead of (or after failing to get) a server's.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Refusal {
+    pub status: u16,
+    pub code: i64,
+    pub message: Cow<'static, str>,
+    /// The JSON-RPC error's `data` (the known categories of a 404).
+    pub data: Option<serde_json::Value>,
+    /// The connection is closed after the answer: the request's bytes cannot be trusted to end
+    /// where the next one starts (bad framing, a body not read, a failed exchange).
+    pub close: bool,
+}
+
+/// `{"jsonrpc":"2.0","id":null,"error":{...}}`: the id is null because the proxy answers without
+/// reading the body, as JSON-RPC allows for errors whose request id is not known.
+pub fn jsonrpc_error(code: i64, message: &str, data: Option<&serde_json::Value>) -> Vec<u8> {
+    let mut error = json!({ "code": code, "message": message });
+    if let Some(data) = data {
+        error["data"] = data.clone();
+    }
+    json!({ "jsonrpc": "2.0", "id": null, "error": error })
+        .to_string()
+        .into_bytes()
+}
+
+fn refuse(status: u16, code: i64, message: impl Into<Cow<'static, str>>) -> Refusal {
+    Refusal {
+        status,
+        code,
+        message: message.into(),
+        data: None,
+        close: false,
+    }
+}
+
+fn session_not_found(reason: &str) -> Refusal {
+    refuse(
+        404,
+        code::SESSION_NOT_FOUND,
+        format!("session not found ({reason}): initialize a new session"),
+    )
+}
+
+impl Refusal {
+    // Admission (in the order `admit` checks them).
+    pub fn headers_too_large() -> Self {
+        refuse(
+            431,
+            code::BAD_REQUEST,
+            "request headers too many or too large (proxy.max_headers, proxy.max_header_bytes)",
+        )
+        .closing()
+    }
+    pub fn bad_framing(why: &'static str) -> Self {
+        refuse(
+            400,
+            code::BAD_REQUEST,
+            format!("bad request framing: {why}"),
+        )
+        .closing()
+    }
+    pub fn uri_too_long() -> Self {
+        refuse(414, code::BAD_REQUEST, "request URI longer than proxy.max_uri")
+    }
+    pub fn no_such_endpoint(categories: serde_json::Value) -> Self {
+        Refusal {
+            data: Some(categories),
+            ..refuse(
+                404,
+                code::NO_ROUTE,
+                "no such endpoint: MCP is served on /mcp/{category}",
+            )
+        }
+    }
+    pub fn unknown_category(known: &str, categories: serde_json::Value) -> Self {
+        Refusal {
+            data: Some(categories),
+            ..refuse(
+                404,
+                code::NO_ROUTE,
+                format!("unknown category; known categories: {known}"),
+            )
+        }
+    }
+    pub fn origin_not_allowed() -> Self {
+        refuse(
+            403,
+            code::BAD_REQUEST,
+            "Origin not allowed (proxy.allowed_origins)",
+        )
+    }
+    pub fn body_too_large() -> Self {
+        refuse(
+            413,
+            code::BAD_REQUEST,
+            "request body larger than proxy.max_body",
+        )
+        .closing()
+    }
+    pub fn method_not_allowed() -> Self {
+        refuse(
+            405,
+            code::BAD_REQUEST,
+            "method not allowed: MCP uses POST, GET and DELETE",
+        )
+    }
+    pub fn session_forged() -> Self {
+        session_not_found("not issued by this fleet")
+    }
+    pub fn session_malformed() -> Self {
+        session_not_found("malformed")
+    }
+    pub fn session_server_gone() -> Self {
+        session_not_found("its server is gone, unhealthy or ejected")
+    }
+    pub fn none_ready(category: &str) -> Self {
+        refuse(
+            503,
+            code::UNAVAILABLE,
+            format!("no server of category {category} is ready"),
+        )
+    }
+    pub fn too_many_streams() -> Self {
+        refuse(
+            503,
+            code::UNAVAILABLE,
+            "too many open event streams (proxy.max_sse_streams)",
+        )
+    }
+    pub fn too_many_connections() -> Self {
+        refuse(
+            503,
+            code::UNAVAILABLE,
+            "too many client connections (proxy.max_connections)",
+        )
+        .closing()
+    }
+    pub fn chunked_too_large() -> Self {
+        refuse(
+            413,
+            code::BAD_REQUEST,
+            "chunked request bodies are limited to 64 KiB: send larger ones with Content-Length",
+        )
+        .closing()
+    }
+    pub fn malformed_chunked() -> Self {
+        Self::bad_framing("malformed chunked body")
+    }
+    pub fn body_timeout() -> Self {
+        refuse(
+            408,
+            code::BAD_REQUEST,
+            "request body not received within body_timeout",
+        )
+        .closing()
+    }
+
+    // Attempts that failed (see `attempt`).
+    pub fn no_server() -> Self {
+        refuse(503, code::UNAVAILABLE, "no ready server in the category").closing()
+    }
+    pub fn session_server_silent() -> Self {
+        session_not_found("its server does not answer").closing()
+    }
+    pub fn connect_exhausted() -> Self {
+        refuse(
+            502,
+            code::UPSTREAM_FAILED,
+            "upstream server refused the connection; retries exhausted",
+        )
+        .closing()
+    }
+    pub fn upstream_failed() -> Self {
+        refuse(502, code::UPSTREAM_FAILED, "upstream server failed").closing()
+    }
+    pub fn answer_too_large() -> Self {
+        refuse(
+            502,
+            code::UPSTREAM_FAILED,
+            "upstream answer larger than proxy.max_response_body",
+        )
+        .closing()
+    }
+    pub fn first_byte_timeout(wait: Duration) -> Self {
+        refuse(
+            504,
+            code::TIMEOUT,
+            format!("upstream server sent no answer within {wait:?}"),
+        )
+        .closing()
+    }
+    pub fn upstream_timed_out() -> Self {
+        refuse(504, code::TIMEOUT, "upstream server timed out").closing()
+    }
+    pub fn bad_request() -> Self {
+        refuse(400, code::BAD_REQUEST, "bad request").closing()
+    }
+    pub fn internal() -> Self {
+        refuse(500, code::UPSTREAM_FAILED, "proxy error").closing()
+    }
+
+    fn closing(mut self) -> Self {
+        self.close = true;
+        self
+    }
+
+    /// The JSON-RPC body.
+    pub fn body(&self) -> Vec<u8> {
+        jsonrpc_error(self.code, &self.message, self.data.as_ref())
+    }
+
+    /// The header fields of the answer, `Content-Length` aside, in the order they are written.
+    pub fn fields(&self) -> impl Iterator<Item = (&'static str, &'static str)> {
+        let extra: &'static [(&'static str, &'static str)] = match self.status {
+            // A client may try again shortly: the limit or the fleet frees up in seconds.
+            503 => &[("retry-after", "1")],
+            405 => &[("allow", "GET, POST, DELETE")],
+            _ => &[],
+        };
+        let close: &'static [(&'static str, &'static str)] = if self.close {
+            // Say so, or a client that pools connections sends its next request into a
+            // closing socket.
+            &[("connection", "close")]
+        } else {
+            &[]
+        };
+        [
+            ("content-type", "application/json"),
+            ("cache-control", "no-store"),
+        ]
+        .into_iter()
+        .chain(extra.iter().copied())
+        .chain(close.iter().copied())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_answers_that_leave_bytes_unread_close() {
+        assert!(!Refusal::origin_not_allowed().close);
+        assert!(Refusal::body_too_large().close);
+        let allow: Vec<_> = Refusal::method_not_allowed().fields().collect();
+        assert!(allow.contains(&("allow", "GET, POST, DELETE")));
+        assert!(!allow.iter().any(|(n, _)| *n == "connection"));
+    }
+}
