@@ -296,6 +296,7 @@ impl ProxyHttp for FleetProxy {
                 counted,
             } => {
                 ctx.counted = counted;
+                refusal.record(set.as_deref().map(|s| &*s.name));
                 ctx.set = set;
                 refuse(session, &refusal).await?;
                 return Ok(true);

@@ -65,7 +65,7 @@ pub enum Behaviour {
     /// A well-behaved server whose JSON answer carries the request head it received, framed
     /// as the request's `x-answer` field asks: `length` (default, keep-alive), `close`
     /// (Content-Length and `Connection: close`), `until-close` (no length: the end is the
-    /// close), `early-hints` (a 103 head, then the answer, in one write), `hold` (no answer:
+    /// close), `session` (mints `mcp-session-id: echo-session-1`), `error` (a 500), `early-hints` (a 103 head, then the answer, in one write), `hold` (no answer:
     /// wait for the proxy to close the connection, and count it), `sse` (a chunked event stream: one event, then a wait for `Counts::gate`,
     /// then a second event and the end).
     Echo,
@@ -159,6 +159,15 @@ async fn echo(stream: &mut TcpStream, request: &str, counts: &Counts) -> bool {
             counts.closed_on_hold.fetch_add(1, Ordering::SeqCst);
             return false;
         }
+        // A session minted on this answer; the id the proxy must carry back to this server.
+        "session" => format!(
+            "{json}mcp-session-id: echo-session-1\r\ncontent-length: {}\r\n\r\n{body}",
+            body.len()
+        ),
+        "error" => format!(
+            "HTTP/1.1 500 Internal Server Error\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+            body.len()
+        ),
         "close" => format!(
             "{json}connection: close\r\ncontent-length: {}\r\n\r\n{body}",
             body.len()
@@ -187,7 +196,8 @@ async fn echo(stream: &mut TcpStream, request: &str, counts: &Counts) -> bool {
         }
         _ => format!("{json}content-length: {}\r\n\r\n{body}", body.len()),
     };
-    stream.write_all(answer.as_bytes()).await.is_ok() && (how == "length" || how == "early-hints")
+    stream.write_all(answer.as_bytes()).await.is_ok()
+        && matches!(how.as_str(), "length" | "early-hints" | "session" | "error")
 }
 
 /// Reads one HTTP/1.1 request (head and Content-Length body); `None` at EOF.

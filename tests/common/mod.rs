@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod fake;
+pub mod raw;
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
@@ -159,6 +160,21 @@ pub fn start_backend_with(category: &str, port: u16, flags: &[&str]) -> Proc {
     proc
 }
 
+/// The `proxy.fast_path` line the suites run with: `MCP_FLEET_TEST_FAST_PATH=false` sends every
+/// request of every suite through Pingora's path (`.ci/run` runs the request-path suites both
+/// ways). A test that sets `fast_path` itself keeps its own setting.
+fn engine_setting(proxy_lines: &str) -> String {
+    match std::env::var("MCP_FLEET_TEST_FAST_PATH") {
+        Ok(v) if !proxy_lines.contains("fast_path") => format!("fast_path = {}\n", v.trim()),
+        _ => String::new(),
+    }
+}
+
+/// Whether this run sends requests through the fast path (see `engine_setting`).
+pub fn fast_path_on() -> bool {
+    std::env::var("MCP_FLEET_TEST_FAST_PATH").map_or(true, |v| v.trim() != "false")
+}
+
 /// Extra config lines for `FleetDir::with_sections`.
 #[derive(Default)]
 pub struct Sections<'a> {
@@ -206,9 +222,10 @@ impl FleetDir {
     ) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let proxy_port = free_port();
+        let engine = engine_setting(sections.proxy);
         let (monitor_port, admin_port) = (free_port(), free_port());
         let mut text = format!(
-            "[proxy]\nlisten = \"127.0.0.1:{proxy_port}\"\nshutdown_grace = \"5s\"\n{}\n\
+            "[proxy]\nlisten = \"127.0.0.1:{proxy_port}\"\nshutdown_grace = \"5s\"\n{engine}{}\n\
              [monitor]\nlisten = \"127.0.0.1:{}\"\n[admin]\nlisten = \"127.0.0.1:{}\"\n\
              [health]\n{}\n\
              [fleet]\n{}stop_grace = \"2s\"\n{}\n",

@@ -211,10 +211,7 @@ pub fn admit<'h>(
                 target = Some(backend);
                 inner_session = Some(inner);
             }
-            Err(refusal) => {
-                crate::metrics::session_not_found(&set.name);
-                return refused(refusal, Some(set));
-            }
+            Err(refusal) => return refused(refusal, Some(set)),
         }
     } else if set.ready_count() == 0 {
         return refused(Refusal::none_ready(&set.name), Some(set));
@@ -224,10 +221,7 @@ pub fn admit<'h>(
     if head.method == "GET" {
         match SseSlot::take(proxy.max_sse_streams) {
             Some(slot) => sse_slot = Some(slot),
-            None => {
-                crate::metrics::refused("max_sse_streams");
-                return refused(Refusal::too_many_streams(), Some(set));
-            }
+            None => return refused(Refusal::too_many_streams(), Some(set)),
         }
     }
     let hash_key = set

@@ -21,7 +21,7 @@ pub mod route;
 
 pub use admit::{admit, content_length, framing, Admission, Admitted, BodyFraming, Head, Local};
 pub use attempt::{Attempts, Failure, Verdict};
-pub use refusal::{code, Refusal};
+pub use refusal::{code, Refusal, Tally};
 
 use crate::config::ProxyConfig;
 use crate::upstream::{Snapshot, UpstreamSet};

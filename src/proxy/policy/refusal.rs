@@ -28,6 +28,18 @@ pub struct Refusal {
     /// The connection is closed after the answer: the request's bytes cannot be trusted to end
     /// where the next one starts (bad framing, a body not read, a failed exchange).
     pub close: bool,
+    /// The counter the answer adds to, by the engine that gives it (admission may be asked
+    /// twice about one request: the fast path asks, and leaves the answer to Pingora's path).
+    pub tally: Tally,
+}
+
+/// Metrics a refusal counts in, beside the request counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tally {
+    None,
+    SessionNotFound,
+    /// `mcp_fleet_refused_total{reason}`, the limit's key.
+    Limit(&'static str),
 }
 
 /// `{"jsonrpc":"2.0","id":null,"error":{...}}`: the id is null because the proxy answers without
@@ -49,6 +61,7 @@ fn refuse(status: u16, code: i64, message: impl Into<Cow<'static, str>>) -> Refu
         message: message.into(),
         data: None,
         close: false,
+        tally: Tally::None,
     }
 }
 
@@ -58,6 +71,7 @@ fn session_not_found(reason: &str) -> Refusal {
         code::SESSION_NOT_FOUND,
         format!("session not found ({reason}): initialize a new session"),
     )
+    .counted(Tally::SessionNotFound)
 }
 
 impl Refusal {
@@ -145,6 +159,7 @@ impl Refusal {
             code::UNAVAILABLE,
             "too many open event streams (proxy.max_sse_streams)",
         )
+        .counted(Tally::Limit("max_sse_streams"))
     }
     pub fn too_many_connections() -> Self {
         refuse(
@@ -179,7 +194,10 @@ impl Refusal {
         refuse(503, code::UNAVAILABLE, "no ready server in the category").closing()
     }
     pub fn session_server_silent() -> Self {
-        session_not_found("its server does not answer").closing()
+        Refusal {
+            tally: Tally::None,
+            ..session_not_found("its server does not answer").closing()
+        }
     }
     pub fn connect_exhausted() -> Self {
         refuse(
@@ -221,6 +239,22 @@ impl Refusal {
     fn closing(mut self) -> Self {
         self.close = true;
         self
+    }
+
+    fn counted(mut self, tally: Tally) -> Self {
+        self.tally = tally;
+        self
+    }
+
+    /// Adds the answer to its counter; called by the engine that gives it, once.
+    pub fn record(&self, category: Option<&str>) {
+        match self.tally {
+            Tally::None => {}
+            Tally::SessionNotFound => {
+                crate::metrics::session_not_found(category.unwrap_or("unknown"));
+            }
+            Tally::Limit(key) => crate::metrics::refused(key),
+        }
     }
 
     /// The JSON-RPC body.

@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# User-space instructions per proxied request, counted by callgrind (repeatable, unlike time on
+# a shared host): one built-in MCP server, `mcp-fleet serve` (one worker thread) in front of it
+# under valgrind, a warm-up of WARMUP stateless `tools/call` POSTs, the counters zeroed, then
+# REQUESTS more with CONC connections (oha). Prints the total of the dump's `summary:` line
+# divided by the requests. `--fast_path false` measures Pingora's path.
+# Usage: load-tests/callgrind.sh [--requests 3000] [--warmup 500] [--conc 8] [--fast_path true]
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+requests=3000 warmup=500 conc=8 fast_path=true
+parse_opts requests warmup conc fast_path -- "$@"
+ensure_build
+ensure_oha
+need_apt valgrind
+
+port=21000
+"$BIN" backend --port "$port" --category api >/dev/null 2>&1 &
+started $!
+wait_port "$port"
+cat >"$WORK/fleet.toml" <<TOML
+[proxy]
+listen = "127.0.0.1:18080"
+threads = 1
+fast_path = $fast_path
+[monitor]
+listen = "127.0.0.1:19090"
+per_server_metrics = false
+[admin]
+listen = "127.0.0.1:13000"
+[health]
+kind = "tcp"
+interval = "30s"
+[fleet]
+enabled = false
+state_dir = "$WORK/state"
+log_dir = "$WORK/logs"
+[categories.api]
+backends = ["127.0.0.1:$port"]
+TOML
+valgrind --tool=callgrind --callgrind-out-file="$WORK/callgrind.out" \
+    "$BIN" serve --config "$WORK/fleet.toml" >"$WORK/serve.log" 2>&1 &
+serve=$!
+started "$serve"
+wait_ready "http://127.0.0.1:18080" 300
+url="http://127.0.0.1:18080/mcp/api"
+oha_mcp "$url" -n "$warmup" -c "$conc" >/dev/null
+callgrind_control -z "$serve" >/dev/null
+oha_mcp "$url" -n "$requests" -c "$conc" >"$WORK/run.json"
+callgrind_control -d "$serve" >/dev/null
+read -r _ _ _ ok non200 errors <<<"$(oha_summary "$WORK/run.json")"
+# The dump after zeroing is the one written last.
+dump=$(ls -t "$WORK"/callgrind.out* | head -n 1)
+total=$(awk '/^summary:/ {print $2}' "$dump")
+log "fast_path=$fast_path: $ok answered 200 ($non200 other, $errors errors)"
+echo "instructions per request (fast_path=$fast_path): $((total / requests)) ($total / $requests)"

@@ -1,0 +1,360 @@
+//! The two engines are one proxy: the same requests, sent to an instance with
+//! `proxy.fast_path = true` and to one with `false` (every request on Pingora's path), in front
+//! of the same servers, get the same statuses, the same bodies (session tokens and the proxy's
+//! own port aside), the same fields that carry meaning, and the servers receive the same
+//! requests, as many times. Stateless calls, sessions, event streams, every answer framing,
+//! the proxy's refusals and every fault of the fake servers.
+
+mod common;
+
+use common::fake::{self, Behaviour, Counts};
+use common::raw::{self, Answer};
+use common::{FleetDir, Proc, Sections};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Fields whose presence and value are the policy's to decide (`connection` is compared as
+/// "closes or not", since Pingora also writes `keep-alive`).
+const COMPARED: &[&str] = &[
+    "content-type",
+    "cache-control",
+    "retry-after",
+    "allow",
+    "x-accel-buffering",
+    "link",
+];
+
+struct Instance {
+    dir: FleetDir,
+    _serve: Proc,
+}
+
+impl Instance {
+    fn start(statics: &[(&str, Vec<std::net::SocketAddr>)], fast_path: bool) -> Self {
+        let proxy = format!(
+            "fast_path = {fast_path}\nfirst_byte_timeout = \"1s\"\nmax_response_body = \"1MiB\"\n\
+             max_body = \"32KiB\"\nmax_retries = 1\neject_after_5xx = 0\nmax_ejected_percent = 0\n\
+             allowed_origins = [\"http://localhost:3000\"]"
+        );
+        let dir = FleetDir::with_sections(
+            &[],
+            statics,
+            &Sections {
+                proxy: &proxy,
+                health: "enabled = false",
+                ..Sections::default()
+            },
+        );
+        let serve = dir.serve();
+        Self { dir, _serve: serve }
+    }
+
+    fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.dir.proxy_port)
+    }
+}
+
+/// A request as bytes, with the instance's address where `{host}` stands.
+struct Case {
+    name: &'static str,
+    request: String,
+    /// Fake servers whose request counts are compared.
+    counts: Vec<Arc<Counts>>,
+    /// Let the `sse` answer of the echo server finish.
+    release: Option<Arc<Counts>>,
+    /// The server frames its answer by closing the connection.
+    close_framed: bool,
+}
+
+fn post(path: &str, extra: &str, body: &str) -> String {
+    format!(
+        "POST {path} HTTP/1.1\r\nhost: {{host}}\r\ncontent-type: application/json\r\n\
+         accept: application/json, text/event-stream\r\nmcp-protocol-version: 2026-07-28\r\n\
+         mcp-method: tools/call\r\n{extra}content-length: {}\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+fn call_body() -> String {
+    r#"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"echo","arguments":{"text":"x"}}}"#.to_string()
+}
+
+/// What must be equal on both engines.
+#[derive(Debug, PartialEq, Eq)]
+struct Seen {
+    status: u16,
+    informational: Vec<u16>,
+    fields: BTreeMap<String, String>,
+    session_token: bool,
+    closes: bool,
+    complete: bool,
+    body: String,
+    /// Requests each compared server received.
+    received: Vec<usize>,
+}
+
+/// The body with what differs by instance replaced: session tokens and the proxy's port; an
+/// echoed request head (what the server received) as a sorted list of lower-case fields, in a
+/// JSON body or in the `data:` lines of an event stream. A cut answer's bytes are the engine's
+/// framing (one passes chunks through, the other re-frames them): only its cut is compared.
+fn normalise(answer: &Answer, proxy_port: u16) -> String {
+    if !answer.complete {
+        return "(cut short)".into();
+    }
+    let text = answer.text().replace(&proxy_port.to_string(), "{proxy-port}");
+    if answer.field("content-type") == Some("text/event-stream") {
+        return text
+            .split('\n')
+            .map(|line| match line.strip_prefix("data: ") {
+                Some(data) => format!("data: {}", normalise_json(data)),
+                None => line.to_string(),
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+    }
+    normalise_json(&text)
+}
+
+fn normalise_json(text: &str) -> String {
+    let Ok(mut v) = serde_json::from_str::<serde_json::Value>(text) else {
+        return text.to_string();
+    };
+    if let Some(head) = v["result"]["head"].as_str() {
+        let mut lines = head.split("\r\n");
+        let request_line = lines.next().unwrap_or_default().to_string();
+        let mut fields: Vec<String> = lines
+            .filter_map(|l| l.split_once(':'))
+            .map(|(n, val)| format!("{}: {}", n.trim().to_ascii_lowercase(), val.trim()))
+            .collect();
+        fields.sort();
+        v["result"]["head"] = serde_json::json!({ "line": request_line, "fields": fields });
+    }
+    v.to_string()
+}
+
+async fn run(instance: &Instance, case: &Case) -> Seen {
+    if let Some(c) = &case.release {
+        c.gate.notify_one();
+    }
+    let before: Vec<usize> = case.counts.iter().map(|c| c.requests()).collect();
+    let request = case.request.replace("{host}", &instance.addr());
+    let answer = raw::exchange(&instance.addr(), request.as_bytes(), Duration::from_secs(10)).await;
+    // The server may still be reading what the proxy sent when the answer arrives.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let received = case
+        .counts
+        .iter()
+        .zip(before)
+        .map(|(c, b)| c.requests() - b)
+        .collect();
+    Seen {
+        status: answer.status,
+        informational: answer.informational.clone(),
+        fields: COMPARED
+            .iter()
+            .filter_map(|n| answer.field(n).map(|v| (n.to_string(), v.to_string())))
+            .collect(),
+        session_token: answer
+            .field("mcp-session-id")
+            .is_some_and(|t| t.starts_with("f1")),
+        // How the hop to the client is framed is the engine's: an answer the server framed
+        // by closing its connection is passed on that way by the fast path and re-chunked on a
+        // kept connection by Pingora's path. Every other answer must agree.
+        closes: (answer.closes() || !answer.complete) && !case.close_framed,
+        complete: answer.complete,
+        body: normalise(&answer, instance.dir.proxy_port),
+        received,
+    }
+}
+
+/// The session token the instance minted for a session of the echo server.
+async fn session_token(instance: &Instance) -> String {
+    let request = post("/mcp/echo", "x-answer: session\r\n", &call_body())
+        .replace("{host}", &instance.addr());
+    let answer = raw::exchange(&instance.addr(), request.as_bytes(), Duration::from_secs(10)).await;
+    assert_eq!(answer.status, 200, "{answer:?}");
+    answer
+        .field("mcp-session-id")
+        .expect("a session token")
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn both_engines_answer_every_request_alike() {
+    let (echo, echo_counts) = fake::spawn(Behaviour::Echo).await;
+    let mut statics = vec![("echo", vec![([127, 0, 0, 1], echo).into()])];
+    let faults = [
+        ("blackhole", Behaviour::BlackHole),
+        ("reset", Behaviour::ResetMidHead),
+        ("truncated", Behaviour::TruncatedChunk),
+        ("garbage", Behaviour::Garbage),
+        ("huge", Behaviour::HugeBody),
+        ("silent", Behaviour::Silent),
+        ("dribble", Behaviour::Dribble),
+    ];
+    let mut fault_counts = BTreeMap::new();
+    for (name, behaviour) in faults {
+        let (port, counts) = fake::spawn(behaviour).await;
+        statics.push((name, vec![([127, 0, 0, 1], port).into()]));
+        fault_counts.insert(name, counts);
+    }
+    // A server that is not there: every connect is refused.
+    let gone = common::free_port();
+    statics.push(("gone", vec![([127, 0, 0, 1], gone).into()]));
+
+    let fast = Instance::start(&statics, true);
+    let pingora = Instance::start(&statics, false);
+
+    let echo_case = |name, request: String| Case {
+        name,
+        request,
+        counts: vec![Arc::clone(&echo_counts)],
+        release: None,
+        close_framed: false,
+    };
+    let body = call_body();
+    let mut cases = vec![
+        echo_case("stateless call", post("/mcp/echo", "", &body)),
+        echo_case(
+            "query passed on",
+            post("/mcp/echo?tenant=a&x=1", "x-forwarded-host: spoofed\r\n", &body),
+        ),
+        echo_case(
+            "answer that closes",
+            post("/mcp/echo", "x-answer: close\r\n", &body),
+        ),
+        Case {
+            close_framed: true,
+            ..echo_case(
+                "answer framed by the close",
+                post("/mcp/echo", "x-answer: until-close\r\n", &body),
+            )
+        },
+        echo_case(
+            "103 before the answer",
+            post("/mcp/echo", "x-answer: early-hints\r\n", &body),
+        ),
+        echo_case(
+            "server's own 500",
+            post("/mcp/echo", "x-answer: error\r\n", &body),
+        ),
+        echo_case(
+            "session minted",
+            post("/mcp/echo", "x-answer: session\r\n", &body),
+        ),
+        Case {
+            name: "event stream answer",
+            request: post("/mcp/echo", "x-answer: sse\r\n", &body),
+            counts: vec![Arc::clone(&echo_counts)],
+            release: Some(Arc::clone(&echo_counts)),
+            close_framed: false,
+        },
+        echo_case(
+            "allowed Origin",
+            post("/mcp/echo", "origin: http://localhost:3000\r\n", &body),
+        ),
+        // The proxy's refusals.
+        echo_case("unknown category", post("/mcp/nope", "", &body)),
+        echo_case("no such endpoint", post("/v1/chat", "", &body)),
+        echo_case(
+            "Origin not allowed",
+            post("/mcp/echo", "origin: http://evil.example\r\n", &body),
+        ),
+        echo_case(
+            "body over max_body",
+            post("/mcp/echo", "", &"x".repeat(40 * 1024)),
+        ),
+        echo_case(
+            "forged session",
+            post("/mcp/echo", "mcp-session-id: f1AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA\r\n", &body),
+        ),
+        echo_case(
+            "two Content-Lengths",
+            format!(
+                "POST /mcp/echo HTTP/1.1\r\nhost: {{host}}\r\ncontent-length: 2\r\ncontent-length: 2\r\n\r\n{{}}"
+            ),
+        ),
+        echo_case(
+            "method not allowed",
+            "PUT /mcp/echo HTTP/1.1\r\nhost: {host}\r\ncontent-length: 0\r\n\r\n".to_string(),
+        ),
+        // No server to be had.
+        Case {
+            name: "connection refused",
+            request: post("/mcp/gone", "", &body),
+            counts: vec![],
+            release: None,
+            close_framed: false,
+        },
+    ];
+    for (name, counts) in &fault_counts {
+        cases.push(Case {
+            name,
+            request: post(&format!("/mcp/{name}"), "", &body),
+            counts: vec![Arc::clone(counts)],
+            release: None,
+            close_framed: false,
+        });
+    }
+
+    // Sessions: each instance mints its own token for the same server session; what follows
+    // on it must be alike.
+    let tokens = [session_token(&fast).await, session_token(&pingora).await];
+    let session_cases = |token: &str| {
+        vec![
+            echo_case(
+                "call in a session",
+                post("/mcp/echo", &format!("mcp-session-id: {token}\r\n"), &body),
+            ),
+            echo_case(
+                "event stream of a session",
+                format!(
+                    "GET /mcp/echo HTTP/1.1\r\nhost: {{host}}\r\naccept: text/event-stream\r\nmcp-session-id: {token}\r\n\r\n"
+                ),
+            ),
+            echo_case(
+                "end of a session",
+                format!(
+                    "DELETE /mcp/echo HTTP/1.1\r\nhost: {{host}}\r\nmcp-session-id: {token}\r\n\r\n"
+                ),
+            ),
+        ]
+    };
+
+    let mut differences = Vec::new();
+    for case in &cases {
+        let a = run(&fast, case).await;
+        let b = run(&pingora, case).await;
+        if a != b {
+            differences.push(format!(
+                "{}:\n  fast path: {a:?}\n  pingora:   {b:?}",
+                case.name
+            ));
+        }
+    }
+    for (fast_case, pingora_case) in session_cases(&tokens[0])
+        .iter()
+        .zip(session_cases(&tokens[1]).iter())
+    {
+        let a = run(&fast, fast_case).await;
+        let b = run(&pingora, pingora_case).await;
+        if a != b {
+            differences.push(format!(
+                "{}:\n  fast path: {a:?}\n  pingora:   {b:?}",
+                fast_case.name
+            ));
+        }
+    }
+    assert!(
+        differences.is_empty(),
+        "the engines differ:\n{}",
+        differences.join("\n")
+    );
+    // And the fast path did carry the small POSTs of the first instance.
+    assert!(fast.dir.metric("mcp_fleet_request_paths_total{path=\"fast\"}") >= 5.0);
+    assert_eq!(
+        pingora.dir.metric("mcp_fleet_request_paths_total{path=\"fast\"}"),
+        0.0
+    );
+}
