@@ -141,4 +141,5 @@ async fn a_failing_server_costs_one_clean_error_and_is_ejected() {
     let other = bystander.await.expect("bystander");
     assert!(other.is_empty(), "the bystander noticed: {other:?}");
     assert!(calm_ok.load(Ordering::SeqCst) > 10);
+    dir.assert_engine();
 }

@@ -74,5 +74,9 @@ async fn a_client_that_writes_64_mib_before_reading_gets_its_413() {
         let v: serde_json::Value = serde_json::from_str(&body).expect("a JSON-RPC error body");
         assert!(v["error"]["code"].is_i64(), "{body}");
     }
-    assert_eq!(counts.requests(), 0, "no refused request reached the server");
+    assert_eq!(
+        counts.requests(),
+        0,
+        "no refused request reached the server"
+    );
 }

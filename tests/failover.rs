@@ -205,6 +205,7 @@ async fn a_request_that_reached_a_server_is_never_sent_twice() {
         .find(|s| s["addr"] == format!("127.0.0.1:{refused}").as_str())
         .expect("dead server");
     assert!(dead["connect_failures"].as_u64() >= Some(1), "{dead}");
+    dir.assert_engine();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

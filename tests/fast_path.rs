@@ -314,3 +314,50 @@ async fn a_client_that_hangs_up_while_its_answer_is_awaited_cancels_the_request(
     let in_flight = dir.metric("mcp_fleet_in_flight_requests");
     assert_eq!(in_flight, 0.0, "the request is over");
 }
+
+/// `proxy.fast_path` is applied by a reload: from the next request on, every request takes
+/// Pingora's path (and back), with the same answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_engine_switch_is_applied_on_reload() {
+    let (_port, _counts, dir, serve) = echo_fleet("fast_path = true").await;
+    let paths = |dir: &FleetDir| {
+        (
+            dir.metric("mcp_fleet_request_paths_total{path=\"fast\"}"),
+            dir.metric("mcp_fleet_request_paths_total{path=\"pingora\"}"),
+        )
+    };
+    let three = |dir: &FleetDir| {
+        let addr = format!("127.0.0.1:{}", dir.proxy_port);
+        async move {
+            for _ in 0..3 {
+                let answer = common::raw::exchange(&addr, &post("echo", "length", ""), WAIT).await;
+                assert_eq!(answer.status, 200, "{answer:?}");
+            }
+        }
+    };
+    three(&dir).await;
+    let (fast, pingora) = paths(&dir);
+    assert_eq!(fast, 3.0);
+
+    let switch = |dir: &FleetDir, from: &str, to: &str| {
+        let text = std::fs::read_to_string(dir.config()).expect("read config");
+        std::fs::write(dir.config(), text.replace(from, to)).expect("write config");
+        let applied = dir.metric("mcp_fleet_reloads_total{result=\"applied\"}");
+        common::signal(serve.pid(), 1);
+        common::wait_for("the reload", WAIT, || {
+            let now = dir.metric("mcp_fleet_reloads_total{result=\"applied\"}");
+            (now > applied || (applied.is_nan() && now >= 1.0)).then_some(())
+        });
+    };
+    switch(&dir, "fast_path = true", "fast_path = false");
+    three(&dir).await;
+    assert_eq!(
+        paths(&dir),
+        (3.0, pingora + 3.0),
+        "all three on Pingora's path"
+    );
+
+    switch(&dir, "fast_path = false", "fast_path = true");
+    three(&dir).await;
+    assert_eq!(paths(&dir), (6.0, pingora + 3.0), "back on the fast path");
+}

@@ -49,4 +49,3 @@ impl Drop for RequestGuard {
         crate::metrics::metrics().in_flight.dec();
     }
 }
-

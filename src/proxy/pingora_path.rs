@@ -3,8 +3,8 @@
 //! moves bytes through Pingora's hooks and asks the policy core what each step means.
 
 use super::policy::{
-    self, admit, answer, Admission, Admitted, Attempts, BodyFraming, Failure, Head, Local,
-    Refusal, Verdict,
+    self, admit, answer, Admission, Admitted, Attempts, BodyFraming, Failure, Head, Local, Refusal,
+    Verdict,
 };
 use super::{reply, session::SessionCodec, RequestGuard, Traffic};
 use crate::upstream::{clock, Backend, InFlight, Registry, UpstreamSet};
@@ -266,14 +266,15 @@ impl ProxyHttp for FleetProxy {
                 .sum(),
             framing,
             origin: req.headers.get(http::header::ORIGIN).map(|v| v.as_bytes()),
-            session: req
-                .headers
-                .get(answer::SESSION_FIELD)
-                .map(|v| v.as_bytes()),
+            session: req.headers.get(answer::SESSION_FIELD).map(|v| v.as_bytes()),
         };
-        let admission = admit(&snapshot, &self.codec, &head, |name| {
-            req.headers.get(name).map(|v| v.as_bytes())
-        }, now);
+        let admission = admit(
+            &snapshot,
+            &self.codec,
+            &head,
+            |name| req.headers.get(name).map(|v| v.as_bytes()),
+            now,
+        );
         let query = uri.query().map(Into::into);
         let admitted = match admission {
             Admission::Local(local) => {
@@ -310,7 +311,8 @@ impl ProxyHttp for FleetProxy {
         ctx.attempts = Attempts::new(admitted.target.is_some());
         ctx.admitted = Some(admitted);
         if framing == Ok(BodyFraming::Chunked) {
-            if let Preread::Refused(refusal) = preread_chunked(session, set.proxy.body_timeout).await
+            if let Preread::Refused(refusal) =
+                preread_chunked(session, set.proxy.body_timeout).await
             {
                 refuse(session, &refusal).await?;
                 return Ok(true);
@@ -466,11 +468,7 @@ impl ProxyHttp for FleetProxy {
             upstream.insert_header(policy::FORWARDED_HOST, host)?;
         }
         upstream.insert_header(http::header::HOST, target.host.clone())?;
-        if let Some(inner) = ctx
-            .admitted
-            .as_ref()
-            .and_then(|a| a.inner_session.as_ref())
-        {
+        if let Some(inner) = ctx.admitted.as_ref().and_then(|a| a.inner_session.as_ref()) {
             let inner = HeaderValue::from_bytes(inner.as_bytes())
                 .map_err(|_| Error::explain(ErrorType::InternalError, "bad session id"))?;
             upstream.insert_header(answer::SESSION_FIELD, inner)?;
@@ -484,9 +482,11 @@ impl ProxyHttp for FleetProxy {
         resp: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        if let (Some(inner), Some(set), Some(target)) =
-            (resp.headers.get(answer::SESSION_FIELD), &ctx.set, &ctx.target)
-        {
+        if let (Some(inner), Some(set), Some(target)) = (
+            resp.headers.get(answer::SESSION_FIELD),
+            &ctx.set,
+            &ctx.target,
+        ) {
             match answer::seal(&self.codec, set, target, inner.as_bytes()) {
                 Some(token) => {
                     resp.insert_header(answer::SESSION_FIELD, token)?;

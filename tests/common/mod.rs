@@ -357,6 +357,20 @@ impl FleetDir {
             .unwrap_or(f64::NAN)
     }
 
+    /// Asserts that the instance's requests took the engine this run asks for
+    /// (`fast_path_on`): the fast path carried some, or none at all.
+    pub fn assert_engine(&self) {
+        let fast = self.metric("mcp_fleet_request_paths_total{path=\"fast\"}");
+        if fast_path_on() {
+            assert!(fast > 0.0, "no request took the fast path");
+        } else {
+            assert_eq!(
+                fast, 0.0,
+                "requests took the fast path with fast_path = false"
+            );
+        }
+    }
+
     /// The admin token the instance generated at first start.
     pub fn admin_token(&self) -> String {
         std::fs::read_to_string(self.path().join("state/admin.token"))

@@ -41,7 +41,9 @@ impl Answer {
 
 /// Writes `request` whole to `addr` and reads one answer (bounded by `limit`).
 pub async fn exchange(addr: &str, request: &[u8], limit: Duration) -> Answer {
-    let mut stream = TcpStream::connect(addr).await.expect("connect to the proxy");
+    let mut stream = TcpStream::connect(addr)
+        .await
+        .expect("connect to the proxy");
     stream.write_all(request).await.expect("send the request");
     read_answer(&mut stream, limit).await
 }

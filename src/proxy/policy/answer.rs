@@ -82,12 +82,7 @@ pub struct Outcome<'a> {
 pub fn record(outcome: &Outcome) {
     match outcome.set {
         Some(set) => set.record_answer(outcome.status, outcome.method, outcome.seconds),
-        None => crate::metrics::request(
-            "unknown",
-            outcome.status,
-            outcome.method,
-            outcome.seconds,
-        ),
+        None => crate::metrics::request("unknown", outcome.status, outcome.method, outcome.seconds),
     }
     if outcome.ended_session && (200..300).contains(&outcome.status) {
         crate::metrics::session_ended(outcome.set.map_or("unknown", |s| &*s.name));

@@ -201,6 +201,9 @@ mod tests {
         let session = Attempts::new(true);
         assert_eq!(session.answer(Failure::Connect).status, 404);
         assert_eq!(Attempts::new(false).answer(Failure::Connect).status, 502);
-        assert_eq!(session.answer(Failure::FirstByte(Duration::ZERO)).status, 504);
+        assert_eq!(
+            session.answer(Failure::FirstByte(Duration::ZERO)).status,
+            504
+        );
     }
 }

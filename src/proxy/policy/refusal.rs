@@ -93,7 +93,11 @@ impl Refusal {
         .closing()
     }
     pub fn uri_too_long() -> Self {
-        refuse(414, code::BAD_REQUEST, "request URI longer than proxy.max_uri")
+        refuse(
+            414,
+            code::BAD_REQUEST,
+            "request URI longer than proxy.max_uri",
+        )
     }
     pub fn no_such_endpoint(categories: serde_json::Value) -> Self {
         Refusal {

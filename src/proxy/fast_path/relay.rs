@@ -1,0 +1,426 @@
+//! The fast path's byte moving: the request written to the server (and how much of it got
+//! out when the write failed), the answer read, checked and passed on as it arrives.
+
+use super::chunked::ChunkedBody;
+use super::scratch::Scratch;
+use super::{is, Framing, Outcome, Relayed, Run, Sent, ANSWER_HEAD_LIMIT, MAX_FIELDS, READ_CHUNK};
+use crate::proxy::policy::{self, answer, Failure};
+use crate::proxy::wire;
+use crate::upstream::Backend;
+use pingora::protocols::Stream;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+impl Run<'_> {
+    /// Reads the server's answer and passes it on as it arrives.
+    pub(super) async fn relay(
+        &mut self,
+        client: &mut Stream,
+        pipelined: &mut Vec<u8>,
+        mut upstream: TcpStream,
+        backend: &Backend,
+        sent_at: Instant,
+        closing: bool,
+    ) -> Relayed {
+        let set = Arc::clone(&self.ex.admitted.set);
+        let proxy = &set.proxy;
+        let first_byte = policy::first_byte_wait(proxy);
+        let head_deadline = tokio::time::Instant::from_std(sent_at) + first_byte;
+        let mut resp = Scratch::take(READ_CHUNK);
+        let mut down = Scratch::take(1024);
+
+        // The head (after any 1xx heads, which are passed on as they come).
+        // Bytes left over after a 1xx head may already hold the next head: parse before reading.
+        let mut need_more = true;
+        let (head_len, answer, head_at) = loop {
+            if need_more {
+                let read = tokio::time::timeout_at(
+                    head_deadline,
+                    read_watching(&mut upstream, &mut resp, client, pipelined),
+                )
+                .await;
+                match read {
+                    Ok(Err(ClientGone)) => return Relayed::Done(Outcome::Close),
+                    Err(_) => return Relayed::Failed(Failure::FirstByte(first_byte)),
+                    Ok(Ok(Ok(0))) | Ok(Ok(Err(_))) => return Relayed::Failed(Failure::NoAnswer),
+                    Ok(Ok(Ok(_))) => {}
+                }
+            }
+            let mut fields = [httparse::EMPTY_HEADER; MAX_FIELDS];
+            let mut head = httparse::Response::new(&mut fields);
+            let parsed = match head.parse(&resp) {
+                Ok(httparse::Status::Complete(n)) => Some(n),
+                Ok(httparse::Status::Partial) if resp.len() <= ANSWER_HEAD_LIMIT => None,
+                _ => return Relayed::Failed(Failure::BadAnswer),
+            };
+            let Some(n) = parsed else {
+                need_more = true;
+                continue;
+            };
+            let status = head.code.unwrap_or(0);
+            if (100..200).contains(&status) && status != 101 {
+                if !write_all(client, &resp[..n], deadline(proxy.send_timeout)).await {
+                    return Relayed::Done(Outcome::Close);
+                }
+                resp.drain(..n);
+                need_more = resp.is_empty();
+                continue;
+            }
+            let now = Instant::now();
+            match self.answer_head(&head, backend, now - sent_at, closing, &mut down) {
+                Ok(answer) => break (n, answer, now),
+                Err(failure) => return Relayed::Failed(failure),
+            }
+        };
+        let AnswerHead {
+            status,
+            mut framing,
+            limit,
+            keep_upstream,
+            mut keep_client,
+        } = answer;
+
+        // The head goes out with whatever of the body came with it. From here on a failure
+        // cannot be answered: the client's connection is closed, so it cannot take a cut
+        // answer for a whole one.
+        let mut passed = 0u64;
+        let mut pending = &resp[head_len..];
+        let mut complete = take_body(&mut framing, &mut pending, &mut down, &mut passed);
+        let mut clean = complete.is_ok() && pending.is_empty();
+        let write_by = tokio::time::Instant::from_std(head_at) + proxy.send_timeout;
+        if !write_all(client, &down, write_by).await {
+            return Relayed::Done(Outcome::Close);
+        }
+        self.status = status;
+        let broken = loop {
+            match complete {
+                Ok(true) => break None,
+                Ok(false) => {}
+                Err(()) => break Some(Failure::BrokenAnswer),
+            }
+            if limit.is_some_and(|l| passed > l) {
+                break Some(Failure::TooLarge);
+            }
+            resp.clear();
+            let read = tokio::time::timeout(
+                proxy.idle_timeout,
+                read_watching(&mut upstream, &mut resp, client, pipelined),
+            )
+            .await;
+            match read {
+                Ok(Err(ClientGone)) => return Relayed::Done(Outcome::Close),
+                Ok(Ok(Ok(0))) if matches!(framing, Framing::UntilClose) => {
+                    keep_client = false;
+                    break None;
+                }
+                Ok(Ok(Ok(0))) | Ok(Ok(Err(_))) => break Some(Failure::BrokenAnswer),
+                Err(_) => break Some(Failure::Idle),
+                Ok(Ok(Ok(_))) => {}
+            }
+            down.clear();
+            let mut pending = &resp[..];
+            complete = take_body(&mut framing, &mut pending, &mut down, &mut passed);
+            clean = complete.is_ok() && pending.is_empty();
+            if !write_all(client, &down, deadline(proxy.send_timeout)).await {
+                return Relayed::Done(Outcome::Close);
+            }
+        };
+        let broken = broken.or(limit
+            .is_some_and(|l| passed > l)
+            .then_some(Failure::TooLarge));
+        if let Some(failure) = broken {
+            self.fail(&set, backend, failure);
+            return Relayed::Done(Outcome::Close);
+        }
+        if keep_upstream && clean {
+            self.path
+                .pool
+                .put(backend.addr, upstream, proxy.upstream_keepalive, head_at);
+        }
+        Relayed::Done(if keep_client {
+            Outcome::KeepAlive
+        } else {
+            Outcome::Close
+        })
+    }
+
+    /// Checks the answer's head, records what it says about the server and writes the head the
+    /// client gets into `down`.
+    fn answer_head(
+        &mut self,
+        head: &httparse::Response,
+        backend: &Backend,
+        latency: Duration,
+        closing: bool,
+        down: &mut Vec<u8>,
+    ) -> Result<AnswerHead, Failure> {
+        let set = &self.ex.admitted.set;
+        let status = head.code.unwrap_or(0);
+        if status == 101 || status < 100 {
+            return Err(Failure::BadAnswer);
+        }
+        let mut length = None;
+        let mut chunked = false;
+        let mut event_stream = false;
+        let mut server_closes = head.version != Some(1);
+        for f in head.headers.iter() {
+            if is(f.name, "content-length") {
+                match (length, policy::content_length(f.value)) {
+                    (None, Some(n)) => length = Some(n),
+                    _ => return Err(Failure::BadAnswer),
+                }
+            } else if is(f.name, "transfer-encoding") {
+                if chunked || !f.value.trim_ascii().eq_ignore_ascii_case(b"chunked") {
+                    return Err(Failure::BadAnswer);
+                }
+                chunked = true;
+            } else if is(f.name, "content-type") {
+                event_stream = answer::is_event_stream(f.value);
+            } else if is(f.name, "connection") {
+                server_closes |= wire::says_close(f.value);
+            }
+        }
+        let framing = if status == 204 || status == 304 {
+            Framing::Empty
+        } else if chunked {
+            Framing::Chunked(ChunkedBody::default())
+        } else if let Some(n) = length {
+            Framing::Length(n)
+        } else {
+            Framing::UntilClose
+        };
+        let limit = answer::body_limit(set, event_stream);
+        if let (Some(limit), Framing::Length(n)) = (limit, &framing) {
+            if *n > limit {
+                return Err(Failure::TooLarge);
+            }
+        }
+        answer::head_received(set, backend, status, latency);
+
+        let until_close = matches!(framing, Framing::UntilClose);
+        let keep_client = !closing && !until_close;
+        down.clear();
+        wire::status_line(down, status, head.reason);
+        for f in head.headers.iter() {
+            // With chunked framing a Content-Length is wrong (RFC 9112 section 6.3): dropped.
+            if answer::hop_by_hop(f.name) || (chunked && is(f.name, "content-length")) {
+                continue;
+            }
+            if is(f.name, answer::SESSION_FIELD) {
+                if let Some(token) = answer::seal(&self.path.codec, set, backend, f.value) {
+                    wire::header(down, f.name.as_bytes(), token.as_bytes());
+                }
+                continue;
+            }
+            wire::header(down, f.name.as_bytes(), f.value);
+        }
+        if event_stream {
+            let (name, value) = answer::ACCEL_BUFFERING;
+            wire::header(down, name.as_bytes(), value.as_bytes());
+        }
+        if !keep_client {
+            wire::header(down, b"connection", b"close");
+        }
+        down.extend_from_slice(b"\r\n");
+        Ok(AnswerHead {
+            status,
+            framing,
+            limit,
+            keep_upstream: !server_closes && !until_close,
+            keep_client,
+        })
+    }
+}
+
+/// Writes the request by `by`, telling how much of it got out when it fails.
+pub(super) async fn send(upstream: &mut TcpStream, bytes: &[u8], by: tokio::time::Instant) -> Sent {
+    let mut written = 0usize;
+    let write = async {
+        while written < bytes.len() {
+            match upstream.write(&bytes[written..]).await {
+                Ok(0) | Err(_) => return false,
+                Ok(n) => written += n,
+            }
+        }
+        true
+    };
+    let done = tokio::time::timeout_at(by, write).await;
+    match done {
+        Ok(true) => Sent::All,
+        Ok(false) if written == 0 => Sent::Nothing,
+        Ok(false) => Sent::Part,
+        Err(_) => Sent::TimedOut,
+    }
+}
+
+/// What the answer's head says.
+struct AnswerHead {
+    status: u16,
+    framing: Framing,
+    /// `answer::body_limit`.
+    limit: Option<u64>,
+    /// The server's connection may carry another request after this answer.
+    keep_upstream: bool,
+    /// The client's connection may.
+    keep_client: bool,
+}
+
+/// Moves the part of `pending` that belongs to the body into `down`. Ok(true) when the body is
+/// complete, Err(()) when the server broke its framing. `passed` counts payload bytes.
+fn take_body(
+    framing: &mut Framing,
+    pending: &mut &[u8],
+    down: &mut Vec<u8>,
+    passed: &mut u64,
+) -> Result<bool, ()> {
+    match framing {
+        Framing::Empty => Ok(true),
+        Framing::Length(left) => {
+            let n = pending
+                .len()
+                .min(usize::try_from(*left).unwrap_or(usize::MAX));
+            down.extend_from_slice(&pending[..n]);
+            *pending = &pending[n..];
+            *left -= n as u64;
+            *passed += n as u64;
+            Ok(*left == 0)
+        }
+        Framing::Chunked(c) => {
+            let n = c.feed(pending).map_err(|_| ())?;
+            down.extend_from_slice(&pending[..n]);
+            *pending = &pending[n..];
+            *passed = c.data_len();
+            Ok(c.done())
+        }
+        Framing::UntilClose => {
+            down.extend_from_slice(pending);
+            *passed += pending.len() as u64;
+            *pending = &[];
+            Ok(false)
+        }
+    }
+}
+
+/// Reads until `buf` holds at least `want` bytes.
+pub(super) async fn read_at_least(
+    client: &mut Stream,
+    buf: &mut Vec<u8>,
+    want: usize,
+) -> std::io::Result<()> {
+    while buf.len() < want {
+        buf.reserve(want - buf.len());
+        if client.read_buf(buf).await? == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+    }
+    Ok(())
+}
+
+/// The client hung up while its answer was awaited.
+struct ClientGone;
+
+/// Client bytes kept while an answer is awaited (a pipelined request); past this the client is
+/// not read (and not watched) until the answer is out.
+const PIPELINE_LIMIT: usize = 64 * 1024;
+
+/// Reads the server's next bytes while watching the client. A client that hangs up cancels its
+/// request (the MCP rule; Pingora's path does the same), so the exchange ends at once and the
+/// server sees its connection close, instead of working on until the answer finds nobody.
+/// Bytes the client sends meanwhile are kept in `pipelined`, the connection's buffer.
+async fn read_watching(
+    upstream: &mut TcpStream,
+    resp: &mut Vec<u8>,
+    client: &mut Stream,
+    pipelined: &mut Vec<u8>,
+) -> Result<std::io::Result<usize>, ClientGone> {
+    loop {
+        let watch = pipelined.len() < PIPELINE_LIMIT;
+        if watch {
+            pipelined.reserve(1024);
+        }
+        tokio::select! {
+            biased;
+            read = read_some(upstream, resp) => return Ok(read),
+            got = client.read_buf(pipelined), if watch => match got {
+                Ok(0) | Err(_) => return Err(ClientGone),
+                Ok(_) => {}
+            },
+        }
+    }
+}
+
+async fn read_some(upstream: &mut TcpStream, buf: &mut Vec<u8>) -> std::io::Result<usize> {
+    buf.reserve(READ_CHUNK);
+    upstream.read_buf(buf).await
+}
+
+pub(super) fn deadline(after: Duration) -> tokio::time::Instant {
+    tokio::time::Instant::now() + after
+}
+
+/// Writes and flushes by `deadline`; false when the client is gone or too slow.
+pub(super) async fn write_all(
+    client: &mut Stream,
+    bytes: &[u8],
+    deadline: tokio::time::Instant,
+) -> bool {
+    if bytes.is_empty() {
+        return true;
+    }
+    let write = async {
+        client.write_all(bytes).await?;
+        client.flush().await
+    };
+    matches!(tokio::time::timeout_at(deadline, write).await, Ok(Ok(())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::net::TcpListener;
+
+    /// A socket whose peer reset it before the request: `Nothing` (so nothing reached the
+    /// server, and a stale pooled connection may be retried); one whose peer read a little and
+    /// then reset it: `Part` (something reached it: never resent).
+    #[tokio::test]
+    async fn a_failed_write_says_whether_any_of_the_request_got_out() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("test setup");
+        let addr = listener.local_addr().expect("test setup");
+        let by = || tokio::time::Instant::now() + Duration::from_secs(10);
+
+        let mut gone = TcpStream::connect(addr).await.expect("test setup");
+        let (peer, _) = listener.accept().await.expect("test setup");
+        #[allow(deprecated)]
+        peer.set_linger(Some(Duration::ZERO)).expect("test setup");
+        drop(peer);
+        // The reset has arrived once a read sees it.
+        let mut probe = [0u8; 1];
+        let _ = gone.read(&mut probe).await;
+        assert!(matches!(
+            send(&mut gone, b"POST / HTTP/1.1\r\n\r\n", by()).await,
+            Sent::Nothing
+        ));
+
+        let mut cut = TcpStream::connect(addr).await.expect("test setup");
+        let (mut peer, _) = listener.accept().await.expect("test setup");
+        let reader = tokio::spawn(async move {
+            let mut first = vec![0u8; 1024];
+            let _ = peer.read_exact(&mut first).await;
+            #[allow(deprecated)]
+            let _ = peer.set_linger(Some(Duration::ZERO));
+        });
+        // Far more than the socket buffers hold, so the write is still going when the reset comes.
+        let big = vec![b'x'; 64 << 20];
+        assert!(matches!(send(&mut cut, &big, by()).await, Sent::Part));
+        reader.await.expect("test setup");
+
+        let mut fine = TcpStream::connect(addr).await.expect("test setup");
+        let (_peer, _) = listener.accept().await.expect("test setup");
+        assert!(matches!(
+            send(&mut fine, b"GET / HTTP/1.1\r\n\r\n", by()).await,
+            Sent::All
+        ));
+    }
+}
