@@ -21,7 +21,7 @@ cat >"$WORK/fleet.toml" <<TOML
 [proxy]
 listen = "127.0.0.1:18080"
 threads = 1
-fast_path = $fast_path
+$([ "$fast_path" = true ] || echo "fast_path = $fast_path")
 [monitor]
 listen = "127.0.0.1:19090"
 per_server_metrics = false

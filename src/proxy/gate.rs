@@ -47,12 +47,21 @@ impl Gate {
     /// Pingora takes, which Pingora then refuses); None when the client closed (or broke) the
     /// connection first.
     async fn next_plan(&self, stream: &mut Stream, buf: &mut Vec<u8>) -> Option<Plan> {
+        // Once the fast path has said no, more bytes do not change its mind: from then on only
+        // the end of the head is looked for, in the bytes not yet looked at.
+        let mut deferred = false;
+        let mut scanned = 0;
         loop {
             if !buf.is_empty() {
-                match self.fast.plan(buf) {
-                    Plan::Partial => {}
-                    Plan::Defer if head_pending(buf) => {}
-                    decided => return Some(decided),
+                if !deferred {
+                    match self.fast.plan(buf) {
+                        Plan::Partial => {}
+                        Plan::Defer => deferred = true,
+                        taken => return Some(taken),
+                    }
+                }
+                if deferred && !head_pending(buf, &mut scanned) {
+                    return Some(Plan::Defer);
                 }
             }
             buf.reserve(HEAD_READ);
@@ -68,10 +77,14 @@ impl Gate {
 const PINGORA_HEAD_LIMIT: usize = 1024 * 1024;
 
 /// More of the head at the front of `buf` is to come before Pingora's path may have it: it has
-/// not ended (an empty line, with CRLF or bare LF endings), is within Pingora's limit and does
-/// not start with a broken request line (which Pingora refuses from what is there).
-fn head_pending(buf: &[u8]) -> bool {
-    let ended = buf.windows(2).any(|w| w == b"\n\n") || buf.windows(3).any(|w| w == b"\n\r\n");
+/// not ended (an empty line, with CRLF or bare LF endings; looked for from `scanned` on, which
+/// it advances), is within Pingora's limit and does not start with a broken request line
+/// (which Pingora refuses from what is there).
+fn head_pending(buf: &[u8], scanned: &mut usize) -> bool {
+    let from = scanned.saturating_sub(2);
+    *scanned = buf.len();
+    let tail = &buf[from..];
+    let ended = tail.windows(2).any(|w| w == b"\n\n") || tail.windows(3).any(|w| w == b"\n\r\n");
     if ended || buf.len() > PINGORA_HEAD_LIMIT {
         return false;
     }
@@ -218,5 +231,31 @@ impl ServerApp for Gate {
 
     async fn cleanup(&self) {
         self.proxy.http_cleanup().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_head_is_pending_until_its_empty_line_however_it_arrives() {
+        let mut scanned = 0;
+        let mut buf = b"POST /mcp/a HTTP/1.1\r\nhost: x\r".to_vec();
+        assert!(head_pending(&buf, &mut scanned));
+        buf.extend_from_slice(b"\n\r");
+        assert!(head_pending(&buf, &mut scanned));
+        buf.extend_from_slice(b"\nbody");
+        assert!(
+            !head_pending(&buf, &mut scanned),
+            "the end straddled two reads"
+        );
+        let mut scanned = 0;
+        assert!(!head_pending(b"GET / HTTP/1.1\nhost: x\n\n", &mut scanned));
+        let mut scanned = 0;
+        assert!(
+            !head_pending(b"\x00\x01 not http\r\n", &mut scanned),
+            "a broken request line"
+        );
     }
 }

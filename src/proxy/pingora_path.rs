@@ -3,8 +3,8 @@
 //! moves bytes through Pingora's hooks and asks the policy core what each step means.
 
 use super::policy::{
-    self, admit, answer, Admission, Admitted, Attempts, BodyFraming, Failure, Head, Local, Refusal,
-    Verdict,
+    self, admit, answer, refusal, Admission, Admitted, Attempts, BodyFraming, Failure, Head, Local,
+    Refusal, Verdict,
 };
 use super::{reply, session::SessionCodec, RequestGuard, Traffic};
 use crate::upstream::{clock, Backend, InFlight, Registry, UpstreamSet};
@@ -284,11 +284,7 @@ impl ProxyHttp for FleetProxy {
                     }
                     Local::Stats => (200, reply::stats(&snapshot)),
                 };
-                let fields = [
-                    ("content-type", "application/json"),
-                    ("cache-control", "no-store"),
-                ];
-                respond(session, status, body, fields.into_iter()).await?;
+                respond(session, status, body, refusal::JSON_FIELDS.into_iter()).await?;
                 return Ok(true);
             }
             Admission::Refused {
@@ -469,7 +465,7 @@ impl ProxyHttp for FleetProxy {
         }
         upstream.insert_header(http::header::HOST, target.host.clone())?;
         if let Some(inner) = ctx.admitted.as_ref().and_then(|a| a.inner_session.as_ref()) {
-            let inner = HeaderValue::from_bytes(inner.as_bytes())
+            let inner = HeaderValue::from_bytes(inner)
                 .map_err(|_| Error::explain(ErrorType::InternalError, "bad session id"))?;
             upstream.insert_header(answer::SESSION_FIELD, inner)?;
         }

@@ -44,6 +44,35 @@ const MAX_FIELDS: usize = 64;
 const ANSWER_HEAD_LIMIT: usize = 64 * 1024;
 /// Read size for answers.
 const READ_CHUNK: usize = 16 * 1024;
+/// Room left at the front of the upstream head for its request line.
+const LINE_ROOM: usize = 192;
+
+/// Writes `POST {path}[?query] HTTP/1.1` into the room at the front of `head` (see
+/// `LINE_ROOM`), or in place of it when it is longer; returns where the head now starts.
+fn request_line(head: &mut Vec<u8>, path: &str, query: Option<&str>) -> usize {
+    let parts: [&[u8]; 5] = match query {
+        Some(q) => [
+            b"POST ",
+            path.as_bytes(),
+            b"?",
+            q.as_bytes(),
+            b" HTTP/1.1\r\n",
+        ],
+        None => [b"POST ", path.as_bytes(), b"", b"", b" HTTP/1.1\r\n"],
+    };
+    let len: usize = parts.iter().map(|p| p.len()).sum();
+    if len > LINE_ROOM {
+        head.splice(..LINE_ROOM, parts.concat());
+        return 0;
+    }
+    let mut at = LINE_ROOM - len;
+    let start = at;
+    for part in parts {
+        head[at..at + part.len()].copy_from_slice(part);
+        at += part.len();
+    }
+    start
+}
 
 /// What to do with the head at the front of a connection's buffer.
 // `Take` carries the admitted request inline: moved once, cheaper than an allocation.
@@ -61,9 +90,10 @@ pub struct Exchange {
     admitted: Admitted,
     head_len: usize,
     body_len: usize,
-    /// The head as the server gets it, minus `Host` and the final CRLF (they depend on the
-    /// server picked).
+    /// The head as the server gets it from `head_start` on, minus `Host` and the final CRLF
+    /// (they depend on the server picked).
     upstream_head: Scratch,
+    head_start: usize,
     method: &'static str,
 }
 
@@ -141,7 +171,11 @@ impl FastPath {
             None => (target, None),
         };
 
-        // One pass for what admission reads and what this engine cannot carry.
+        // One pass for what admission reads and what this engine cannot carry, copying the
+        // fields the server gets after room left for the request line (which names the
+        // category's path, known only once the request is admitted).
+        let mut upstream_head = Scratch::take(LINE_ROOM + head_len + 128);
+        upstream_head.resize(LINE_ROOM, 0);
         let mut length = None;
         let mut host = None;
         let mut token = None;
@@ -151,24 +185,30 @@ impl FastPath {
         for f in req.headers.iter() {
             field_bytes += (f.name.len() + f.value.len()) as u64;
             let name = f.name;
-            let once = if is(name, "content-length") {
-                &mut length
+            let (once, passed_on) = if is(name, "content-length") {
+                (&mut length, true)
             } else if is(name, "host") {
-                &mut host
+                (&mut host, false)
             } else if is(name, answer::SESSION_FIELD) {
-                &mut token
+                (&mut token, false)
             } else if is(name, "origin") {
-                &mut origin
+                (&mut origin, true)
             } else if is(name, "mcp-method") {
-                &mut method_field
+                (&mut method_field, true)
+            } else if is(name, policy::FORWARDED_HOST) {
+                continue;
             } else if needs_pingora(name) {
                 return Plan::Defer;
             } else {
+                wire::header(&mut upstream_head, name.as_bytes(), f.value);
                 continue;
             };
             // A field given twice is for Pingora's path to read (and refuse where it must).
             if once.replace(f.value).is_some() {
                 return Plan::Defer;
+            }
+            if passed_on {
+                wire::header(&mut upstream_head, name.as_bytes(), f.value);
             }
         }
         let framing = match length {
@@ -201,38 +241,16 @@ impl FastPath {
             // Refusals are Pingora's path's to answer (with lingering close where needed).
             Admission::Refused { .. } | Admission::Local(_) => return Plan::Defer,
         };
-
-        let set = &admitted.set;
-        let mut upstream_head = Scratch::take(head_len + 128);
-        upstream_head.extend_from_slice(b"POST ");
-        upstream_head.extend_from_slice(set.mcp_path.as_bytes());
-        if let Some(q) = query {
-            upstream_head.push(b'?');
-            upstream_head.extend_from_slice(q.as_bytes());
-        }
-        upstream_head.extend_from_slice(b" HTTP/1.1\r\n");
-        for f in req.headers.iter() {
-            let name = f.name;
-            if is(name, "host")
-                || is(name, answer::SESSION_FIELD)
-                || is(name, policy::FORWARDED_HOST)
-            {
-                continue;
-            }
-            wire::header(&mut upstream_head, name.as_bytes(), f.value);
-        }
         if let Some(host) = host {
             wire::header(&mut upstream_head, policy::FORWARDED_HOST.as_bytes(), host);
         }
         if let Some(inner) = &admitted.inner_session {
-            wire::header(
-                &mut upstream_head,
-                answer::SESSION_FIELD.as_bytes(),
-                inner.as_bytes(),
-            );
+            wire::header(&mut upstream_head, answer::SESSION_FIELD.as_bytes(), inner);
         }
+        let head_start = request_line(&mut upstream_head, &admitted.set.mcp_path, query);
         Plan::Take(Exchange {
             admitted,
+            head_start,
             head_len,
             body_len,
             upstream_head,
@@ -349,6 +367,7 @@ impl Run<'_> {
                     request.extend_from_slice(&buf[self.ex.head_len..whole]);
                     let sent_at = Instant::now();
                     let write_by = tokio::time::Instant::from_std(sent_at) + proxy.idle_timeout;
+                    let request = &request[self.ex.head_start..];
                     match send(&mut upstream, request, write_by).await {
                         Sent::All => {
                             buf.drain(..whole);
@@ -412,5 +431,28 @@ impl Run<'_> {
             self.status = refusal.status;
         }
         Outcome::Close
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_request_line_fills_the_room_in_front_of_the_fields_or_replaces_it() {
+        let mut head = vec![0u8; LINE_ROOM];
+        head.extend_from_slice(b"a: 1\r\n");
+        let start = request_line(&mut head, "/mcp", Some("x=1"));
+        assert_eq!(&head[start..], b"POST /mcp?x=1 HTTP/1.1\r\na: 1\r\n");
+
+        let long = "q".repeat(LINE_ROOM);
+        let mut head = vec![0u8; LINE_ROOM];
+        head.extend_from_slice(b"a: 1\r\n");
+        let start = request_line(&mut head, "/mcp", Some(&long));
+        assert_eq!(start, 0);
+        assert_eq!(
+            head,
+            format!("POST /mcp?{long} HTTP/1.1\r\na: 1\r\n").into_bytes()
+        );
     }
 }

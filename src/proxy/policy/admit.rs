@@ -75,26 +75,10 @@ pub fn framing<'v>(
     }
 }
 
-/// The server's own session id, carried to it in place of the client's token.
-#[derive(Clone)]
-pub struct InnerSession {
-    bytes: [u8; session::MAX_INNER],
-    len: usize,
-}
-
-impl InnerSession {
-    fn new(inner: &[u8]) -> Self {
-        let mut bytes = [0u8; session::MAX_INNER];
-        let len = inner.len().min(session::MAX_INNER);
-        bytes[..len].copy_from_slice(&inner[..len]);
-        Self { bytes, len }
-    }
-
-    /// Visible ASCII only (the codec checks it), so a valid header value.
-    pub fn as_bytes(&self) -> &[u8] {
-        &self.bytes[..self.len]
-    }
-}
+/// The server's own session id, carried to it in place of the client's token. Visible ASCII
+/// only (the codec checks it), so a valid header value. Boxed: only session requests pay for it,
+/// and a stateless request's admission stays small to move.
+pub type InnerSession = Box<[u8]>;
 
 /// An admitted MCP request.
 pub struct Admitted {
@@ -115,9 +99,6 @@ pub enum Local {
     Stats,
 }
 
-// The admitted variant carries the server's session id inline (up to 256 bytes): moved once
-// per request, which is cheaper than an allocation.
-#[allow(clippy::large_enum_variant)]
 pub enum Admission {
     Admitted(Admitted),
     Local(Local),
@@ -202,7 +183,7 @@ pub fn admit<'h>(
                 Err(Refusal::session_malformed())
             }
             Ok(route) => match set.session_target(&route.backend, now_ms) {
-                Some(backend) => Ok((backend.clone(), InnerSession::new(route.inner))),
+                Some(backend) => Ok((backend.clone(), InnerSession::from(route.inner))),
                 None => Err(Refusal::session_server_gone()),
             },
         };

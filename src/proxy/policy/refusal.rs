@@ -17,6 +17,12 @@ pub mod code {
     pub const BAD_REQUEST: i64 = -32600;
 }
 
+/// The fields of every JSON answer the proxy writes itself (refusals, `/health`, `/stats`).
+pub const JSON_FIELDS: [(&str, &str); 2] = [
+    ("content-type", "application/json"),
+    ("cache-control", "no-store"),
+];
+
 /// An answer the proxy gives instead of (or after failing to get) a server's.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Refusal {
@@ -281,13 +287,10 @@ impl Refusal {
         } else {
             &[]
         };
-        [
-            ("content-type", "application/json"),
-            ("cache-control", "no-store"),
-        ]
-        .into_iter()
-        .chain(extra.iter().copied())
-        .chain(close.iter().copied())
+        JSON_FIELDS
+            .into_iter()
+            .chain(extra.iter().copied())
+            .chain(close.iter().copied())
     }
 }
 
