@@ -284,6 +284,38 @@ async fn slowloris_connection_and_event_stream_limits_cost_one_connection_each()
     );
     assert!(dir.metric("mcp_fleet_refused_total{reason=\"header_timeout\"}") >= 1.0);
 
+    // A head too long for the fast path (over 16 KiB, so Pingora's path reads it) is under the
+    // same deadline: all of it but its last line, then silence, is cut at header_timeout...
+    let pad = "p".repeat(20 * 1024);
+    let long_head = format!(
+        "GET /mcp/ok HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\nX-Pad: {pad}\r\n"
+    );
+    let mut stalled = TcpStream::connect(("127.0.0.1", dir.proxy_port))
+        .await
+        .expect("connect");
+    stalled.write_all(long_head.as_bytes()).await.expect("send");
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(5), stalled.read_to_end(&mut rest)).await;
+    assert!(
+        matches!(closed, Ok(Ok(0))) && rest.is_empty(),
+        "a stalled long head was not cut: {closed:?} {rest:?}"
+    );
+    // ...and the same head, finished, is answered (the built-in server has no GET stream
+    // without a session: its refusal comes back through the proxy).
+    let mut whole = TcpStream::connect(("127.0.0.1", dir.proxy_port))
+        .await
+        .expect("connect");
+    whole
+        .write_all(format!("{long_head}\r\n").as_bytes())
+        .await
+        .expect("send");
+    let mut answer = vec![0u8; 12];
+    tokio::time::timeout(Duration::from_secs(5), whole.read_exact(&mut answer))
+        .await
+        .expect("an answer in time")
+        .expect("an answer");
+    assert!(answer.starts_with(b"HTTP/1.1 "), "{answer:?}");
+
     // max_connections = 20: 25 connections at once, and the ones past the limit get a 503
     // with a JSON-RPC body without having to send anything.
     let mut held = Vec::new();
