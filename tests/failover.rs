@@ -284,3 +284,50 @@ async fn a_client_that_hangs_up_mid_stream_ends_the_upstream_request() {
         started.elapsed()
     );
 }
+
+/// A static server that is not up yet when `serve` starts joins within a second or so of coming
+/// up (checks of a server that never passed back off from 0.5 s, not a whole interval), and the
+/// reason it is out is logged once at `warn`, not every check.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_starts_late_joins_soon_and_says_why_it_was_out() {
+    // Below the ephemeral range, so no other test's free_port() can be handed this port while
+    // nothing listens on it yet.
+    let port = common::free_port_block(1);
+    let dir = FleetDir::with_sections(
+        &[],
+        &[("late", vec![([127, 0, 0, 1], port).into()])],
+        &Sections {
+            health: "kind = \"tcp\"\ninterval = \"30s\"\ntimeout = \"500ms\"",
+            ..Sections::default()
+        },
+    );
+    let _serve = dir.serve_no_wait();
+    let why = "health check failed, not in rotation yet";
+    wait_for(
+        "the first failure to be logged",
+        Duration::from_secs(10),
+        || dir.log().contains(why).then_some(()),
+    );
+    // Several more checks fail for the same reason before the server comes up.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let _late = start_backend("late", port);
+    wait_for(
+        "the late server to be in rotation",
+        Duration::from_secs(10),
+        || {
+            let (_, body) = common::plain::blocking_get(&format!("{}/stats", dir.base()))?;
+            let v: serde_json::Value = serde_json::from_str(&body).ok()?;
+            (v["ready"] == 1).then_some(())
+        },
+    );
+    let log = dir.log();
+    assert_eq!(
+        log.matches(why).count(),
+        1,
+        "one warning per reason:\n{log}"
+    );
+    assert!(
+        log.lines().any(|l| l.contains(why) && l.contains("WARN")),
+        "{log}"
+    );
+}

@@ -3,6 +3,10 @@
 //! `health.concurrency` at once. `unhealthy_threshold` failures in a row take a server out,
 //! `healthy_threshold` passes bring it back; a server that has just become ready (new, or
 //! restarted) is out until it passes once, and is checked at once rather than at its next turn.
+//! Until it first passes it is checked again on a short back-off (`FIRST_RETRY`, doubling up to
+//! the interval), so a server still starting joins within a second or so of being up, not a
+//! whole interval later; the first failure of each distinct reason is logged at `warn`, so an
+//! operator sees why a new server is not in rotation.
 //!
 //! Verdicts go to the registry, which publishes a new snapshot. Runs on its own thread with a
 //! single-threaded runtime, so checks never compete with proxy workers for a scheduler.
@@ -31,6 +35,17 @@ struct TargetState {
     healthy: bool,
     due: Instant,
     checking: bool,
+    /// The reason of the last failure logged while the server has never passed.
+    unproven_reason: Option<String>,
+}
+
+/// The first re-check of a server that has never passed; doubled per failure up to the interval.
+const FIRST_RETRY: Duration = Duration::from_millis(500);
+
+/// When a server that has never passed is checked again after `failures` failures in a row.
+fn unproven_retry(failures: u32, interval: Duration) -> Duration {
+    let doublings = failures.saturating_sub(1).min(16);
+    (FIRST_RETRY * 2u32.pow(doublings)).min(interval)
 }
 
 struct Verdict {
@@ -121,6 +136,7 @@ async fn run(registry: Arc<Registry>, mut shutdown: watch::Receiver<bool>) {
                     now
                 },
                 checking: false,
+                unproven_reason: None,
             });
             if st.epoch != t.ready_epoch {
                 *st = TargetState {
@@ -131,6 +147,7 @@ async fn run(registry: Arc<Registry>, mut shutdown: watch::Receiver<bool>) {
                     healthy: t.healthy,
                     due: now,
                     checking: false,
+                    unproven_reason: None,
                 };
             }
             st.healthy = t.healthy;
@@ -202,7 +219,15 @@ async fn run(registry: Arc<Registry>, mut shutdown: watch::Receiver<bool>) {
                 Err(why) => {
                     st.failures += 1;
                     st.passes = 0;
-                    if st.healthy && st.failures >= config.unhealthy_threshold {
+                    if !st.proven {
+                        st.due = Instant::now() + unproven_retry(st.failures, config.interval);
+                        if st.unproven_reason.as_deref() != Some(why.as_str()) {
+                            tracing::warn!(server = %v.addr, failures = st.failures, "health check failed, not in rotation yet: {why}");
+                            st.unproven_reason = Some(why);
+                        } else {
+                            tracing::debug!(server = %v.addr, failures = st.failures, "health check failed: {why}");
+                        }
+                    } else if st.healthy && st.failures >= config.unhealthy_threshold {
                         st.healthy = false;
                         tracing::warn!(server = %v.addr, failures = st.failures, "health check failed: out of rotation: {why}");
                         flips.push((v.addr, false));
@@ -215,5 +240,25 @@ async fn run(registry: Arc<Registry>, mut shutdown: watch::Receiver<bool>) {
         if !flips.is_empty() {
             registry.set_health(&flips);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_server_that_never_passed_is_retried_soon_then_less_often() {
+        let interval = Duration::from_secs(30);
+        let waits: Vec<_> = (1..=8).map(|f| unproven_retry(f, interval)).collect();
+        assert_eq!(waits[0], Duration::from_millis(500));
+        assert_eq!(waits[1], Duration::from_secs(1));
+        assert_eq!(waits[5], Duration::from_secs(16));
+        assert_eq!(waits[6], interval, "never longer than the interval");
+        assert_eq!(unproven_retry(u32::MAX, interval), interval);
+        assert_eq!(
+            unproven_retry(1, Duration::from_millis(200)),
+            Duration::from_millis(200)
+        );
     }
 }
