@@ -17,26 +17,9 @@ port=21000
 "$BIN" backend --port "$port" --category api >/dev/null 2>&1 &
 started $!
 wait_port "$port"
-cat >"$WORK/fleet.toml" <<TOML
-[proxy]
-listen = "127.0.0.1:18080"
-threads = 1
-$([ "$fast_path" = true ] || echo "fast_path = $fast_path")
-[monitor]
-listen = "127.0.0.1:19090"
-per_server_metrics = false
-[admin]
-listen = "127.0.0.1:13000"
-[health]
-kind = "tcp"
-interval = "30s"
-[fleet]
-enabled = false
-state_dir = "$WORK/state"
-log_dir = "$WORK/logs"
-[categories.api]
-backends = ["127.0.0.1:$port"]
-TOML
+# fast_path is left out when true, so builds from before the switch can be measured too.
+write_static_config "$WORK/fleet.toml" 18080 "\"127.0.0.1:$port\"" \
+    "$([ "$fast_path" = true ] || echo "fast_path = $fast_path")"
 valgrind --tool=callgrind --callgrind-out-file="$WORK/callgrind.out" \
     "$BIN" serve --config "$WORK/fleet.toml" >"$WORK/serve.log" 2>&1 &
 serve=$!

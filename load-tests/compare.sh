@@ -28,27 +28,8 @@ log "$backends servers up on $first-$((first + backends - 1))"
 
 # mcp-fleet: static backends, no fleet; health checks every 30 s as in production.
 list=$(seq -s, -f "\"127.0.0.1:%g\"" $first $((first + backends - 1)))
-cat >"$WORK/fleet.toml" <<EOF
-[proxy]
-listen = "127.0.0.1:$FLEET_PORT"
-threads = 1
-strategy = "round-robin"
-upstream_keepalive = 1024
-[monitor]
-listen = "127.0.0.1:19090"
-per_server_metrics = false
-[admin]
-listen = "127.0.0.1:13000"
-[health]
-kind = "tcp"
-interval = "30s"
-[fleet]
-enabled = false
-state_dir = "$WORK/state"
-log_dir = "$WORK/logs"
-[categories.api]
-backends = [$list]
-EOF
+write_static_config "$WORK/fleet.toml" "$FLEET_PORT" "$list" \
+    "$(printf 'strategy = "round-robin"\nupstream_keepalive = 1024')"
 
 mkdir -p "$WORK/nginx"
 {

@@ -163,6 +163,32 @@ $categories
 EOF
 }
 
+# write_static_config FILE PORT BACKENDS [PROXY_LINES]: a config with no fleet, one category
+# `api` on BACKENDS (a TOML list body), one worker thread, tcp checks every 30 s as in
+# production, and PROXY_LINES added to [proxy].
+write_static_config() {
+    cat >"$1" <<TOML
+[proxy]
+listen = "127.0.0.1:$2"
+threads = 1
+${4:-}
+[monitor]
+listen = "127.0.0.1:19090"
+per_server_metrics = false
+[admin]
+listen = "127.0.0.1:13000"
+[health]
+kind = "tcp"
+interval = "30s"
+[fleet]
+enabled = false
+state_dir = "$WORK/state"
+log_dir = "$WORK/logs"
+[categories.api]
+backends = [$3]
+TOML
+}
+
 # parse_opts NAME... -- "$@": each `--NAME VALUE` sets the shell variable NAME (declared with its
 # default by the caller); any other argument is an error.
 parse_opts() {

@@ -37,15 +37,11 @@ fn request_framing(session: &Session) -> Result<BodyFraming, &'static str> {
         .get_all(http::header::CONTENT_LENGTH)
         .iter()
         .map(HeaderValue::as_bytes);
-    let codings: Vec<&[u8]> = headers
-        .get_all(http::header::TRANSFER_ENCODING)
-        .iter()
-        .map(HeaderValue::as_bytes)
-        .collect();
-    if !codings.is_empty() && raw_head_has_content_length(session) {
+    let codings = headers.get_all(http::header::TRANSFER_ENCODING);
+    if codings.iter().next().is_some() && raw_head_has_content_length(session) {
         return Err("both Content-Length and Transfer-Encoding");
     }
-    policy::framing(lengths, codings)
+    policy::framing(lengths, codings.iter().map(HeaderValue::as_bytes))
 }
 
 enum Preread {
@@ -114,13 +110,14 @@ async fn respond(
     Ok(())
 }
 
-/// Writes the policy's answer; Pingora writes `Connection` itself from the keep-alive state.
-async fn refuse(session: &mut Session, refusal: &Refusal) -> Result<()> {
+/// Writes the policy's answer and adds it to its counter; Pingora writes `Connection` itself
+/// from the keep-alive state.
+async fn refuse(session: &mut Session, refusal: &Refusal, category: Option<&str>) -> Result<()> {
+    refusal.record(category);
     if refusal.close {
         session.set_keepalive(None);
     }
-    let fields = refusal.fields().filter(|(name, _)| *name != "connection");
-    let written = respond(session, refusal.status, refusal.body(), fields).await;
+    let written = respond(session, refusal.status, refusal.body(), refusal.fields()).await;
     linger(session).await;
     written
 }
@@ -293,9 +290,8 @@ impl ProxyHttp for FleetProxy {
                 counted,
             } => {
                 ctx.counted = counted;
-                refusal.record(set.as_deref().map(|s| &*s.name));
+                refuse(session, &refusal, set.as_deref().map(|s| &*s.name)).await?;
                 ctx.set = set;
-                refuse(session, &refusal).await?;
                 return Ok(true);
             }
             Admission::Admitted(admitted) => admitted,
@@ -310,7 +306,7 @@ impl ProxyHttp for FleetProxy {
             if let Preread::Refused(refusal) =
                 preread_chunked(session, set.proxy.body_timeout).await
             {
-                refuse(session, &refusal).await?;
+                refuse(session, &refusal, Some(&set.name)).await?;
                 return Ok(true);
             }
         }
@@ -540,7 +536,7 @@ impl ProxyHttp for FleetProxy {
                 ctx.attempt_failed(failure);
             }
         }
-        let refusal = ctx.refusal.take().unwrap_or_else(|| fallback_refusal(e));
+        let mut refusal = ctx.refusal.take().unwrap_or_else(|| fallback_refusal(e));
         // A downstream that is gone cannot be answered; anything else gets a JSON-RPC body,
         // unless the response has already started (then the connection is simply closed).
         let downstream_gone = e.esource() == &ErrorSource::Downstream
@@ -549,11 +545,9 @@ impl ProxyHttp for FleetProxy {
                 ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed
             );
         if !downstream_gone && session.response_written().is_none() {
-            let closing = Refusal {
-                close: true,
-                ..refusal.clone()
-            };
-            let _ = refuse(session, &closing).await;
+            refusal.close = true;
+            let category = ctx.set.as_deref().map(|s| &*s.name);
+            let _ = refuse(session, &refusal, category).await;
         }
         FailToProxy {
             error_code: if downstream_gone { 0 } else { refusal.status },

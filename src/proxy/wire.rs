@@ -59,6 +59,11 @@ pub fn answer(refusal: &Refusal) -> Vec<u8> {
     for (name, value) in refusal.fields() {
         header(&mut out, name.as_bytes(), value.as_bytes());
     }
+    if refusal.close {
+        // Say so, or a client that pools connections sends its next request into a closing
+        // socket.
+        header(&mut out, b"connection", b"close");
+    }
     out.extend_from_slice(b"\r\n");
     out.extend_from_slice(&body);
     out

@@ -425,6 +425,7 @@ impl Run<'_> {
     }
 
     async fn answer(&mut self, client: &mut Stream, refusal: &Refusal) -> Outcome {
+        refusal.record(Some(&self.ex.admitted.set.name));
         let bytes = wire::answer(refusal);
         let send_timeout = self.ex.admitted.set.proxy.send_timeout;
         if write_all(client, &bytes, deadline(send_timeout)).await {

@@ -67,9 +67,11 @@ pub fn seal(
     }
 }
 
-/// The status an answered request is counted under; `0` when the client got no status.
+/// A finished MCP request, as the metrics count it.
 pub struct Outcome<'a> {
+    /// `None`: the request named no known category (counted as `unknown`).
     pub set: Option<&'a UpstreamSet>,
+    /// The status the client got; `0` when it got none.
     pub status: u16,
     /// The `Mcp-Method` label (`metrics::method_label`).
     pub method: &'static str,

@@ -272,7 +272,8 @@ impl Refusal {
         jsonrpc_error(self.code, &self.message, self.data.as_ref())
     }
 
-    /// The header fields of the answer, `Content-Length` aside, in the order they are written.
+    /// The header fields of the answer, `Content-Length` and `Connection` aside (each engine
+    /// says `Connection: close` its own way when `close` is set), in the order they are written.
     pub fn fields(&self) -> impl Iterator<Item = (&'static str, &'static str)> {
         let extra: &'static [(&'static str, &'static str)] = match self.status {
             // A client may try again shortly: the limit or the fleet frees up in seconds.
@@ -280,17 +281,7 @@ impl Refusal {
             405 => &[("allow", "GET, POST, DELETE")],
             _ => &[],
         };
-        let close: &'static [(&'static str, &'static str)] = if self.close {
-            // Say so, or a client that pools connections sends its next request into a
-            // closing socket.
-            &[("connection", "close")]
-        } else {
-            &[]
-        };
-        JSON_FIELDS
-            .into_iter()
-            .chain(extra.iter().copied())
-            .chain(close.iter().copied())
+        JSON_FIELDS.into_iter().chain(extra.iter().copied())
     }
 }
 
