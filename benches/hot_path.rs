@@ -40,7 +40,7 @@ fn registry(strategy: &str, n: u32) -> Registry {
     );
     let config =
         mcp_fleet::config::parse(&text, Path::new("b.toml"), Path::new(".")).expect("bench config");
-    Registry::new(&config)
+    Registry::new(&config, &[])
 }
 
 fn pick(c: &mut Criterion) {

@@ -3,12 +3,15 @@
 #![deny(unsafe_code)]
 
 pub mod admin;
+pub mod api;
 pub mod backend;
 pub mod config;
 pub mod health;
+pub mod history;
 pub mod metrics;
 
 pub mod plugins;
+pub mod procfs;
 pub mod proxy;
 pub mod reload;
 pub mod secret_file;

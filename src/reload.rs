@@ -1,300 +1,124 @@
 //! Configuration reload (SIGHUP, `mcp-fleet reload`, `POST /reload`): read and validate the file;
 //! if it is invalid, log every error and change nothing; if it is valid, work out what changed
-//! and apply it without failing a request: new snapshots for settings, new servers deployed and
-//! added when ready, leaving servers drained (no new requests, sessions served until
-//! `fleet.drain_timeout`) and then stopped. Listen addresses and other settings that need new
-//! sockets or threads are reported as needing a restart; everything else is applied.
+//! from the key table (`config::keys`) and apply it without failing a request: new snapshots for
+//! settings, new servers deployed and added when ready, leaving servers drained (no new requests,
+//! sessions served until `fleet.drain_timeout`) and then stopped. Keys the table marks as needing
+//! a restart keep their running value and are reported; everything else is applied. Every
+//! reload, applied or refused, is recorded in the history.
 
-use crate::config::{self, DeployOnStart, LoadError, ValidConfig};
-use crate::plugins::fleet::{Deployment, Failure, Fleet, PlanDiff};
+use crate::api::{Change, EntryKind, Outcome, ReloadReport};
+use crate::config::{self, keys, DeployOnStart, LoadError, ValidConfig};
+use crate::history::{entry, History};
+use crate::plugins::fleet::{Fleet, PlanDiff};
 use crate::upstream::Registry;
-use serde::Serialize;
 use std::collections::HashSet;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
+use tokio::sync::watch;
 
-/// What a reload did, for the log, `POST /reload` and `mcp-fleet reload`.
-#[derive(Debug, Clone, Serialize)]
-pub struct ReloadReport {
-    pub changes: Vec<String>,
-    pub needs_restart: Vec<String>,
-    pub added: Vec<String>,
-    pub removed: Vec<String>,
-    pub replaced: Vec<String>,
-    /// Servers draining now (removed or replaced).
-    pub draining: usize,
-    /// Building the new snapshot, off the request path.
-    pub build_us: u64,
-    /// Publishing it: the only moment the proxy is touched.
-    pub swap_us: u64,
+/// A reload that changed nothing: the errors, one line each, and its history entry's number.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refused {
+    pub seq: u64,
+    pub errors: Vec<String>,
 }
 
 pub struct Reloader {
     path: PathBuf,
-    current: Mutex<ValidConfig>,
+    /// The configuration in force; readers that keep settings (the monitor) follow it.
+    current: watch::Sender<Arc<ValidConfig>>,
     registry: Arc<Registry>,
     fleet: Option<Fleet>,
+    history: Arc<History>,
     one_at_a_time: tokio::sync::Mutex<()>,
+    /// Numbers the drains reloads begin, so each reload's timer ends only its own.
+    drains: AtomicU64,
 }
 
-/// `key: old -> new` for every differing pair.
-fn diff<T: PartialEq + std::fmt::Debug>(out: &mut Vec<String>, key: &str, old: &T, new: &T) {
-    if old != new {
-        out.push(format!("{key}: {old:?} -> {new:?}"));
-    }
+fn changes(list: Vec<keys::Change>) -> Vec<Change> {
+    list.into_iter()
+        .map(|c| Change {
+            key: c.key,
+            old: c.old,
+            new: c.new,
+        })
+        .collect()
 }
 
-fn describe(old: &ValidConfig, new: &ValidConfig) -> Vec<String> {
-    let mut out = Vec::new();
-    let (o, n) = (&old.proxy, &new.proxy);
-    diff(&mut out, "proxy.strategy", &o.strategy, &n.strategy);
-    diff(
-        &mut out,
-        "proxy.max_retries",
-        &o.max_retries,
-        &n.max_retries,
-    );
-    diff(
-        &mut out,
-        "proxy.connect_timeout",
-        &o.connect_timeout,
-        &n.connect_timeout,
-    );
-    diff(
-        &mut out,
-        "proxy.first_byte_timeout",
-        &o.first_byte_timeout,
-        &n.first_byte_timeout,
-    );
-    diff(
-        &mut out,
-        "proxy.idle_timeout",
-        &o.idle_timeout,
-        &n.idle_timeout,
-    );
-    diff(
-        &mut out,
-        "proxy.body_timeout",
-        &o.body_timeout,
-        &n.body_timeout,
-    );
-    diff(
-        &mut out,
-        "proxy.shutdown_grace",
-        &o.shutdown_grace,
-        &n.shutdown_grace,
-    );
-    diff(
-        &mut out,
-        "proxy.retry_budget",
-        &o.retry_budget,
-        &n.retry_budget,
-    );
-    diff(&mut out, "proxy.ejection", &o.ejection, &n.ejection);
-    diff(&mut out, "proxy.fast_path", &o.fast_path, &n.fast_path);
-    diff(&mut out, "health", &old.health, &new.health);
-    diff(
-        &mut out,
-        "fleet.batch_size",
-        &old.fleet.batch_size,
-        &new.fleet.batch_size,
-    );
-    diff(
-        &mut out,
-        "fleet.drain_timeout",
-        &old.fleet.drain_timeout,
-        &new.fleet.drain_timeout,
-    );
-    diff(
-        &mut out,
-        "fleet.ready_timeout",
-        &old.fleet.ready_timeout,
-        &new.fleet.ready_timeout,
-    );
-    diff(
-        &mut out,
-        "fleet.max_restarts",
-        &old.fleet.max_restarts,
-        &new.fleet.max_restarts,
-    );
-    diff(
-        &mut out,
-        "fleet.restart_window",
-        &old.fleet.restart_window,
-        &new.fleet.restart_window,
-    );
-    diff(
-        &mut out,
-        "fleet.command",
-        &old.fleet.command,
-        &new.fleet.command,
-    );
-    for c in &new.categories {
-        let key = |k: &str| format!("categories.{}.{k}", c.name);
-        match old.categories.iter().find(|o| o.name == c.name) {
-            None => out.push(format!("categories.{}: added", c.name)),
-            Some(o) => {
-                diff(&mut out, &key("ports"), &o.ports, &c.ports);
-                diff(&mut out, &key("servers"), &o.servers, &c.servers);
-                diff(
-                    &mut out,
-                    &key("backends"),
-                    &o.static_backends,
-                    &c.static_backends,
-                );
-                diff(&mut out, &key("strategy"), &o.strategy, &c.strategy);
-                diff(&mut out, &key("weight"), &o.weight, &c.weight);
-                diff(
-                    &mut out,
-                    &key("server_weights"),
-                    &o.server_weights,
-                    &c.server_weights,
-                );
-                diff(
-                    &mut out,
-                    &key("hash_header"),
-                    &o.hash_header,
-                    &c.hash_header,
-                );
-                diff(&mut out, &key("mcp_path"), &o.mcp_path, &c.mcp_path);
-                diff(&mut out, &key("command"), &o.command, &c.command);
-                diff(
-                    &mut out,
-                    &key("max_memory_mb"),
-                    &o.max_memory_mb,
-                    &c.max_memory_mb,
-                );
-            }
-        }
+fn error_lines(e: &LoadError) -> Vec<String> {
+    match e {
+        LoadError::Invalid { errors, .. } => errors.iter().map(ToString::to_string).collect(),
+        other => vec![other.to_string()],
     }
-    for o in &old.categories {
-        if !new.categories.iter().any(|c| c.name == o.name) {
-            out.push(format!("categories.{}: removed", o.name));
-        }
-    }
-    out
-}
-
-/// Settings the running process cannot change (sockets, threads, folders): reported, and the
-/// old values kept so the rest of the new config stays consistent with what runs.
-fn pin_restart_only(old: &ValidConfig, new: &mut ValidConfig) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut pin = |key: &str, changed: bool| {
-        if changed {
-            out.push(format!(
-                "{key} changed: restart `mcp-fleet serve` to apply it"
-            ));
-        }
-    };
-    pin("proxy.listen", old.proxy.listen != new.proxy.listen);
-    pin("proxy.threads", old.proxy.threads != new.proxy.threads);
-    pin(
-        "proxy.upstream_keepalive",
-        old.proxy.upstream_keepalive != new.proxy.upstream_keepalive,
-    );
-    pin("monitor.listen", old.monitor_listen != new.monitor_listen);
-    pin("admin.listen", old.admin_listen != new.admin_listen);
-    pin(
-        "admin.token_file",
-        old.admin_token_file != new.admin_token_file,
-    );
-    pin("fleet.enabled", old.fleet.enabled != new.fleet.enabled);
-    pin("fleet.host", old.fleet.host != new.fleet.host);
-    pin(
-        "fleet.state_dir",
-        old.fleet.state_dir != new.fleet.state_dir,
-    );
-    pin("fleet.log_dir", old.fleet.log_dir != new.fleet.log_dir);
-    new.proxy.listen = old.proxy.listen;
-    new.proxy.threads = old.proxy.threads;
-    new.proxy.upstream_keepalive = old.proxy.upstream_keepalive;
-    new.monitor_listen = old.monitor_listen;
-    new.admin_listen = old.admin_listen;
-    new.admin_token_file.clone_from(&old.admin_token_file);
-    new.fleet.enabled = old.fleet.enabled;
-    new.fleet.host = old.fleet.host;
-    new.fleet.state_dir.clone_from(&old.fleet.state_dir);
-    new.fleet.log_dir.clone_from(&old.fleet.log_dir);
-    out
 }
 
 impl Reloader {
     pub fn new(
         path: PathBuf,
-        current: ValidConfig,
+        current: watch::Sender<Arc<ValidConfig>>,
         registry: Arc<Registry>,
         fleet: Option<Fleet>,
+        history: Arc<History>,
     ) -> Self {
         Self {
             path,
-            current: Mutex::new(current),
+            current,
             registry,
             fleet,
+            history,
             one_at_a_time: tokio::sync::Mutex::new(()),
+            drains: AtomicU64::new(0),
         }
     }
 
-    fn record(&self, d: Deployment) {
-        if let Some(f) = &self.fleet {
-            f.record(d);
+    /// The configuration in force (restart-only keys at their running values).
+    pub fn current(&self) -> Arc<ValidConfig> {
+        Arc::clone(&self.current.borrow())
+    }
+
+    fn refuse(&self, started: Instant, errors: Vec<String>) -> Refused {
+        for e in &errors {
+            tracing::error!("reload refused, the running configuration is unchanged: {e}");
         }
+        crate::metrics::reload("invalid");
+        let e = self.history.record(crate::api::Entry {
+            notes: errors.clone(),
+            ..entry(EntryKind::Reload, started, Outcome::Invalid)
+        });
+        Refused { seq: e.seq, errors }
     }
 
     /// Reads the config file again and applies it. Must run on the control runtime (it
     /// deploys and stops servers).
-    pub async fn reload(self: &Arc<Self>) -> Result<ReloadReport, LoadError> {
+    pub async fn reload(self: &Arc<Self>) -> Result<ReloadReport, Refused> {
         let _one = self.one_at_a_time.lock().await;
         let started = Instant::now();
         let mut new = match config::load(&self.path) {
             Ok(c) => c,
-            Err(e) => {
-                tracing::error!("reload refused, the running configuration is unchanged: {e}");
-                crate::metrics::reload("invalid");
-                let notes = match &e {
-                    LoadError::Invalid { errors, .. } => {
-                        errors.iter().map(|e| e.to_string()).collect()
-                    }
-                    other => vec![other.to_string()],
-                };
-                self.record(Deployment {
-                    notes,
-                    ..Deployment::new("reload", started, "invalid")
-                });
-                return Err(e);
-            }
+            Err(e) => return Err(self.refuse(started, error_lines(&e))),
         };
-        let old = self
-            .current
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone();
-        let needs_restart = pin_restart_only(&old, &mut new);
-        let changes = describe(&old, &new);
+        let old = self.current();
+        let (applied, needs_restart) = keys::classify(&old, &mut new);
 
-        let PlanDiff {
-            added,
-            removed,
-            changed: replaced,
-        } = match &self.fleet {
+        let (plan, spawned) = match &self.fleet {
             Some(f) => match f.replan(&new) {
-                Ok(diff) => diff,
+                Ok(done) => done,
+                // A command that cannot be resolved: refuse the whole reload.
                 Err(e) => {
-                    // A command that cannot be resolved: refuse the whole reload.
-                    tracing::error!("reload refused, the running configuration is unchanged: {e}");
-                    crate::metrics::reload("invalid");
-                    return Err(LoadError::Invalid {
-                        path: self.path.clone(),
-                        errors: vec![config::ConfigError::new(
-                            "fleet.command",
-                            "(resolved)",
-                            e.to_string(),
-                        )],
-                    });
+                    let line =
+                        config::ConfigError::new("fleet.command", "(resolved)", e.to_string());
+                    return Err(self.refuse(started, vec![line.to_string()]));
                 }
             },
             None => Default::default(),
         };
+        let PlanDiff {
+            added,
+            removed,
+            changed: replaced,
+        } = plan;
         let replace_addrs: HashSet<_> = self
             .fleet
             .as_ref()
@@ -302,26 +126,45 @@ impl Reloader {
             .unwrap_or_default()
             .into_iter()
             .collect();
-        let (draining, built, swapped) = self.registry.apply(&new, &replace_addrs);
+        let drain = self.drains.fetch_add(1, Ordering::AcqRel) + 1;
+        let (draining, built, swapped) = self.registry.apply(&new, &spawned, &replace_addrs, drain);
         let drain_timeout = new.fleet.drain_timeout;
         let deploy_new = new.fleet.deploy_on_start == DeployOnStart::All;
-        *self
-            .current
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = new;
+        self.current.send_replace(Arc::new(new));
 
+        let notes: Vec<String> = applied
+            .iter()
+            .map(|c| format!("{}: {} -> {}", c.key, c.old, c.new))
+            .chain(needs_restart.iter().map(|c| {
+                format!(
+                    "{}: {} -> {} (needs a restart of `mcp-fleet serve`; {} still in force)",
+                    c.key, c.old, c.new, c.old
+                )
+            }))
+            .collect();
+        for line in &notes {
+            tracing::info!("reload: {line}");
+        }
+        crate::metrics::reload("applied");
+        let recorded = self.history.record(crate::api::Entry {
+            requested: added.len(),
+            notes,
+            ..entry(EntryKind::Reload, started, Outcome::Applied)
+        });
         let report = ReloadReport {
-            changes,
-            needs_restart,
-            added: added.iter().map(|s| s.to_string()).collect(),
-            removed: removed.iter().map(|s| s.to_string()).collect(),
-            replaced: replaced.iter().map(|s| s.to_string()).collect(),
+            seq: recorded.seq,
+            changes: changes(applied),
+            needs_restart: changes(needs_restart),
+            added: added.iter().map(ToString::to_string).collect(),
+            removed: removed.iter().map(ToString::to_string).collect(),
+            replaced: replaced.iter().map(ToString::to_string).collect(),
             draining: draining.len(),
             build_us: built.as_micros() as u64,
             swap_us: swapped.as_micros() as u64,
         };
         tracing::info!(
             changes = report.changes.len(),
+            needs_restart = report.needs_restart.len(),
             added = report.added.len(),
             removed = report.removed.len(),
             replaced = report.replaced.len(),
@@ -329,50 +172,46 @@ impl Reloader {
             swap_us = report.swap_us,
             "configuration reloaded"
         );
-        for line in report.changes.iter().chain(&report.needs_restart) {
-            tracing::info!("reload: {line}");
-        }
-        crate::metrics::reload("applied");
-        self.record(Deployment {
-            requested: added.len(),
-            notes: report
-                .changes
-                .iter()
-                .chain(&report.needs_restart)
-                .cloned()
-                .collect(),
-            ..Deployment::new("reload", started, "applied")
-        });
 
         // New servers start now and join when ready; leaving ones drain, then stop; replaced
-        // ones start again once their old process is gone (they may keep the same port).
+        // ones start again once their old process is gone (they may keep the same port). The
+        // drain's end is asked of the registry, which knows which members are still in this
+        // reload's drain: a later reload may have taken some back.
         let me = Arc::clone(self);
         tokio::spawn(async move {
             if let Some(fleet) = &me.fleet {
                 if deploy_new && !added.is_empty() {
-                    fleet.deploy_ids("reload", added).await;
+                    fleet.deploy_ids(EntryKind::Reload, added).await;
                 }
             }
             if draining.is_empty() {
                 return;
             }
             tokio::time::sleep(drain_timeout).await;
+            let ended = me.registry.finish_drain(drain);
             if let Some(fleet) = &me.fleet {
-                let mut stop = removed.clone();
-                stop.extend(replaced.iter().cloned());
+                let spawned = |ids: &[Arc<str>]| -> Vec<Arc<str>> {
+                    ids.iter()
+                        .filter(|id| fleet.is_deployed(id))
+                        .cloned()
+                        .collect()
+                };
+                let mut stop = spawned(&ended.removed);
+                stop.extend(spawned(&ended.replaced));
                 fleet.stop_ids(&stop).await;
-            }
-            me.registry.finish_drain(&draining);
-            tracing::info!(
-                servers = draining.len(),
-                "drain finished; removed servers stopped"
-            );
-            if let Some(fleet) = &me.fleet {
-                if !replaced.is_empty() {
-                    let d = fleet.deploy_ids("reload", replaced).await;
+                tracing::info!(
+                    servers = ended.removed.len() + ended.replaced.len(),
+                    "drain finished; leaving servers stopped"
+                );
+                let again: Vec<Arc<str>> = ended
+                    .replaced
+                    .into_iter()
+                    .filter(|id| fleet.is_planned(id))
+                    .collect();
+                if !again.is_empty() {
+                    let d = fleet.deploy_ids(EntryKind::Reload, again).await;
                     if !d.failed.is_empty() {
-                        let failed: Vec<&Failure> = d.failed.iter().collect();
-                        tracing::warn!(?failed, "replaced servers did not all come back");
+                        tracing::warn!(failed = ?d.failed, "replaced servers did not all come back");
                     }
                 }
             }

@@ -233,37 +233,54 @@ pub fn run(config: ValidConfig) -> Result<(), ServeError> {
         tracing::warn!(error = %e, path = %pid_file.display(), "cannot write the pid file; `mcp-fleet reload` will not find this instance");
     }
 
-    let registry = Arc::new(Registry::new(&config));
+    // The fleet's plan is the one source of spawned membership: the registry publishes it.
+    let plan = if config.fleet.enabled {
+        crate::plugins::fleet::plan(&config)?
+    } else {
+        Vec::new()
+    };
+    let registry = Arc::new(Registry::new(
+        &config,
+        &crate::plugins::fleet::members(&plan),
+    ));
     let traffic = Arc::new(Traffic::default());
     let health =
         HealthChecker::start(Arc::clone(&registry)).map_err(|source| ServeError::Thread {
             what: "health checker",
             source,
         })?;
-    let fleet = if config.fleet.enabled {
-        Some(Fleet::new(&config, Arc::clone(&registry))?)
-    } else {
-        None
-    };
+    let history = Arc::new(crate::history::History::default());
+    let fleet = config
+        .fleet
+        .enabled
+        .then(|| Fleet::new(&config, plan, Arc::clone(&registry), Arc::clone(&history)));
     registry.set_label(
         "memory_enforcement",
         fleet
             .as_ref()
             .map_or("none (no fleet)", |f| f.memory_layer().name()),
     );
+    let (current, current_rx) = tokio::sync::watch::channel(Arc::new(config.clone()));
     let reloader = Arc::new(Reloader::new(
         config.source.clone(),
-        config.clone(),
+        current,
         Arc::clone(&registry),
         fleet.clone(),
+        Arc::clone(&history),
     ));
     let admin = Arc::new(AdminApi {
         fleet: fleet.clone(),
         reloader: Arc::clone(&reloader),
         registry: Arc::clone(&registry),
+        history: Arc::clone(&history),
         token: admin_token,
     });
-    let monitor = Monitor::new(&config, Arc::clone(&registry), fleet.clone());
+    let monitor = Monitor::new(
+        current_rx,
+        Arc::clone(&registry),
+        fleet.clone(),
+        Arc::clone(&history),
+    );
     let control = Arc::new(Mutex::new(Some(start_control(ControlParts {
         runtime,
         hangup,

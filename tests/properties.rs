@@ -3,6 +3,7 @@
 //! default 256 cases each; `fuzz/run.sh` runs them for many more, bounded in time.
 
 use mcp_fleet::config;
+use mcp_fleet::config::AllowedOrigin;
 use mcp_fleet::proxy::policy::origin;
 use mcp_fleet::proxy::policy::route::{self, Route};
 use mcp_fleet::proxy::session::{decode_buffer, SessionCodec};
@@ -148,16 +149,28 @@ proptest! {
 
     #[test]
     fn the_origin_check_never_panics_and_only_admits_loopback(origin in proptest::collection::vec(any::<u8>(), 0..80)) {
-        let list: Vec<String> = ["http://localhost:*", "http://127.0.0.1:*", "http://[::1]:*"]
-            .map(String::from)
-            .to_vec();
+        let list: Vec<AllowedOrigin> = mcp_fleet::config::defaults::ALLOWED_ORIGINS
+            .iter()
+            .map(|e| AllowedOrigin::parse(e, true).expect("default entries parse"))
+            .collect();
         if origin::allowed(&origin, &list) {
-            let text = String::from_utf8_lossy(&origin).to_string();
+            let text = String::from_utf8_lossy(&origin).to_ascii_lowercase();
             let text = text.trim();
             prop_assert!(
                 text.starts_with("http://localhost") || text.starts_with("http://127.0.0.1") || text.starts_with("http://[::1]"),
                 "{}", text
             );
+        }
+    }
+
+    /// One parser for entries and requests: an entry that passes validation is printed back as
+    /// an origin that it admits (the old check let "http://h:abc" pass, then never matched).
+    #[test]
+    fn a_valid_entry_admits_its_own_spelling(entry in "[a-z]{1,5}://[a-z0-9.-]{1,12}(:[0-9]{1,5})?") {
+        if let Ok(parsed) = AllowedOrigin::parse(&entry, true) {
+            let again = AllowedOrigin::parse(&parsed.to_string(), false).expect("printed form parses");
+            prop_assert!(parsed.admits(&again), "{} vs {}", parsed, again);
+            prop_assert!(origin::allowed(entry.as_bytes(), &[parsed]));
         }
     }
 }

@@ -1,21 +1,23 @@
-//! The CLI's side of the coordinator API: finds the instance from its config, reads the token,
-//! and makes one authenticated call. Plain HTTP/1.1 over a blocking socket: the CLI makes one
+//! The CLI's side of the admin and monitor APIs: finds the instance from what it could read of
+//! the config (`config::endpoint`, valid or not), reads the token, makes one call and decodes
+//! the answer into the API's own types. Plain HTTP/1.1 over a blocking socket: the CLI makes one
 //! request and exits.
 
 use super::token;
-use crate::config::ValidConfig;
-use serde_json::Value;
+use crate::api::ApiError;
+use crate::config::endpoint::Endpoint;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    #[error(
-        "mcp-fleet is not running: nothing answers on {addr} (admin.listen of {config}): {source}"
-    )]
+    #[error("mcp-fleet is not running: nothing answers on {addr} ({key} of {config}): {source}")]
     NotRunning {
         addr: SocketAddr,
+        key: &'static str,
         config: String,
         source: std::io::Error,
     },
@@ -26,8 +28,22 @@ pub enum ClientError {
         addr: SocketAddr,
         source: std::io::Error,
     },
-    #[error("the instance answered something that is not HTTP/JSON: {0}")]
+    #[error("the instance answered something this version cannot read: {0}")]
     Malformed(String),
+    #[error("the instance answered {status}: {}", .body.error)]
+    Refused { status: u16, body: ApiError },
+}
+
+/// An unspecified listen address (`0.0.0.0`) is reached on loopback.
+fn reachable(mut addr: SocketAddr) -> SocketAddr {
+    if addr.ip().is_unspecified() {
+        addr.set_ip(if addr.is_ipv4() {
+            [127, 0, 0, 1].into()
+        } else {
+            std::net::Ipv6Addr::LOCALHOST.into()
+        });
+    }
+    addr
 }
 
 pub struct AdminClient {
@@ -37,86 +53,107 @@ pub struct AdminClient {
 }
 
 impl AdminClient {
-    pub fn from_config(config: &ValidConfig) -> Result<Self, ClientError> {
-        let mut addr = config.admin_listen;
-        if addr.ip().is_unspecified() {
-            addr.set_ip(if addr.is_ipv4() {
-                [127, 0, 0, 1].into()
-            } else {
-                std::net::Ipv6Addr::LOCALHOST.into()
-            });
-        }
+    pub fn new(endpoint: &Endpoint) -> Result<Self, ClientError> {
         Ok(Self {
-            addr,
-            token: token::for_client(config)?,
-            config: config.source.display().to_string(),
+            addr: reachable(endpoint.admin),
+            token: token::for_client(endpoint)?,
+            config: endpoint.source.display().to_string(),
         })
     }
 
-    /// One call; returns the status and the JSON body. `timeout` bounds the whole exchange
-    /// (deployments of many servers take a while).
-    pub fn call(
+    /// One call; a 2xx answer is decoded as `T`, any other as the API's error document.
+    /// `timeout` bounds the whole exchange (deployments of many servers take a while).
+    pub fn call<T: DeserializeOwned>(
         &self,
         method: &str,
         path: &str,
-        body: Option<&Value>,
+        body: Option<&impl Serialize>,
         timeout: Duration,
-    ) -> Result<(u16, Value), ClientError> {
-        let mut stream =
-            TcpStream::connect_timeout(&self.addr, Duration::from_secs(3)).map_err(|source| {
-                ClientError::NotRunning {
-                    addr: self.addr,
-                    config: self.config.clone(),
-                    source,
-                }
-            })?;
-        let io = |source| ClientError::Io {
-            addr: self.addr,
-            source,
+    ) -> Result<T, ClientError> {
+        let body = match body {
+            Some(b) => {
+                serde_json::to_string(b).map_err(|e| ClientError::Malformed(e.to_string()))?
+            }
+            None => String::new(),
         };
-        stream.set_read_timeout(Some(timeout)).map_err(io)?;
-        let body = body.map(Value::to_string).unwrap_or_default();
-        write!(
-            stream,
+        let head = format!(
             "{method} {path} HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {}\r\n\
-             Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+             Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
             self.addr,
             self.token,
             body.len()
-        )
-        .map_err(io)?;
-        let mut raw = Vec::new();
-        stream.read_to_end(&mut raw).map_err(io)?;
-        let text = String::from_utf8_lossy(&raw);
-        let (head, body) = text
-            .split_once("\r\n\r\n")
-            .ok_or_else(|| ClientError::Malformed(text.chars().take(200).collect()))?;
-        let status = head
-            .split_whitespace()
-            .nth(1)
-            .and_then(|s| s.parse::<u16>().ok())
-            .ok_or_else(|| ClientError::Malformed(head.to_string()))?;
-        let json = if body.trim().is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_str(body).map_err(|e| ClientError::Malformed(e.to_string()))?
-        };
-        Ok((status, json))
+        );
+        let (status, text) = exchange(
+            self.addr,
+            "admin.listen",
+            &self.config,
+            &head,
+            &body,
+            timeout,
+        )?;
+        decode(status, &text)
     }
 }
 
-/// A one-shot `GET path` to a local JSON endpoint (the CLI's `report`, on the unauthenticated monitor port), over a blocking socket.
-pub fn fetch_json(addr: std::net::SocketAddr, path: &str) -> std::io::Result<serde_json::Value> {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(3))?;
-    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+/// A `GET` on the unauthenticated monitor port (`mcp-fleet report`).
+pub fn monitor_get<T: DeserializeOwned>(endpoint: &Endpoint, path: &str) -> Result<T, ClientError> {
+    let addr = reachable(endpoint.monitor);
+    let head = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    let config = endpoint.source.display().to_string();
+    let (status, text) = exchange(
+        addr,
+        "monitor.listen",
+        &config,
+        &head,
+        "",
+        Duration::from_secs(10),
     )?;
+    decode(status, &text)
+}
+
+fn decode<T: DeserializeOwned>(status: u16, text: &str) -> Result<T, ClientError> {
+    if (200..300).contains(&status) {
+        serde_json::from_str(text).map_err(|e| ClientError::Malformed(format!("{e}: {text:.200}")))
+    } else {
+        let body = serde_json::from_str(text).unwrap_or_else(|_| ApiError {
+            error: text.chars().take(200).collect(),
+            errors: Vec::new(),
+        });
+        Err(ClientError::Refused { status, body })
+    }
+}
+
+fn exchange(
+    addr: SocketAddr,
+    key: &'static str,
+    config: &str,
+    head: &str,
+    body: &str,
+    timeout: Duration,
+) -> Result<(u16, String), ClientError> {
+    let mut stream =
+        TcpStream::connect_timeout(&addr, Duration::from_secs(3)).map_err(|source| {
+            ClientError::NotRunning {
+                addr,
+                key,
+                config: config.to_string(),
+                source,
+            }
+        })?;
+    let io = |source| ClientError::Io { addr, source };
+    stream.set_read_timeout(Some(timeout)).map_err(io)?;
+    stream.write_all(head.as_bytes()).map_err(io)?;
+    stream.write_all(body.as_bytes()).map_err(io)?;
     let mut raw = Vec::new();
-    s.read_to_end(&mut raw)?;
+    stream.read_to_end(&mut raw).map_err(io)?;
     let text = String::from_utf8_lossy(&raw);
-    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
-    serde_json::from_str(body).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| ClientError::Malformed(text.chars().take(200).collect()))?;
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse::<u16>().ok())
+        .ok_or_else(|| ClientError::Malformed(head.to_string()))?;
+    Ok((status, body.to_string()))
 }

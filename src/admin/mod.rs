@@ -5,18 +5,18 @@
 pub mod client;
 pub mod token;
 
-use crate::plugins::fleet::{Fleet, FleetError, ServerState};
+use crate::api::{ApiError, CategoryStatus, DeployRequest, ServerState, Status};
+use crate::history::History;
+use crate::plugins::fleet::{Fleet, FleetError};
 use crate::reload::Reloader;
-use crate::upstream::{clock, Registry};
+use crate::upstream::{clock, Origin, Registry};
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
-use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
+use serde::Serialize;
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::net::TcpListener;
 
@@ -27,28 +27,13 @@ pub struct AdminApi {
     pub fleet: Option<Fleet>,
     pub reloader: Arc<Reloader>,
     pub registry: Arc<Registry>,
+    pub history: Arc<History>,
     pub token: String,
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct DeployRequest {
-    batch_size: usize,
-    #[serde(default)]
-    start_index: usize,
-}
-
-/// One line of `GET /status`: the seed's per-category view.
-#[derive(Debug, Default, Serialize)]
-pub struct CategoryStatus {
-    pub planned: usize,
-    pub deployed: usize,
-    pub healthy: usize,
-    pub failed: usize,
-}
-
-fn reply(status: StatusCode, body: &Value) -> Response<Full<Bytes>> {
-    let mut resp = Response::new(Full::new(Bytes::from(body.to_string())));
+fn reply(status: StatusCode, body: &impl Serialize) -> Response<Full<Bytes>> {
+    let text = serde_json::to_vec(body).unwrap_or_else(|_| b"{}".to_vec());
+    let mut resp = Response::new(Full::new(Bytes::from(text)));
     *resp.status_mut() = status;
     resp.headers_mut().insert(
         http::header::CONTENT_TYPE,
@@ -58,7 +43,20 @@ fn reply(status: StatusCode, body: &Value) -> Response<Full<Bytes>> {
 }
 
 fn error(status: StatusCode, message: impl std::fmt::Display) -> Response<Full<Bytes>> {
-    reply(status, &json!({ "error": message.to_string() }))
+    reply(
+        status,
+        &ApiError {
+            error: message.to_string(),
+            errors: Vec::new(),
+        },
+    )
+}
+
+fn no_fleet() -> Response<Full<Bytes>> {
+    error(
+        StatusCode::CONFLICT,
+        "the fleet is disabled (fleet.enabled = false)",
+    )
 }
 
 impl AdminApi {
@@ -103,16 +101,23 @@ impl AdminApi {
         let path = req.uri().path().to_string();
         let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
         match (&method, segments.as_slice()) {
-            (&Method::GET, ["servers"]) => self.servers(),
-            (&Method::GET, ["status"]) => self.status(),
+            (&Method::GET, ["servers"]) => match &self.fleet {
+                Some(f) => reply(StatusCode::OK, &f.servers()),
+                None => reply(StatusCode::OK, &Vec::<()>::new()),
+            },
+            (&Method::GET, ["status"]) => reply(StatusCode::OK, &self.status()),
             (&Method::GET, ["memory"]) => match &self.fleet {
-                Some(f) => reply(StatusCode::OK, &json!(crate::plugins::memory::report(f))),
-                None => error(StatusCode::CONFLICT, "the fleet is disabled"),
+                Some(f) => reply(StatusCode::OK, &crate::plugins::memory::report(f)),
+                None => no_fleet(),
             },
-            (&Method::GET, ["deployments"]) => match &self.fleet {
-                Some(f) => reply(StatusCode::OK, &json!(f.deployments())),
-                None => reply(StatusCode::OK, &json!([])),
-            },
+            (&Method::GET, ["deployments"]) => reply(StatusCode::OK, &self.history.entries()),
+            (&Method::GET, ["config"]) => {
+                let values: BTreeMap<String, String> =
+                    crate::config::keys::values(&self.reloader.current())
+                        .into_iter()
+                        .collect();
+                reply(StatusCode::OK, &values)
+            }
             (&Method::POST, ["deploy"]) => {
                 let body = match read_body(req).await {
                     Ok(b) => b,
@@ -128,10 +133,7 @@ impl AdminApi {
                     }
                 };
                 let Some(fleet) = &self.fleet else {
-                    return error(
-                        StatusCode::CONFLICT,
-                        "the fleet is disabled (fleet.enabled = false)",
-                    );
+                    return no_fleet();
                 };
                 if order.batch_size == 0 || order.start_index >= fleet.planned() {
                     return error(
@@ -145,39 +147,34 @@ impl AdminApi {
                 let d = fleet
                     .deploy_range(order.start_index, order.batch_size)
                     .await;
-                reply(StatusCode::OK, &json!(d))
+                reply(StatusCode::OK, &d)
             }
             (&Method::POST, ["retry-failed"]) => match &self.fleet {
-                Some(f) => reply(StatusCode::OK, &json!(f.retry_failed().await)),
-                None => error(StatusCode::CONFLICT, "the fleet is disabled"),
+                Some(f) => reply(StatusCode::OK, &f.retry_failed().await),
+                None => no_fleet(),
             },
             (&Method::POST, ["servers", id, "restart"]) => {
                 let Some(fleet) = &self.fleet else {
-                    return error(StatusCode::CONFLICT, "the fleet is disabled");
+                    return no_fleet();
                 };
                 match fleet.restart(id).await {
-                    Ok(d) => reply(StatusCode::OK, &json!(d)),
+                    Ok(d) => reply(StatusCode::OK, &d),
                     Err(e @ FleetError::UnknownServer(_)) => error(StatusCode::NOT_FOUND, e),
                     Err(e @ FleetError::NotDeployed(_)) => error(StatusCode::CONFLICT, e),
                     Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
                 }
             }
             (&Method::POST, ["reload"]) => match self.reloader.reload().await {
-                Ok(report) => reply(StatusCode::OK, &json!(report)),
-                Err(e) => {
-                    let errors: Vec<String> = match &e {
-                        crate::config::LoadError::Invalid { errors, .. } => {
-                            errors.iter().map(|e| e.to_string()).collect()
-                        }
-                        other => vec![other.to_string()],
-                    };
-                    reply(
-                        StatusCode::BAD_REQUEST,
-                        &json!({ "error": "invalid configuration; nothing changed", "errors": errors }),
-                    )
-                }
+                Ok(report) => reply(StatusCode::OK, &report),
+                Err(refused) => reply(
+                    StatusCode::BAD_REQUEST,
+                    &ApiError {
+                        error: "invalid configuration; nothing changed".into(),
+                        errors: refused.errors,
+                    },
+                ),
             },
-            (_, ["servers" | "status" | "deployments" | "memory"]) => {
+            (_, ["servers" | "status" | "deployments" | "memory" | "config"]) => {
                 error(StatusCode::METHOD_NOT_ALLOWED, "use GET")
             }
             (_, ["deploy" | "retry-failed" | "reload"]) => {
@@ -185,92 +182,50 @@ impl AdminApi {
             }
             _ => error(
                 StatusCode::NOT_FOUND,
-                "endpoints: GET /servers, GET /status, GET /memory, GET /deployments, POST /deploy, \
-                 POST /retry-failed, POST /servers/{id}/restart, POST /reload",
+                "endpoints: GET /servers, GET /status, GET /memory, GET /deployments, GET /config, \
+                 POST /deploy, POST /retry-failed, POST /servers/{id}/restart, POST /reload",
             ),
         }
     }
 
-    /// Health and drain state of every member, by address, from the current snapshot.
-    fn live(&self) -> BTreeMap<SocketAddr, (bool, bool, bool)> {
+    /// Per category: planned (what the config describes), deployed (spawned servers under
+    /// supervision, plus static backends), serving, failed.
+    fn status(&self) -> Status {
+        let snap = self.registry.load();
         let now = clock::now_ms();
-        let snap = self.registry.load();
-        snap.sets
-            .iter()
-            .flat_map(|s| s.all.iter())
-            .map(|b| (b.addr, (b.healthy, !b.state.usable(now), b.draining)))
-            .collect()
-    }
-
-    fn servers(&self) -> Response<Full<Bytes>> {
-        let Some(fleet) = &self.fleet else {
-            return reply(StatusCode::OK, &json!([]));
-        };
-        let live = self.live();
-        let host = fleet_host(&self.registry);
-        let list: Vec<Value> = fleet
-            .servers()
-            .into_iter()
-            .map(|s| {
-                let addr = SocketAddr::new(host, s.port);
-                let (healthy, ejected, draining) = live.get(&addr).copied().unwrap_or_default();
-                let mut v = json!(s);
-                v["health"] = json!(if s.state != ServerState::Running {
-                    "down"
-                } else if ejected {
-                    "ejected"
-                } else if healthy {
-                    "healthy"
-                } else {
-                    "unhealthy"
-                });
-                v["draining"] = json!(draining);
-                v
-            })
-            .collect();
-        reply(StatusCode::OK, &json!(list))
-    }
-
-    fn status(&self) -> Response<Full<Bytes>> {
-        let mut by: BTreeMap<String, CategoryStatus> = BTreeMap::new();
-        let mut order: Vec<String> = Vec::new();
-        let snap = self.registry.load();
-        for set in &snap.sets {
-            order.push(set.name.to_string());
-            let c = by.entry(set.name.to_string()).or_default();
-            c.planned = set.all.len();
-            c.healthy = crate::upstream::Snapshot::serving(set, clock::now_ms());
-        }
+        let mut supervised: BTreeMap<String, (usize, usize)> = BTreeMap::new();
         if let Some(fleet) = &self.fleet {
             for s in fleet.servers() {
-                let c = by.entry(s.category.clone()).or_default();
-                c.deployed += 1;
-                c.failed += usize::from(s.state == ServerState::Failed);
-            }
-        } else {
-            for set in &snap.sets {
-                if let Some(c) = by.get_mut(set.name.as_ref()) {
-                    c.deployed = set.all.len();
-                }
+                let c = supervised.entry(s.category).or_default();
+                c.0 += 1;
+                c.1 += usize::from(s.state == ServerState::Failed);
             }
         }
-        let rows: Vec<Value> = order
+        let categories = snap
+            .sets
             .iter()
-            .filter_map(|name| by.get(name).map(|c| json!({"category": name, "planned": c.planned, "deployed": c.deployed, "healthy": c.healthy, "failed": c.failed})))
+            .filter(|set| set.configured)
+            .map(|set| {
+                let (spawned, failed) = supervised
+                    .get(set.name.as_ref())
+                    .copied()
+                    .unwrap_or_default();
+                let statics = set
+                    .all
+                    .iter()
+                    .filter(|b| b.origin == Origin::Static && !b.draining)
+                    .count();
+                CategoryStatus {
+                    category: set.name.to_string(),
+                    planned: set.planned,
+                    deployed: spawned + statics,
+                    serving: crate::upstream::Snapshot::serving(set, now),
+                    failed,
+                }
+            })
             .collect();
-        reply(StatusCode::OK, &json!({ "categories": rows }))
+        Status { categories }
     }
-}
-
-/// The address the fleet's servers listen on (all spawned members share it).
-fn fleet_host(registry: &Registry) -> std::net::IpAddr {
-    registry
-        .load()
-        .sets
-        .iter()
-        .flat_map(|s| s.all.iter())
-        .find(|b| b.origin == crate::upstream::Origin::Spawned)
-        .map_or(std::net::IpAddr::from([127, 0, 0, 1]), |b| b.addr.ip())
 }
 
 async fn read_body(req: Request<Incoming>) -> Result<Bytes, Response<Full<Bytes>>> {

@@ -45,15 +45,16 @@ pub fn for_server(config: &ValidConfig) -> Result<String, TokenError> {
     Ok(secret_file::load_or_create_token(&default_path(config))?)
 }
 
-/// The CLI side: resolve without creating anything.
-pub fn for_client(config: &ValidConfig) -> Result<String, TokenError> {
+/// The CLI side: resolve without creating anything, from what the CLI could read of the config
+/// (`config::endpoint`), valid or not.
+pub fn for_client(endpoint: &crate::config::endpoint::Endpoint) -> Result<String, TokenError> {
     if let Some(t) = from_env() {
         return Ok(t);
     }
-    let file = config
-        .admin_token_file
+    let file = endpoint
+        .token_file
         .clone()
-        .unwrap_or_else(|| default_path(config));
+        .unwrap_or_else(|| endpoint.state_dir.join(TOKEN_FILE));
     Ok(secret_file::read_token(&file)?)
 }
 

@@ -1,4 +1,5 @@
 use super::*;
+use std::time::Duration;
 
 fn check(text: &str) -> Result<ValidConfig, Vec<ConfigError>> {
     parse(text, Path::new("test.toml"), Path::new("/etc/fleet")).map_err(|e| match e {

@@ -12,16 +12,17 @@ mod backend;
 mod budget;
 pub mod clock;
 mod strategy;
+mod views;
 
 pub use backend::{host_header, Backend, BackendState, InFlight, Origin};
 pub use strategy::{hash_bytes, smooth_sequence, PickRequest, Strategy};
+pub use views::{CategoryStats, FleetStats, ServerStats};
 
 use crate::config::{
     EjectionConfig, HealthConfig, ProxyConfig, RetryBudget, StrategyKind, ValidConfig,
 };
 use arc_swap::ArcSwap;
 use budget::BudgetState;
-use serde::Serialize;
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -51,6 +52,11 @@ pub struct UpstreamSet {
     pub hash_header: Option<http::HeaderName>,
     /// All members, eligible or not, in configuration order (for stats and session lookups).
     pub all: Vec<Backend>,
+    /// Members the configuration describes (`all` less those leaving): what "below plan" is
+    /// measured against.
+    pub planned: usize,
+    /// Still in the configuration (a removed category drains before it goes).
+    pub configured: bool,
     /// Members the strategy may pick from (ready and healthy).
     ready: Vec<Backend>,
     by_addr: HashMap<SocketAddr, usize>,
@@ -154,87 +160,6 @@ impl Snapshot {
     pub fn serving(set: &UpstreamSet, now_ms: u64) -> usize {
         set.ready.iter().filter(|b| b.state.usable(now_ms)).count()
     }
-
-    pub fn stats(&self) -> FleetStats {
-        let now = clock::now_ms();
-        let categories = self
-            .sets
-            .iter()
-            .map(|set| {
-                let servers: Vec<ServerStats> = set
-                    .all
-                    .iter()
-                    .map(|b| ServerStats {
-                        id: b.id.to_string(),
-                        addr: b.addr.to_string(),
-                        origin: b.origin,
-                        weight: b.weight,
-                        ready: b.ready,
-                        healthy: b.healthy,
-                        draining: b.draining,
-                        ejected_ms: b.state.ejected_until().saturating_sub(now),
-                        in_flight: b.state.in_flight(),
-                        requests: b.state.requests(),
-                        failures: b.state.failures(),
-                        connect_failures: b.state.connect_failures(),
-                        ejections: b.state.ejections_total(),
-                        latency_ms: b.state.latency_us().map(|us| (us / 10.0).round() / 100.0),
-                    })
-                    .collect();
-                CategoryStats {
-                    name: set.name.to_string(),
-                    strategy: set.strategy_kind.name(),
-                    ready: Self::serving(set, now),
-                    total: set.all.len(),
-                    requests: servers.iter().map(|s| s.requests).sum(),
-                    servers,
-                }
-            })
-            .collect::<Vec<_>>();
-        FleetStats {
-            ready: categories.iter().map(|c| c.ready).sum(),
-            total: categories.iter().map(|c| c.total).sum(),
-            categories,
-        }
-    }
-}
-
-#[derive(Debug, Serialize)]
-pub struct FleetStats {
-    pub ready: usize,
-    pub total: usize,
-    pub categories: Vec<CategoryStats>,
-}
-
-#[derive(Debug, Serialize)]
-pub struct CategoryStats {
-    pub name: String,
-    pub strategy: &'static str,
-    /// Servers taking new requests: ready, healthy and not ejected.
-    pub ready: usize,
-    pub total: usize,
-    pub requests: u64,
-    pub servers: Vec<ServerStats>,
-}
-
-#[derive(Debug, Serialize)]
-pub struct ServerStats {
-    pub id: String,
-    pub addr: String,
-    pub origin: Origin,
-    pub weight: u32,
-    pub ready: bool,
-    pub healthy: bool,
-    pub draining: bool,
-    /// Milliseconds of passive ejection left (0: not ejected).
-    pub ejected_ms: u64,
-    pub in_flight: u32,
-    pub requests: u64,
-    pub failures: u64,
-    pub connect_failures: u64,
-    pub ejections: u64,
-    /// Peak-EWMA time to first byte.
-    pub latency_ms: Option<f64>,
 }
 
 /// A member as the writers see it: the backend plus how many times it has become ready, so the
@@ -245,6 +170,28 @@ struct Member {
     ready_epoch: u64,
     /// Still in the configuration (a draining member that is not goes away when its drain ends).
     desired: bool,
+    /// The drain this member is in (`backend.draining`), by the number of the reload that began
+    /// it: only that reload's timer ends it, so a member a later reload takes back, or drains
+    /// again, is not stopped by an earlier reload's timer.
+    drain: Option<u64>,
+}
+
+/// A server the fleet's plan spawns: the one source of spawned membership. The registry
+/// publishes what it is given; it never derives spawned servers from the config itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpawnedMember {
+    pub id: Arc<str>,
+    pub category: Arc<str>,
+    pub addr: SocketAddr,
+}
+
+/// Members whose drain ended (`Registry::finish_drain`).
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Drained {
+    /// Left the configuration: removed from the registry now.
+    pub removed: Vec<Arc<str>>,
+    /// Still configured (their command changed): back as not ready, to be started again.
+    pub replaced: Vec<Arc<str>>,
 }
 
 #[derive(Debug)]
@@ -268,8 +215,8 @@ struct Members {
     proxy: Arc<ProxyConfig>,
 }
 
-/// The members a config describes, all fresh (not ready, never checked).
-fn desired_members(config: &ValidConfig) -> Vec<CategoryMembers> {
+/// The members a config and the fleet's plan describe, all fresh (not ready, never checked).
+fn desired_members(config: &ValidConfig, spawned: &[SpawnedMember]) -> Vec<CategoryMembers> {
     let healthy = !config.health.enabled;
     let proxy = Arc::new(config.proxy.clone());
     config
@@ -277,46 +224,43 @@ fn desired_members(config: &ValidConfig) -> Vec<CategoryMembers> {
         .iter()
         .map(|c| {
             let weight_of = |key: &str| c.server_weights.get(key).copied().unwrap_or(c.weight);
-            let spawned: Vec<Member> = if config.fleet.enabled {
-                c.spawned_ports()
-                    .enumerate()
-                    .map(|(i, port)| {
-                        let id = server_id(&c.name, i);
-                        let addr = SocketAddr::new(config.fleet.host, port);
-                        Member {
-                            backend: Backend {
-                                weight: weight_of(&id),
-                                id: id.into(),
-                                host: host_header(addr),
-                                addr,
-                                origin: Origin::Spawned,
-                                ready: false,
-                                healthy,
-                                draining: false,
-                                state: Arc::default(),
-                            },
-                            ready_epoch: 0,
-                            desired: true,
-                        }
-                    })
-                    .collect()
-            } else {
-                Vec::new()
-            };
-            let statics = c.static_backends.iter().map(|addr| Member {
-                backend: Backend {
-                    id: format!("{}@{addr}", c.name).into(),
-                    host: host_header(*addr),
-                    addr: *addr,
-                    origin: Origin::Static,
-                    weight: weight_of(&addr.to_string()),
-                    ready: true,
-                    healthy,
-                    draining: false,
-                    state: Arc::default(),
-                },
-                ready_epoch: 1,
+            let fresh = |backend: Backend, ready_epoch| Member {
+                backend,
+                ready_epoch,
                 desired: true,
+                drain: None,
+            };
+            let spawned = spawned.iter().filter(|m| *m.category == *c.name).map(|m| {
+                fresh(
+                    Backend {
+                        weight: weight_of(&m.id),
+                        id: Arc::clone(&m.id),
+                        host: host_header(m.addr),
+                        addr: m.addr,
+                        origin: Origin::Spawned,
+                        ready: false,
+                        healthy,
+                        draining: false,
+                        state: Arc::default(),
+                    },
+                    0,
+                )
+            });
+            let statics = c.static_backends.iter().map(|addr| {
+                fresh(
+                    Backend {
+                        id: format!("{}@{addr}", c.name).into(),
+                        host: host_header(*addr),
+                        addr: *addr,
+                        origin: Origin::Static,
+                        weight: weight_of(&addr.to_string()),
+                        ready: true,
+                        healthy,
+                        draining: false,
+                        state: Arc::default(),
+                    },
+                    1,
+                )
             });
             CategoryMembers {
                 name: c.name.as_str().into(),
@@ -328,7 +272,7 @@ fn desired_members(config: &ValidConfig) -> Vec<CategoryMembers> {
                     .and_then(|h| http::HeaderName::from_bytes(h.as_bytes()).ok()),
                 proxy: Arc::clone(&proxy),
                 shared: Arc::default(),
-                members: spawned.into_iter().chain(statics).collect(),
+                members: spawned.chain(statics).collect(),
                 desired: true,
             }
         })
@@ -356,6 +300,8 @@ impl Members {
                     by_addr: all.iter().enumerate().map(|(i, b)| (b.addr, i)).collect(),
                     strategy: strategy::build(c.strategy, &ready, &c.shared.memory),
                     ready,
+                    planned: c.members.iter().filter(|m| m.desired).count(),
+                    configured: c.desired,
                     all,
                     shared: Arc::clone(&c.shared),
                 })
@@ -410,9 +356,9 @@ impl Registry {
     /// Registers every category of the config: spawned servers start not ready (the fleet
     /// publishes them once they accept connections), static backends start ready; with active
     /// health checks on, every server starts unhealthy until it passes once.
-    pub fn new(config: &ValidConfig) -> Self {
+    pub fn new(config: &ValidConfig, spawned: &[SpawnedMember]) -> Self {
         let members = Members {
-            categories: desired_members(config),
+            categories: desired_members(config, spawned),
             health: config.health.clone(),
             proxy: Arc::new(config.proxy.clone()),
         };
@@ -441,25 +387,35 @@ impl Registry {
             .clone()
     }
 
-    /// Applies a reloaded config: categories and members are rebuilt from it, keeping the live
-    /// state (counters, ejection, health, readiness) of every member whose address stays, and
-    /// the strategy cursor and retry budget of every category that stays. Members that leave the
-    /// config, and those in `replace` (their command changed), are kept but draining: no new
-    /// requests, their sessions still served until `finish_drain`. Returns the draining
-    /// addresses and how long building and swapping the snapshot took.
+    /// Applies a reloaded config and plan: categories and members are rebuilt from them,
+    /// keeping the live state (counters, ejection, health, readiness) of every member whose
+    /// address stays, and the strategy cursor and retry budget of every category that stays.
+    /// Members that leave, and those in `replace` (their command changed), are kept but draining
+    /// (no new requests, their sessions still served) until `finish_drain(reload)`. A member
+    /// that was leaving and is configured again leaves its drain at once, sessions kept. Returns
+    /// the members that began draining now and how long building and swapping took.
     pub fn apply(
         &self,
         config: &ValidConfig,
+        spawned: &[SpawnedMember],
         replace: &HashSet<SocketAddr>,
+        reload: u64,
     ) -> (Vec<SocketAddr>, Duration, Duration) {
         let mut members = self.lock();
-        let mut fresh = desired_members(config);
+        let mut fresh = desired_members(config, spawned);
         let mut old: HashMap<Arc<str>, CategoryMembers> = members
             .categories
             .drain(..)
             .map(|c| (Arc::clone(&c.name), c))
             .collect();
         let mut draining = Vec::new();
+        let begin = |m: &mut Member, draining: &mut Vec<SocketAddr>| {
+            m.backend.draining = true;
+            if m.drain.is_none() {
+                m.drain = Some(reload);
+                draining.push(m.backend.addr);
+            }
+        };
         for c in &mut fresh {
             let Some(mut prev) = old.remove(&c.name) else {
                 continue;
@@ -476,19 +432,21 @@ impl Registry {
                     m.backend.healthy = p.backend.healthy;
                     m.backend.state = p.backend.state;
                     m.ready_epoch = p.ready_epoch;
-                    m.backend.draining = p.backend.draining || replace.contains(&m.backend.addr);
-                    if m.backend.draining {
-                        draining.push(m.backend.addr);
+                    // Only a replacement still pending keeps (or begins) a drain: one that was
+                    // leaving, or whose command is back to what runs, is taken back now.
+                    if replace.contains(&m.backend.addr) {
+                        m.drain = p.drain.filter(|_| p.desired);
+                        begin(m, &mut draining);
                     }
                 }
             }
             // Members that left the config drain at the end of the list.
             for mut p in prev.members {
-                p.desired = false;
-                if !p.backend.draining {
-                    p.backend.draining = true;
+                if p.desired {
+                    p.drain = None;
                 }
-                draining.push(p.backend.addr);
+                p.desired = false;
+                begin(&mut p, &mut draining);
                 c.members.push(p);
             }
         }
@@ -497,9 +455,11 @@ impl Registry {
         for (_, mut gone) in old {
             gone.desired = false;
             for m in &mut gone.members {
+                if m.desired {
+                    m.drain = None;
+                }
                 m.desired = false;
-                m.backend.draining = true;
-                draining.push(m.backend.addr);
+                begin(m, &mut draining);
             }
             fresh.push(gone);
         }
@@ -529,18 +489,26 @@ impl Registry {
         (draining, built, swapped)
     }
 
-    /// Ends the drain of `addrs`: members no longer in the config are removed (their sessions
-    /// now get 404), members being replaced start over as not ready.
-    pub fn finish_drain(&self, addrs: &[SocketAddr]) {
+    /// Ends the drains reload number `reload` began (and no other): members no longer in the
+    /// config are removed (their sessions now get 404), members being replaced start over as
+    /// not ready. Returns their ids.
+    pub fn finish_drain(&self, reload: u64) -> Drained {
         let mut members = self.lock();
-        let set: HashSet<&SocketAddr> = addrs.iter().collect();
+        let mut done = Drained::default();
         for c in &mut members.categories {
-            c.members
-                .retain(|m| !(m.backend.draining && !m.desired && set.contains(&m.backend.addr)));
+            c.members.retain(|m| {
+                let ends = m.drain == Some(reload) && !m.desired;
+                if ends {
+                    done.removed.push(Arc::clone(&m.backend.id));
+                }
+                !ends
+            });
             for m in &mut c.members {
-                if m.backend.draining && set.contains(&m.backend.addr) {
+                if m.drain == Some(reload) {
+                    m.drain = None;
                     m.backend.draining = false;
                     m.backend.ready = false;
+                    done.replaced.push(Arc::clone(&m.backend.id));
                 }
             }
         }
@@ -548,6 +516,7 @@ impl Registry {
             .categories
             .retain(|c| c.desired || !c.members.is_empty());
         self.publish(&members);
+        done
     }
 
     /// The health settings in force.
@@ -555,13 +524,13 @@ impl Registry {
         self.lock().health.clone()
     }
 
-    /// Requests in flight on the member at `addr` (0 when unknown).
-    pub fn in_flight(&self, addr: SocketAddr) -> u32 {
+    /// The live state (in-flight count, ejection, counters) of the member at `addr`: the same
+    /// `Arc` every snapshot carries, so it can be watched without loading snapshots.
+    pub fn live_state(&self, addr: SocketAddr) -> Option<Arc<BackendState>> {
         self.load()
             .sets
             .iter()
-            .find_map(|s| s.in_flight(&addr))
-            .unwrap_or(0)
+            .find_map(|s| s.by_addr.get(&addr).map(|&i| Arc::clone(&s.all[i].state)))
     }
 
     /// The current snapshot, for the hot path: one atomic load, no lock.
@@ -685,7 +654,91 @@ backends = ["127.0.0.1:7000", "127.0.0.1:7001"]
             Path::new("."),
         )
         .expect("valid");
-        Registry::new(&config)
+        Registry::new(&config, &spawned(&config))
+    }
+
+    /// What the fleet's plan gives the registry for `config`.
+    fn spawned(config: &ValidConfig) -> Vec<SpawnedMember> {
+        config
+            .categories
+            .iter()
+            .flat_map(|c| {
+                c.spawned_ports()
+                    .enumerate()
+                    .map(|(i, port)| SpawnedMember {
+                        id: server_id(&c.name, i).into(),
+                        category: c.name.as_str().into(),
+                        addr: SocketAddr::new(config.fleet.host, port),
+                    })
+            })
+            .collect()
+    }
+
+    fn config_with(servers: u16) -> ValidConfig {
+        crate::config::parse(
+            &format!("[health]\nenabled = false\n[categories.a]\nports = \"41000-41003\"\nservers = {servers}\n"),
+            Path::new("t.toml"),
+            Path::new("."),
+        )
+        .expect("valid")
+    }
+
+    #[test]
+    fn a_member_taken_back_before_its_drain_ends_leaves_the_drain_and_stays() {
+        let four = config_with(4);
+        let r = Registry::new(&four, &spawned(&four));
+        let addrs: Vec<SocketAddr> = r.load().sets[0].all.iter().map(|b| b.addr).collect();
+        r.set_ready(&addrs.iter().map(|a| (*a, true)).collect::<Vec<_>>());
+        let two = config_with(2);
+        let (draining, ..) = r.apply(&two, &spawned(&two), &HashSet::new(), 1);
+        assert_eq!(draining, addrs[2..].to_vec());
+        let snap = r.load();
+        assert_eq!(snap.sets[0].planned, 2);
+        assert_eq!(
+            snap.sets[0].ready_count(),
+            2,
+            "the leaving two take no new requests"
+        );
+        drop(snap);
+        // Grown back within the drain: the two are members again at once, state kept.
+        let (draining, ..) = r.apply(&four, &spawned(&four), &HashSet::new(), 2);
+        assert!(draining.is_empty(), "{draining:?}");
+        let snap = r.load();
+        assert_eq!(snap.sets[0].planned, 4);
+        assert_eq!(
+            snap.sets[0].ready_count(),
+            4,
+            "back in rotation, still ready"
+        );
+        drop(snap);
+        // The first reload's timer fires: nothing of its drain is left to end.
+        assert_eq!(r.finish_drain(1), Drained::default());
+        assert_eq!(r.load().sets[0].ready_count(), 4);
+    }
+
+    #[test]
+    fn each_reload_ends_only_its_own_drain() {
+        let four = config_with(4);
+        let r = Registry::new(&four, &spawned(&four));
+        let three = config_with(3);
+        r.apply(&three, &spawned(&three), &HashSet::new(), 1);
+        let two = config_with(2);
+        let (draining, ..) = r.apply(&two, &spawned(&two), &HashSet::new(), 2);
+        assert_eq!(
+            draining.len(),
+            1,
+            "a-3 was already draining; a-2 begins now"
+        );
+        let first = r.finish_drain(1);
+        assert_eq!(first.removed, vec![Arc::<str>::from("a-3")]);
+        assert_eq!(
+            r.load().sets[0].all.len(),
+            3,
+            "a-2 still drains for reload 2"
+        );
+        let second = r.finish_drain(2);
+        assert_eq!(second.removed, vec![Arc::<str>::from("a-2")]);
+        assert_eq!(r.load().sets[0].all.len(), 2);
     }
 
     fn req() -> PickRequest {

@@ -1,12 +1,26 @@
-//! Turns the config into the list of servers to run, in deployment order (categories in port
-//! order, servers in port order), with every variable of their command ({port}, {id}, ...) filled in.
+//! The one owner of spawned membership: turns the config into the list of servers to run, in
+//! deployment order (categories in port order, servers in port order), with every variable of
+//! their command ({port}, {id}, ...) filled in; gives the registry the members it publishes; and
+//! says what a reloaded plan adds, removes and changes.
 
 use super::child::{resolve_program, Launch};
 use super::FleetError;
 use crate::config::ValidConfig;
 use crate::upstream::server_id;
+use crate::upstream::SpawnedMember;
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
+
+/// What a reload changes in the plan, by server id.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct PlanDiff {
+    pub added: Vec<Arc<str>>,
+    pub removed: Vec<Arc<str>>,
+    /// Running with another address or command than the new plan's: drained, stopped and
+    /// started anew.
+    pub changed: Vec<Arc<str>>,
+}
 
 #[derive(Debug, Clone)]
 pub struct ServerSpec {
@@ -82,6 +96,59 @@ pub fn plan(config: &ValidConfig) -> Result<Vec<ServerSpec>, FleetError> {
         }
     }
     Ok(specs)
+}
+
+/// The members the registry publishes for a plan.
+pub fn members(specs: &[ServerSpec]) -> Vec<SpawnedMember> {
+    specs
+        .iter()
+        .map(|s| SpawnedMember {
+            id: Arc::clone(&s.id),
+            category: Arc::clone(&s.category),
+            addr: s.addr,
+        })
+        .collect()
+}
+
+/// Whether a running server already is what `planned` describes (the rest of a spec, memory
+/// policy and log rotation, is read from the plan or applies at the next start).
+fn same_process(running: &ServerSpec, planned: &ServerSpec) -> bool {
+    running.addr == planned.addr
+        && running.launch.program == planned.launch.program
+        && running.launch.args == planned.launch.args
+        && running.launch.cwd == planned.launch.cwd
+        && running.launch.env == planned.launch.env
+}
+
+/// What going from plan `old` to `new` means, given the servers `running` now (with the spec
+/// each was started with). A server is changed when it runs with another process than the new
+/// plan describes, whatever the old plan said: so a server taken out and put back before its
+/// drain ended is not changed (it keeps running and leaves its drain), and one whose command
+/// was changed and changed back is not replaced.
+pub fn diff(
+    old: &[ServerSpec],
+    new: &[ServerSpec],
+    running: &BTreeMap<&Arc<str>, &ServerSpec>,
+) -> PlanDiff {
+    let in_old = |id: &Arc<str>| old.iter().any(|o| o.id == *id);
+    let in_new = |id: &Arc<str>| new.iter().any(|n| n.id == *id);
+    PlanDiff {
+        added: new
+            .iter()
+            .filter(|n| !in_old(&n.id))
+            .map(|n| Arc::clone(&n.id))
+            .collect(),
+        removed: old
+            .iter()
+            .filter(|o| !in_new(&o.id))
+            .map(|o| Arc::clone(&o.id))
+            .collect(),
+        changed: new
+            .iter()
+            .filter(|n| running.get(&n.id).is_some_and(|r| !same_process(r, n)))
+            .map(|n| Arc::clone(&n.id))
+            .collect(),
+    }
 }
 
 #[cfg(test)]

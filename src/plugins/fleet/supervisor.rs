@@ -4,7 +4,6 @@
 
 use super::child;
 use super::{Inner, ServerSpec};
-use serde::Serialize;
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -17,18 +16,7 @@ const MAX_BACKOFF: Duration = Duration::from_secs(60);
 /// A server that stayed up this long has its back-off reset.
 const STABLE_AFTER: Duration = Duration::from_secs(60);
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum ServerState {
-    Starting,
-    Running,
-    /// Exited; waiting out the back-off before the next start.
-    Backoff,
-    /// Too many restarts: left stopped until `retry-failed`.
-    Failed,
-    Draining,
-    Stopped,
-}
+pub use crate::api::ServerState;
 
 /// What the operator wants of a server; each change bumps `generation`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,6 +44,8 @@ pub struct Status {
     pub oom_kills: u32,
     recent: VecDeque<Instant>,
     pub last_error: Option<String>,
+    /// The memory watcher's last sample of this server (PSS), while it runs.
+    pub memory: Option<u64>,
 }
 
 impl Default for Status {
@@ -68,16 +58,84 @@ impl Default for Status {
             oom_kills: 0,
             recent: VecDeque::new(),
             last_error: None,
+            memory: None,
         }
     }
 }
 
-pub type SharedStatus = Arc<Mutex<Status>>;
+/// A server's status with a change signal: the supervisor writes it, and whoever waits for a
+/// server to come up or fail (a restart, a retry) waits on the signal instead of polling.
+#[derive(Debug, Default)]
+pub struct StatusCell {
+    status: Mutex<Status>,
+    changed: watch::Sender<u64>,
+}
 
-fn lock(status: &SharedStatus) -> std::sync::MutexGuard<'_, Status> {
-    status
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
+pub type SharedStatus = Arc<StatusCell>;
+
+/// A write to a status; every waiter is woken when it ends.
+pub struct StatusGuard<'a> {
+    guard: std::sync::MutexGuard<'a, Status>,
+    changed: &'a watch::Sender<u64>,
+}
+
+impl std::ops::Deref for StatusGuard<'_> {
+    type Target = Status;
+    fn deref(&self) -> &Status {
+        &self.guard
+    }
+}
+
+impl std::ops::DerefMut for StatusGuard<'_> {
+    fn deref_mut(&mut self) -> &mut Status {
+        &mut self.guard
+    }
+}
+
+impl Drop for StatusGuard<'_> {
+    fn drop(&mut self) {
+        self.changed.send_modify(|n| *n = n.wrapping_add(1));
+    }
+}
+
+impl StatusCell {
+    /// For a change: waiters are woken when the guard drops.
+    pub fn write(&self) -> StatusGuard<'_> {
+        StatusGuard {
+            guard: self.read(),
+            changed: &self.changed,
+        }
+    }
+
+    /// For a look (no wake-up). A panic while held leaves a status of plain fields, still usable.
+    pub fn read(&self) -> std::sync::MutexGuard<'_, Status> {
+        self.status
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Waits until `done` holds of the status, or `deadline`; returns whether it held.
+    pub async fn wait_for(&self, deadline: Instant, mut done: impl FnMut(&Status) -> bool) -> bool {
+        let mut changes = self.changed.subscribe();
+        loop {
+            if done(&self.read()) {
+                return true;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero()
+                || !matches!(
+                    tokio::time::timeout(left, changes.changed()).await,
+                    Ok(Ok(()))
+                )
+            {
+                return done(&self.read());
+            }
+        }
+    }
+}
+
+fn lock(status: &SharedStatus) -> StatusGuard<'_> {
+    status.write()
 }
 
 /// Whether the server could bind its port now (with SO_REUSEADDR, as servers do, so the TIME_WAIT
@@ -348,10 +406,10 @@ async fn run_child(
                     st.oom_kills += 1;
                     st.last_error = Some(format!("OOM-killed at its {} MiB limit", spec.memory_limit >> 20));
                     drop(st);
-                    inner.memory_event(super::MemoryEvent {
-                        at: super::unix_now(),
+                    inner.memory_event(crate::api::MemoryEvent {
+                        at: crate::upstream::clock::unix_now(),
                         id: spec.id.to_string(),
-                        action: "oom-kill",
+                        action: crate::api::MemoryActionTaken::OomKill,
                         bytes: None,
                         limit: spec.memory_limit,
                     });
@@ -379,8 +437,11 @@ async fn run_child(
                     lock(status).state = ServerState::Draining;
                     inner.registry.set_ready(&[(spec.addr, false)]);
                     let deadline = Instant::now() + settings.drain_timeout;
-                    while inner.registry.in_flight(spec.addr) > 0 && Instant::now() < deadline {
-                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    // One atomic of this server's live state, not a scan of the registry.
+                    if let Some(live) = inner.registry.live_state(spec.addr) {
+                        while live.in_flight() > 0 && Instant::now() < deadline {
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                        }
                     }
                     child::stop(&mut process, settings.stop_grace).await;
                     break RunEnd::Restart;
@@ -392,5 +453,6 @@ async fn run_child(
     let mut st = lock(status);
     st.pid = None;
     st.up_since = None;
+    st.memory = None;
     end
 }

@@ -1,15 +1,21 @@
-//! The memory manager (the seed's memory-manager-1000): samples every running server's resident
-//! memory every `fleet.memory_interval` and applies its category's policy to a server over its
+//! The memory manager (the seed's memory-manager-1000): samples every running server's PSS
+//! (proportional set size: a page shared by N servers counts 1/N, so the figures add up to what
+//! the fleet takes; RSS would count the shared binary once per server) every
+//! `fleet.memory_interval`, and applies its category's policy to a server over its
 //! `max_memory_mb` for two samples in a row (one sample can be a transient peak): `restart`
 //! (drain, stop, start again) or `alert` (log and record). Where the kernel enforces the limit
-//! too (a memory cgroup), an overshoot ends in an OOM kill, which the fleet recognises apart
-//! from a crash. Runs on the control thread; reading 1000 `/proc/PID/statm` files is its whole
-//! cost.
+//! too (a memory cgroup), an overshoot of the cgroup's charge ends in an OOM kill, which the fleet
+//! recognises apart from a crash. Runs on the control thread; the samples it takes are the ones
+//! `GET /servers`, `GET /memory`, the metrics and the dashboard show.
 
-use crate::plugins::fleet::{rss_bytes, Fleet};
-use serde::Serialize;
-use std::collections::{BTreeMap, HashMap};
+use crate::api::{CategoryMemory, MemoryMeasure, MemoryReport, ServerMemory};
+use crate::plugins::fleet::Fleet;
+use crate::procfs::{meminfo, pss_bytes};
+use std::collections::HashMap;
 use std::sync::Arc;
+
+/// The figure every memory number of the fleet is, and the watcher enforces on.
+pub const MEASURE: MemoryMeasure = MemoryMeasure::Pss;
 
 /// Samples until the runtime ends.
 pub async fn watch(fleet: Fleet) {
@@ -17,93 +23,72 @@ pub async fn watch(fleet: Fleet) {
     loop {
         let interval = fleet.settings().memory_interval;
         tokio::time::sleep(interval).await;
-        let targets = fleet.memory_targets();
-        let mut still_over = HashMap::new();
-        for t in targets {
-            let Some(bytes) = rss_bytes(t.pid) else {
-                continue;
-            };
-            if bytes <= t.limit {
-                continue;
-            }
-            let n = over.get(&t.id).copied().unwrap_or(0) + 1;
-            if n >= 2 {
-                fleet.memory_action(&t, bytes);
-            } else {
-                still_over.insert(Arc::clone(&t.id), n);
-            }
-        }
-        over = still_over;
+        over = sample(&fleet, &over);
     }
 }
 
-#[derive(Debug, Serialize)]
-pub struct CategoryMemory {
-    pub category: String,
-    pub servers: usize,
-    pub rss_bytes: u64,
-    pub limit_bytes: u64,
-    pub over_limit: usize,
-}
-
-#[derive(Debug, Serialize)]
-pub struct ServerMemory {
-    pub id: String,
-    pub pid: u32,
-    pub rss_bytes: u64,
-    pub limit_bytes: u64,
+/// One round: measure every running server, keep the figures, act on those over their limit
+/// twice in a row. Returns who is over once.
+fn sample(fleet: &Fleet, over: &HashMap<Arc<str>, u32>) -> HashMap<Arc<str>, u32> {
+    let targets = fleet.memory_targets();
+    let mut samples = Vec::with_capacity(targets.len());
+    let mut still_over = HashMap::new();
+    for t in targets {
+        let Some(bytes) = pss_bytes(t.pid) else {
+            continue;
+        };
+        samples.push((Arc::clone(&t.id), bytes));
+        if bytes <= t.limit {
+            continue;
+        }
+        let n = over.get(&t.id).copied().unwrap_or(0) + 1;
+        if n >= 2 {
+            fleet.memory_action(&t, bytes);
+        } else {
+            still_over.insert(Arc::clone(&t.id), n);
+        }
+    }
+    fleet.record_memory(&samples);
+    still_over
 }
 
 /// `GET /memory` and `mcp-fleet memory`: per-category totals and limits, the top 10 servers,
-/// policy actions and OOM kills.
-#[derive(Debug, Serialize)]
-pub struct MemoryReport {
-    pub enforcement: &'static str,
-    pub machine_total_bytes: u64,
-    pub machine_available_bytes: u64,
-    pub categories: Vec<CategoryMemory>,
-    pub top: Vec<ServerMemory>,
-    pub events: Vec<crate::plugins::fleet::MemoryEvent>,
-    pub oom_kills: BTreeMap<String, u32>,
-}
-
+/// policy actions and OOM kills, from the watcher's last samples.
 pub fn report(fleet: &Fleet) -> MemoryReport {
     let mut by: Vec<CategoryMemory> = Vec::new();
     let mut servers = Vec::new();
     for t in fleet.memory_targets() {
-        let rss = rss_bytes(t.pid).unwrap_or(0);
-        let c = match by
-            .iter_mut()
-            .position(|c| c.category == t.category.as_ref())
-        {
-            Some(i) => &mut by[i],
+        let bytes = t.bytes.unwrap_or(0);
+        let i = match by.iter().position(|c| c.category == t.category.as_ref()) {
+            Some(i) => i,
             None => {
                 by.push(CategoryMemory {
                     category: t.category.to_string(),
                     servers: 0,
-                    rss_bytes: 0,
+                    bytes: 0,
                     limit_bytes: t.limit,
                     over_limit: 0,
                 });
-                let last = by.len() - 1;
-                &mut by[last]
+                by.len() - 1
             }
         };
+        let c = &mut by[i];
         c.servers += 1;
-        c.rss_bytes += rss;
-        c.over_limit += usize::from(rss > t.limit);
+        c.bytes += bytes;
+        c.over_limit += usize::from(bytes > t.limit);
         servers.push(ServerMemory {
             id: t.id.to_string(),
             pid: t.pid,
-            rss_bytes: rss,
+            bytes,
             limit_bytes: t.limit,
         });
     }
-    servers.sort_by_key(|s| std::cmp::Reverse(s.rss_bytes));
+    servers.sort_by_key(|s| std::cmp::Reverse(s.bytes));
     servers.truncate(10);
-    let (total, available) = crate::plugins::fleet::meminfo().unwrap_or((0, 0));
+    let (total, available) = meminfo().unwrap_or((0, 0));
     MemoryReport {
-        enforcement: fleet.memory_layer().name(),
+        enforcement: fleet.memory_layer().name().to_string(),
+        measure: MEASURE,
         machine_total_bytes: total,
         machine_available_bytes: available,
         categories: by,

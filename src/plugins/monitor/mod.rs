@@ -9,9 +9,12 @@ mod series;
 
 pub use alerts::Alert;
 
-use crate::config::MonitorConfig;
+use crate::api::{CategoryReport, Reloads, Report, ServerState};
+use crate::config::{MemoryBudget, ValidConfig};
+use crate::history::History;
 use crate::metrics::{self, metrics};
-use crate::plugins::fleet::{meminfo, Fleet, ServerState};
+use crate::plugins::fleet::Fleet;
+use crate::procfs::{cpu_seconds, meminfo};
 use crate::upstream::clock::unix_now;
 use crate::upstream::{clock, Registry, Snapshot};
 use bytes::Bytes;
@@ -21,7 +24,6 @@ use hyper_util::rt::TokioIo;
 use serde_json::{json, Value};
 use series::Series;
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
@@ -31,11 +33,10 @@ const DASHBOARD: &str = include_str!("dashboard.html");
 pub struct Monitor {
     registry: Arc<Registry>,
     fleet: Option<Fleet>,
-    config: MonitorConfig,
-    /// Folders whose file systems the disk alert watches.
-    dirs: Vec<PathBuf>,
-    /// The memory budget in bytes (for the memory alert).
-    budget: u64,
+    history: Arc<History>,
+    /// The configuration in force: thresholds, intervals and the budget are read from it at
+    /// every use, so a reload applies them.
+    config: tokio::sync::watch::Receiver<Arc<ValidConfig>>,
     started: Instant,
     series: Mutex<Series>,
     firing: Mutex<Vec<Alert>>,
@@ -44,15 +45,6 @@ pub struct Monitor {
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-/// CPU seconds (user + system) of a process, from /proc.
-fn cpu_seconds(pid: u32) -> Option<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let rest = stat.rsplit_once(')')?.1;
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: u64 = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
-    Some(ticks as f64 / 100.0)
 }
 
 fn reply(
@@ -79,23 +71,19 @@ fn json_reply(status: StatusCode, v: &Value) -> Response<Full<Bytes>> {
 
 impl Monitor {
     pub fn new(
-        config: &crate::config::ValidConfig,
+        config: tokio::sync::watch::Receiver<Arc<ValidConfig>>,
         registry: Arc<Registry>,
         fleet: Option<Fleet>,
+        history: Arc<History>,
     ) -> Arc<Self> {
-        let total = meminfo().map_or(0, |(t, _)| t);
-        let budget = match config.fleet.memory_budget {
-            crate::config::MemoryBudget::Percent(p) => total / 100 * u64::from(p),
-            crate::config::MemoryBudget::Bytes(b) => b,
-        };
+        let window = config.borrow().monitor.alerts.window;
         let m = Arc::new(Self {
             registry,
             fleet,
-            config: config.monitor.clone(),
-            dirs: vec![config.fleet.state_dir.clone(), config.fleet.log_dir.clone()],
-            budget,
+            history,
+            config,
             started: Instant::now(),
-            series: Mutex::new(Series::new(config.monitor.alerts.window)),
+            series: Mutex::new(Series::new(window)),
             firing: Mutex::new(Vec::new()),
             bounds: series::bucket_bounds(),
         });
@@ -103,11 +91,20 @@ impl Monitor {
         m
     }
 
+    fn config(&self) -> Arc<ValidConfig> {
+        Arc::clone(&self.config.borrow())
+    }
+
     /// Samples and evaluates the alert rules every `monitor.alerts.interval`.
     pub async fn run(self: Arc<Self>) {
         loop {
-            tokio::time::sleep(self.config.alerts.interval).await;
-            lock(&self.series).push(series::take());
+            let config = self.config();
+            tokio::time::sleep(config.monitor.alerts.interval).await;
+            {
+                let mut series = lock(&self.series);
+                series.keep_at_least(config.monitor.alerts.window);
+                series.push(series::take());
+            }
             let verdicts = self.evaluate();
             alerts::update(&mut lock(&self.firing), verdicts, unix_now());
         }
@@ -128,7 +125,8 @@ impl Monitor {
     }
 
     fn evaluate(&self) -> Vec<(String, alerts::Verdict)> {
-        let t = &self.config.alerts;
+        let config = self.config();
+        let t = &config.monitor.alerts;
         let mut out = Vec::new();
         let (window, cpu) = {
             let s = lock(&self.series);
@@ -180,7 +178,11 @@ impl Monitor {
             }),
         ));
         if let Some((total, available)) = meminfo() {
-            let used = total.saturating_sub(available) as f64 / self.budget.max(1) as f64;
+            let budget = match config.fleet.memory_budget {
+                MemoryBudget::Percent(p) => total / 100 * u64::from(p),
+                MemoryBudget::Bytes(b) => b,
+            };
+            let used = total.saturating_sub(available) as f64 / budget.max(1) as f64;
             out.push((
                 "memory_usage".into(),
                 (used > t.memory_usage).then(|| {
@@ -211,7 +213,10 @@ impl Monitor {
                 )
             }),
         ));
-        for (i, dir) in self.dirs.iter().enumerate() {
+        for (i, dir) in [&config.fleet.state_dir, &config.fleet.log_dir]
+            .into_iter()
+            .enumerate()
+        {
             let name = if i == 0 {
                 "disk_usage:state"
             } else {
@@ -255,15 +260,28 @@ impl Monitor {
             let serving = Snapshot::serving(set, now);
             out.push((
                 format!("no_healthy_server:{}", set.name),
-                (serving == 0 && !set.all.is_empty()).then(|| {
+                (serving == 0 && set.configured).then(|| {
                     (
                         "critical",
                         0.0,
                         1.0,
                         format!(
-                            "category {} has no server taking requests ({} configured)",
-                            set.name,
-                            set.all.len()
+                            "category {} has no server taking requests ({} planned)",
+                            set.name, set.planned
+                        ),
+                    )
+                }),
+            ));
+            out.push((
+                format!("below_plan:{}", set.name),
+                (serving > 0 && serving < set.planned).then(|| {
+                    (
+                        "warning",
+                        serving as f64,
+                        set.planned as f64,
+                        format!(
+                            "category {} serves with {serving} of its {} planned servers",
+                            set.name, set.planned
                         ),
                     )
                 }),
@@ -278,7 +296,7 @@ impl Monitor {
         m.uptime.set(self.started.elapsed().as_secs_f64());
         let snap = self.registry.load();
         let now = clock::now_ms();
-        let per_server = self.config.per_server_metrics;
+        let per_server = self.config().monitor.per_server_metrics;
         for set in &snap.sets {
             let c = &*set.name;
             let serving = Snapshot::serving(set, now);
@@ -336,7 +354,7 @@ impl Monitor {
             let mut running = 0;
             for s in &servers {
                 let c = s.category.as_str();
-                let rss = s.rss_bytes.unwrap_or(0) as i64;
+                let rss = s.memory_bytes.unwrap_or(0) as i64;
                 let secs = s.pid.and_then(cpu_seconds).unwrap_or(0.0);
                 *mem.entry(c).or_default() += rss;
                 *cpu.entry(c).or_default() += secs;
@@ -377,29 +395,19 @@ impl Monitor {
     }
 
     fn health(&self) -> Response<Full<Bytes>> {
-        let snap = self.registry.load();
-        let now = clock::now_ms();
-        let categories: Vec<Value> = snap
-            .sets
-            .iter()
-            .map(|s| json!({"name": &*s.name, "serving": Snapshot::serving(s, now), "total": s.all.len()}))
-            .collect();
-        let ok = snap.sets.iter().all(|s| Snapshot::serving(s, now) > 0);
-        let mut body = json!({
-            "status": if ok { "ok" } else { "degraded" },
-            "uptime_s": self.started.elapsed().as_secs(),
-            "categories": categories,
-        });
-        for (k, v) in self.registry.labels() {
-            body[k] = json!(v);
-        }
+        let mut health = self.registry.load().health(false, &self.registry.labels());
+        let ok = health.status.http_status() == 200;
+        health.labels.insert(
+            "uptime_s".into(),
+            self.started.elapsed().as_secs().to_string(),
+        );
         json_reply(
             if ok {
                 StatusCode::OK
             } else {
                 StatusCode::SERVICE_UNAVAILABLE
             },
-            &body,
+            &json!(health),
         )
     }
 
@@ -411,7 +419,7 @@ impl Monitor {
         let mut memory_by: BTreeMap<String, u64> = BTreeMap::new();
         if let Some(f) = &self.fleet {
             for s in f.servers() {
-                *memory_by.entry(s.category).or_default() += s.rss_bytes.unwrap_or(0);
+                *memory_by.entry(s.category).or_default() += s.memory_bytes.unwrap_or(0);
             }
         }
         let series = lock(&self.series);
@@ -466,17 +474,13 @@ impl Monitor {
         };
         drop(series);
         let history: Vec<Value> = self
-            .fleet
-            .as_ref()
-            .map(|f| {
-                f.deployments()
-                    .into_iter()
-                    .rev()
-                    .take(10)
-                    .map(|d| json!(d))
-                    .collect()
-            })
-            .unwrap_or_default();
+            .history
+            .entries()
+            .into_iter()
+            .rev()
+            .take(10)
+            .map(|d| json!(d))
+            .collect();
         json!({
             "uptime_s": self.started.elapsed().as_secs(),
             "in_flight": metrics().in_flight.get(),
@@ -485,12 +489,13 @@ impl Monitor {
             "categories": categories,
             "alerts": *lock(&self.firing),
             "history": history,
+            "memory_measure": crate::plugins::memory::MEASURE.label(),
             "memory_enforcement": self.registry.labels().iter().find(|(k, _)| *k == "memory_enforcement").map(|(_, v)| *v),
         })
     }
 
     /// The seed's daily report, since this instance started.
-    fn report(&self) -> Value {
+    fn report(&self) -> Report {
         let snap = self.registry.load();
         let first = series::Sample {
             at: self.started,
@@ -499,13 +504,19 @@ impl Monitor {
             cpu: (0, 0),
         };
         let now = series::take();
-        let categories: Vec<Value> = snap
+        let categories = snap
             .sets
             .iter()
             .map(|s| {
                 let w = series::window(&first, &now, Some(&s.name), &self.bounds);
-                json!({"category": &*s.name, "requests": w.requests, "error_rate": w.error_rate,
-                       "p50": w.p50, "p95": w.p95, "p99": w.p99})
+                CategoryReport {
+                    category: s.name.to_string(),
+                    requests: w.requests,
+                    error_rate: w.error_rate,
+                    p50: w.p50,
+                    p95: w.p95,
+                    p99: w.p99,
+                }
             })
             .collect();
         let all = series::window(&first, &now, None, &self.bounds);
@@ -521,34 +532,42 @@ impl Monitor {
                 })
                 .sum()
         };
-        let (restarts, ooms, deployments) = self
+        let (restarts, oom_kills) = self
             .fleet
             .as_ref()
             .map(|f| {
-                let servers = f.servers();
                 (
-                    servers.iter().map(|s| u64::from(s.restarts)).sum::<u64>(),
-                    f.oom_kills().values().map(|&n| u64::from(n)).sum::<u64>(),
-                    f.deployments()
+                    f.servers()
                         .iter()
-                        .filter(|d| d.kind != "reload")
-                        .count(),
+                        .map(|s| u64::from(s.restarts))
+                        .sum::<u64>(),
+                    f.oom_kills().values().map(|&n| u64::from(n)).sum::<u64>(),
                 )
             })
-            .unwrap_or((0, 0, 0));
-        json!({
-            "uptime_s": self.started.elapsed().as_secs(),
-            "requests": all.requests,
-            "error_rate": all.error_rate,
-            "p50": all.p50, "p95": all.p95, "p99": all.p99,
-            "categories": categories,
-            "restarts": restarts,
-            "oom_kills": ooms,
-            "alerts_fired": sum(&m.alerts_fired),
-            "alerts_firing": lock(&self.firing).len(),
-            "reloads": {"applied": metrics::reloads("applied"), "invalid": metrics::reloads("invalid")},
-            "deployments": deployments,
-        })
+            .unwrap_or((0, 0));
+        Report {
+            uptime_s: self.started.elapsed().as_secs(),
+            requests: all.requests,
+            error_rate: all.error_rate,
+            p50: all.p50,
+            p95: all.p95,
+            p99: all.p99,
+            categories,
+            restarts,
+            oom_kills,
+            alerts_fired: sum(&m.alerts_fired),
+            alerts_firing: lock(&self.firing).len(),
+            reloads: Reloads {
+                applied: metrics::reloads("applied"),
+                invalid: metrics::reloads("invalid"),
+            },
+            deployments: self
+                .history
+                .entries()
+                .iter()
+                .filter(|d| d.kind != crate::api::EntryKind::Reload)
+                .count(),
+        }
     }
 
     fn handle(&self, path: &str) -> Response<Full<Bytes>> {
@@ -566,7 +585,7 @@ impl Monitor {
             "/stats" => json_reply(StatusCode::OK, &json!(self.registry.load().stats())),
             "/dashboard" | "/" => reply(StatusCode::OK, "text/html; charset=utf-8", DASHBOARD),
             "/dashboard.json" => json_reply(StatusCode::OK, &self.dashboard_json()),
-            "/report" => json_reply(StatusCode::OK, &self.report()),
+            "/report" => json_reply(StatusCode::OK, &json!(self.report())),
             _ => json_reply(
                 StatusCode::NOT_FOUND,
                 &json!({"error": "endpoints: /metrics /health /alerts /stats /dashboard /report"}),

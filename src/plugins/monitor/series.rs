@@ -177,6 +177,11 @@ impl Series {
         }
     }
 
+    /// A reload may widen the alert window: keep enough samples for it.
+    pub fn keep_at_least(&mut self, window: Duration) {
+        self.keep = self.keep.max(window);
+    }
+
     pub fn push(&mut self, s: Sample) {
         self.samples.push_back(s);
         while self

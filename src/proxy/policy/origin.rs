@@ -2,68 +2,33 @@
 //! site must not reach local MCP servers through the proxy. Requests without `Origin` (every
 //! non-browser client) pass; with one, it must match the allow-list by scheme, host and port.
 
-/// (scheme, host, port) of an origin like `http://localhost:8080`; the port defaults by scheme.
-fn parse(origin: &str) -> Option<(&str, &str, Option<u16>)> {
-    let (scheme, rest) = origin.split_once("://")?;
-    if rest.is_empty() || rest.contains('/') {
-        return None;
-    }
-    // An IPv6 host is bracketed: [::1]:8080.
-    let (host, port) = match rest.rsplit_once(':') {
-        Some((h, p))
-            if !h.ends_with(':')
-                && (h.starts_with('[') == h.ends_with(']'))
-                && !p.contains(']') =>
-        {
-            (h, Some(p))
-        }
-        _ => (rest, None),
-    };
-    let port = match port {
-        Some("*") => None,
-        Some(p) => Some(p.parse().ok()?),
-        None => match scheme {
-            "http" => Some(80),
-            "https" => Some(443),
-            _ => None,
-        },
-    };
-    Some((scheme, host, port))
-}
+use crate::config::AllowedOrigin;
 
-/// Whether the request's `Origin` is allowed by `list`.
-pub fn allowed(origin: &[u8], list: &[String]) -> bool {
+/// Whether the request's `Origin` is allowed by `list`: read by the same parser that checked the
+/// list's entries.
+pub fn allowed(origin: &[u8], list: &[AllowedOrigin]) -> bool {
     let Ok(origin) = std::str::from_utf8(origin) else {
         return false;
     };
-    let origin = origin.trim();
-    if origin == "null" {
-        return list.iter().any(|e| e == "null");
-    }
-    let Some((scheme, host, port)) = parse(origin) else {
+    let Ok(origin) = AllowedOrigin::parse(origin, false) else {
         return false;
     };
-    list.iter().any(|entry| {
-        let any_port = entry.ends_with(":*");
-        match parse(entry) {
-            Some((s, h, p)) => {
-                s.eq_ignore_ascii_case(scheme)
-                    && h.eq_ignore_ascii_case(host)
-                    && (any_port || p == port)
-            }
-            None => false,
-        }
-    })
+    list.iter().any(|entry| entry.admits(&origin))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn defaults() -> Vec<String> {
-        ["http://localhost:*", "http://127.0.0.1:*", "http://[::1]:*"]
-            .map(String::from)
-            .to_vec()
+    fn list(entries: &[&str]) -> Vec<AllowedOrigin> {
+        entries
+            .iter()
+            .map(|e| AllowedOrigin::parse(e, true).expect("valid entry"))
+            .collect()
+    }
+
+    fn defaults() -> Vec<AllowedOrigin> {
+        list(crate::config::defaults::ALLOWED_ORIGINS)
     }
 
     #[test]
@@ -93,11 +58,7 @@ mod tests {
 
     #[test]
     fn explicit_ports_and_null() {
-        let list = vec![
-            "https://app.example.com".to_string(),
-            "http://x.test:8080".to_string(),
-            "null".to_string(),
-        ];
+        let list = list(&["https://app.example.com", "http://x.test:8080", "null"]);
         assert!(allowed(b"https://app.example.com", &list));
         assert!(allowed(b"https://app.example.com:443", &list));
         assert!(!allowed(b"https://app.example.com:444", &list));

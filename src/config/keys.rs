@@ -1,0 +1,577 @@
+//! Every key of the config file, classified once: applied by a reload, or needing a restart of
+//! `mcp-fleet serve`. The reload's diff, its "restart to apply" report, the admin API's view of the
+//! running config (`GET /config`) and the README's reload table are all derived from this table,
+//! and a test proves it names every key the file format has.
+
+use super::model::{CategoryConfig, HealthKind, ValidConfig};
+
+/// What a reload does with a changed key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reload {
+    /// The running instance takes the new value.
+    Applied,
+    /// The running instance keeps the old value until it is restarted.
+    Restart,
+}
+
+/// A key of the top-level sections (`proxy.*`, `monitor.*`, `admin.*`, `health.*`, `fleet.*`).
+pub struct Key {
+    pub name: &'static str,
+    pub reload: Reload,
+    /// How the new value takes effect, or why it needs a restart.
+    pub how: &'static str,
+    /// The value in force, as the report shows it.
+    pub read: fn(&ValidConfig) -> String,
+    /// For `Restart` keys: put the running value back into the new config, so the rest of the
+    /// reloaded config stays consistent with what runs.
+    keep: Option<fn(&ValidConfig, &mut ValidConfig)>,
+}
+
+/// A key of every category (`categories.NAME.*`).
+pub struct CategoryKey {
+    pub name: &'static str,
+    pub how: &'static str,
+    pub read: fn(&CategoryConfig) -> String,
+}
+
+/// What a reload changes: `key: old -> new`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    pub key: String,
+    pub old: String,
+    pub new: String,
+}
+
+fn show<T: std::fmt::Debug>(v: &T) -> String {
+    format!("{v:?}")
+}
+
+macro_rules! applied {
+    ($name:literal, $how:expr, |$c:ident| $read:expr) => {
+        Key {
+            name: $name,
+            reload: Reload::Applied,
+            how: $how,
+            read: |$c| show(&$read),
+            keep: None,
+        }
+    };
+}
+
+macro_rules! restart {
+    ($name:literal, $how:expr, $($field:ident).+) => {
+        Key {
+            name: $name,
+            reload: Reload::Restart,
+            how: $how,
+            read: |c| show(&c.$($field).+),
+            keep: Some(|old, new| new.$($field).+ = old.$($field).+.clone()),
+        }
+    };
+}
+
+const NOW: &str = "at once: the next request or connection uses it";
+const FLEET_NOW: &str = "at once: the fleet's next action uses it";
+const REPLACE: &str = "servers whose command changes drain, stop and start again";
+const NEXT_START: &str =
+    "servers started from now on (running servers keep theirs until they restart)";
+const MONITOR_NOW: &str = "at the monitor's next evaluation";
+
+fn health_path(c: &ValidConfig) -> String {
+    match &c.health.kind {
+        HealthKind::Http { path, .. } => path.clone(),
+        _ => "(not http)".into(),
+    }
+}
+
+fn health_status(c: &ValidConfig) -> String {
+    match &c.health.kind {
+        HealthKind::Http { expect_status, .. } => expect_status.to_string(),
+        _ => "(not http)".into(),
+    }
+}
+
+fn health_kind(c: &ValidConfig) -> String {
+    match &c.health.kind {
+        HealthKind::Tcp => "tcp",
+        HealthKind::Http { .. } => "http",
+        HealthKind::Mcp => "mcp",
+    }
+    .into()
+}
+
+pub static KEYS: &[Key] = &[
+    restart!(
+        "proxy.listen",
+        "the listening socket is opened at start",
+        proxy.listen
+    ),
+    restart!(
+        "proxy.threads",
+        "Pingora's worker threads start at start",
+        proxy.threads
+    ),
+    applied!("proxy.strategy", NOW, |c| c.proxy.strategy),
+    applied!("proxy.max_retries", NOW, |c| c.proxy.max_retries),
+    applied!("proxy.connect_timeout", NOW, |c| c.proxy.connect_timeout),
+    applied!("proxy.idle_timeout", NOW, |c| c.proxy.idle_timeout),
+    restart!(
+        "proxy.shutdown_grace",
+        "Pingora's grace period is set when it starts",
+        proxy.shutdown_grace
+    ),
+    restart!(
+        "proxy.upstream_keepalive",
+        "both connection pools are sized at start",
+        proxy.upstream_keepalive
+    ),
+    applied!("proxy.first_byte_timeout", NOW, |c| c
+        .proxy
+        .first_byte_timeout),
+    applied!("proxy.body_timeout", NOW, |c| c.proxy.body_timeout),
+    applied!("proxy.retry_budget_percent", NOW, |c| c
+        .proxy
+        .retry_budget
+        .percent),
+    applied!("proxy.retry_budget_min", NOW, |c| c.proxy.retry_budget.min),
+    applied!("proxy.eject_after_5xx", NOW, |c| c.proxy.ejection.after_5xx),
+    applied!("proxy.eject_time", NOW, |c| c.proxy.ejection.base_time),
+    applied!("proxy.eject_max_time", NOW, |c| c.proxy.ejection.max_time),
+    applied!("proxy.max_ejected_percent", NOW, |c| c
+        .proxy
+        .ejection
+        .max_percent),
+    applied!("proxy.allowed_origins", NOW, |c| c
+        .proxy
+        .allowed_origins
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()),
+    applied!("proxy.max_body", NOW, |c| c.proxy.max_body),
+    applied!("proxy.max_uri", NOW, |c| c.proxy.max_uri),
+    applied!("proxy.max_headers", NOW, |c| c.proxy.max_headers),
+    applied!("proxy.max_header_bytes", NOW, |c| c.proxy.max_header_bytes),
+    applied!("proxy.header_timeout", NOW, |c| c.proxy.header_timeout),
+    applied!("proxy.client_idle_timeout", NOW, |c| c
+        .proxy
+        .client_idle_timeout),
+    applied!("proxy.max_connections", NOW, |c| c.proxy.max_connections),
+    applied!("proxy.max_sse_streams", NOW, |c| c.proxy.max_sse_streams),
+    applied!("proxy.send_timeout", NOW, |c| c.proxy.send_timeout),
+    applied!("proxy.max_response_body", NOW, |c| c
+        .proxy
+        .max_response_body),
+    applied!("proxy.fast_path", NOW, |c| c.proxy.fast_path),
+    restart!(
+        "monitor.listen",
+        "the listening socket is opened at start",
+        monitor_listen
+    ),
+    applied!("monitor.per_server_metrics", "at the next scrape", |c| c
+        .monitor
+        .per_server_metrics),
+    applied!("monitor.alerts.response_time", MONITOR_NOW, |c| c
+        .monitor
+        .alerts
+        .response_time),
+    applied!("monitor.alerts.error_rate", MONITOR_NOW, |c| c
+        .monitor
+        .alerts
+        .error_rate),
+    applied!("monitor.alerts.memory_usage", MONITOR_NOW, |c| c
+        .monitor
+        .alerts
+        .memory_usage),
+    applied!("monitor.alerts.cpu_usage", MONITOR_NOW, |c| c
+        .monitor
+        .alerts
+        .cpu_usage),
+    applied!("monitor.alerts.disk_usage", MONITOR_NOW, |c| c
+        .monitor
+        .alerts
+        .disk_usage),
+    applied!("monitor.alerts.window", MONITOR_NOW, |c| c
+        .monitor
+        .alerts
+        .window),
+    applied!(
+        "monitor.alerts.interval",
+        "from the monitor's next round",
+        |c| c.monitor.alerts.interval
+    ),
+    restart!(
+        "admin.listen",
+        "the listening socket is opened at start",
+        admin_listen
+    ),
+    restart!(
+        "admin.token_file",
+        "the token is read at start (the CLI reads the new file at once: restart to match)",
+        admin_token_file
+    ),
+    applied!("health.enabled", "at the checker's next round", |c| c
+        .health
+        .enabled),
+    applied!("health.kind", "at the checker's next round", |c| {
+        health_kind(c)
+    }),
+    applied!("health.interval", "at the checker's next round", |c| c
+        .health
+        .interval),
+    applied!("health.timeout", "at the checker's next round", |c| c
+        .health
+        .timeout),
+    applied!("health.path", "at the checker's next round", |c| {
+        health_path(c)
+    }),
+    applied!("health.expect_status", "at the checker's next round", |c| {
+        health_status(c)
+    }),
+    applied!(
+        "health.unhealthy_threshold",
+        "at the checker's next round",
+        |c| c.health.unhealthy_threshold
+    ),
+    applied!(
+        "health.healthy_threshold",
+        "at the checker's next round",
+        |c| c.health.healthy_threshold
+    ),
+    applied!("health.concurrency", "at the checker's next round", |c| c
+        .health
+        .concurrency),
+    restart!(
+        "fleet.enabled",
+        "the fleet plugin is started or not at start",
+        fleet.enabled
+    ),
+    applied!("fleet.batch_size", FLEET_NOW, |c| c.fleet.batch_size),
+    applied!("fleet.command", REPLACE, |c| c.fleet.command),
+    restart!(
+        "fleet.host",
+        "every spawned server's address derives from it",
+        fleet.host
+    ),
+    restart!(
+        "fleet.state_dir",
+        "the session key, pid file and deployment record live there",
+        fleet.state_dir
+    ),
+    restart!(
+        "fleet.log_dir",
+        "running servers write to their open log files",
+        fleet.log_dir
+    ),
+    applied!("fleet.ready_timeout", FLEET_NOW, |c| c.fleet.ready_timeout),
+    applied!("fleet.stop_grace", FLEET_NOW, |c| c.fleet.stop_grace),
+    applied!(
+        "fleet.mcp_path",
+        "categories without their own mcp_path take it at once",
+        |c| c
+            .categories
+            .iter()
+            .map(|k| k.mcp_path.as_str())
+            .collect::<Vec<_>>()
+    ),
+    restart!(
+        "fleet.reserve_ports",
+        "the ports are reserved at start",
+        fleet.reserve_ports
+    ),
+    applied!(
+        "fleet.deploy_on_start",
+        "servers added by this reload",
+        |c| c.fleet.deploy_on_start
+    ),
+    applied!("fleet.drain_timeout", "drains begun from now on", |c| c
+        .fleet
+        .drain_timeout),
+    applied!("fleet.max_restarts", FLEET_NOW, |c| c.fleet.max_restarts),
+    applied!("fleet.restart_window", FLEET_NOW, |c| c
+        .fleet
+        .restart_window),
+    applied!("fleet.env", REPLACE, |c| c.fleet.env),
+    applied!("fleet.log_max_size", NEXT_START, |c| c.fleet.log_max_size),
+    applied!("fleet.log_keep", NEXT_START, |c| c.fleet.log_keep),
+    applied!(
+        "fleet.memory_interval",
+        "from the watcher's next sample",
+        |c| c.fleet.memory_interval
+    ),
+    applied!(
+        "fleet.memory_budget",
+        "deployments and the memory alert from now on",
+        |c| c.fleet.memory_budget
+    ),
+    restart!(
+        "fleet.kernel_memory_limit",
+        "the cgroup layer is chosen at start",
+        fleet.kernel_memory_limit
+    ),
+];
+
+macro_rules! category_key {
+    ($name:literal, $how:expr, |$c:ident| $read:expr) => {
+        CategoryKey {
+            name: $name,
+            how: $how,
+            read: |$c| show(&$read),
+        }
+    };
+}
+
+pub static CATEGORY_KEYS: &[CategoryKey] = &[
+    category_key!(
+        "ports",
+        "servers on new ports start, those on dropped ports drain",
+        |c| c.ports
+    ),
+    category_key!("servers", "new servers start, removed ones drain", |c| c
+        .servers),
+    category_key!(
+        "max_memory_mb",
+        "the memory watcher at once; the kernel limit as each server next starts",
+        |c| c.max_memory_mb
+    ),
+    category_key!("command", REPLACE, |c| c.command),
+    category_key!("backends", "new backends join, removed ones drain", |c| c
+        .static_backends),
+    category_key!("mcp_path", NOW, |c| c.mcp_path),
+    category_key!("strategy", NOW, |c| c.strategy),
+    category_key!("weight", NOW, |c| c.weight),
+    category_key!("server_weights", NOW, |c| c.server_weights),
+    category_key!("hash_header", NOW, |c| c.hash_header),
+    category_key!("env", REPLACE, |c| c.env),
+    category_key!("cwd", REPLACE, |c| c.cwd),
+    category_key!("memory_action", "the memory watcher at once", |c| c
+        .memory_action),
+];
+
+/// Every key whose value differs, in table order, then categories in config order (a category
+/// added or removed is one change).
+pub fn diff(old: &ValidConfig, new: &ValidConfig) -> Vec<Change> {
+    let mut out = Vec::new();
+    for k in KEYS {
+        let (o, n) = ((k.read)(old), (k.read)(new));
+        if o != n {
+            out.push(Change {
+                key: k.name.into(),
+                old: o,
+                new: n,
+            });
+        }
+    }
+    for c in &new.categories {
+        match old.categories.iter().find(|o| o.name == c.name) {
+            None => out.push(Change {
+                key: format!("categories.{}", c.name),
+                old: "(absent)".into(),
+                new: "added".into(),
+            }),
+            Some(o) => {
+                for k in CATEGORY_KEYS {
+                    let (ov, nv) = ((k.read)(o), (k.read)(c));
+                    if ov != nv {
+                        out.push(Change {
+                            key: format!("categories.{}.{}", c.name, k.name),
+                            old: ov,
+                            new: nv,
+                        });
+                    }
+                }
+            }
+        }
+    }
+    for o in &old.categories {
+        if !new.categories.iter().any(|c| c.name == o.name) {
+            out.push(Change {
+                key: format!("categories.{}", o.name),
+                old: "present".into(),
+                new: "removed".into(),
+            });
+        }
+    }
+    out
+}
+
+/// Splits a reload into what it applies and what needs a restart; the restart-only values of
+/// `new` are set back to those of `old`, which keeps running.
+pub fn classify(old: &ValidConfig, new: &mut ValidConfig) -> (Vec<Change>, Vec<Change>) {
+    let all = diff(old, new);
+    let mut applied = Vec::new();
+    let mut restart = Vec::new();
+    for change in all {
+        match KEYS.iter().find(|k| k.name == change.key) {
+            Some(Key {
+                reload: Reload::Restart,
+                keep,
+                ..
+            }) => {
+                if let Some(keep) = keep {
+                    keep(old, new);
+                }
+                restart.push(change);
+            }
+            _ => applied.push(change),
+        }
+    }
+    (applied, restart)
+}
+
+/// Every key with the value in force, for `GET /config`.
+pub fn values(config: &ValidConfig) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = KEYS
+        .iter()
+        .map(|k| (k.name.to_string(), (k.read)(config)))
+        .collect();
+    for c in &config.categories {
+        for k in CATEGORY_KEYS {
+            out.push((format!("categories.{}.{}", c.name, k.name), (k.read)(c)));
+        }
+    }
+    out
+}
+
+/// The README's reload table: every key, whether a reload applies it, and how.
+pub fn markdown() -> String {
+    let mut out = String::from("| key | on reload | how |\n| --- | --- | --- |\n");
+    for k in KEYS {
+        let verdict = match k.reload {
+            Reload::Applied => "applied",
+            Reload::Restart => "**restart**",
+        };
+        out.push_str(&format!("| `{}` | {verdict} | {} |\n", k.name, k.how));
+    }
+    out.push_str("| `categories.NAME` (added or removed) | applied | added servers start; a removed category's servers drain, then stop |\n");
+    for k in CATEGORY_KEYS {
+        out.push_str(&format!(
+            "| `categories.NAME.{}` | applied | {} |\n",
+            k.name, k.how
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::raw;
+    use super::*;
+    use serde::de::{self, Deserializer, Visitor};
+    use std::collections::BTreeSet;
+
+    /// A deserializer that only records the field names serde asks for: the file format's keys,
+    /// straight from the raw model's derive, so a field added there without a row here fails.
+    struct FieldNames(&'static [&'static str]);
+
+    impl<'de> Deserializer<'de> for &mut FieldNames {
+        type Error = de::value::Error;
+        fn deserialize_any<V: Visitor<'de>>(self, _: V) -> Result<V::Value, Self::Error> {
+            Err(de::Error::custom("not a struct"))
+        }
+        fn deserialize_struct<V: Visitor<'de>>(
+            self,
+            _: &'static str,
+            fields: &'static [&'static str],
+            _: V,
+        ) -> Result<V::Value, Self::Error> {
+            self.0 = fields;
+            Err(de::Error::custom("fields recorded"))
+        }
+        serde::forward_to_deserialize_any! {
+            bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes byte_buf
+            option unit unit_struct newtype_struct seq tuple tuple_struct map enum identifier
+            ignored_any
+        }
+    }
+
+    fn fields<T: for<'de> serde::Deserialize<'de>>() -> &'static [&'static str] {
+        let mut names = FieldNames(&[]);
+        let _ = T::deserialize(&mut names);
+        names.0
+    }
+
+    #[test]
+    fn the_table_names_every_key_of_the_file_format() {
+        let top = fields::<raw::RawConfig>();
+        assert_eq!(
+            top,
+            ["proxy", "monitor", "admin", "fleet", "health", "categories"],
+            "a new section needs its keys in the table"
+        );
+        let mut format: BTreeSet<String> = BTreeSet::new();
+        let mut section = |name: &str, keys: &[&str]| {
+            for k in keys {
+                format.insert(format!("{name}.{k}"));
+            }
+        };
+        section("proxy", fields::<raw::RawProxy>());
+        section(
+            "monitor",
+            &fields::<raw::RawMonitor>()
+                .iter()
+                .copied()
+                .filter(|k| *k != "alerts")
+                .collect::<Vec<_>>(),
+        );
+        section("monitor.alerts", fields::<raw::RawAlerts>());
+        section("admin", fields::<raw::RawAdmin>());
+        section("fleet", fields::<raw::RawFleet>());
+        section("health", fields::<raw::RawHealth>());
+        section("categories.*", fields::<raw::RawCategory>());
+        let table: BTreeSet<String> = KEYS
+            .iter()
+            .map(|k| k.name.to_string())
+            .chain(
+                CATEGORY_KEYS
+                    .iter()
+                    .map(|k| format!("categories.*.{}", k.name)),
+            )
+            .collect();
+        assert_eq!(format, table);
+        assert_eq!(
+            table.len(),
+            KEYS.len() + CATEGORY_KEYS.len(),
+            "no key twice"
+        );
+    }
+
+    #[test]
+    fn restart_keys_keep_the_running_value_and_the_rest_is_applied() {
+        let parse = |extra: &str| {
+            crate::config::parse(
+                &format!("{extra}\n[categories.a]\nports = \"41000-41001\"\n"),
+                std::path::Path::new("t.toml"),
+                std::path::Path::new("/x"),
+            )
+            .expect("valid")
+        };
+        let old = parse("[proxy]\nlisten = \"127.0.0.1:8080\"\nmax_body = \"1MiB\"");
+        let mut new = parse("[proxy]\nlisten = \"127.0.0.1:8081\"\nmax_body = \"2MiB\"");
+        let (applied, restart) = classify(&old, &mut new);
+        assert_eq!(applied.len(), 1);
+        assert_eq!(applied[0].key, "proxy.max_body");
+        assert_eq!(applied[0].new, "2097152");
+        assert_eq!(restart.len(), 1);
+        assert_eq!(restart[0].key, "proxy.listen");
+        assert_eq!(new.proxy.listen, old.proxy.listen, "pinned");
+        assert_eq!(new.proxy.max_body, 2 << 20);
+        assert!(diff(&old, &new).iter().all(|c| c.key == "proxy.max_body"));
+    }
+
+    #[test]
+    fn the_readme_reload_table_is_this_table() {
+        let readme = include_str!("../../README.md");
+        let begin = "<!-- reload-keys:begin (generated from src/config/keys.rs) -->\n";
+        let end = "<!-- reload-keys:end -->";
+        let start = readme
+            .find(begin)
+            .expect("README has the reload table markers")
+            + begin.len();
+        let stop = readme[start..].find(end).expect("end marker") + start;
+        assert_eq!(
+            &readme[start..stop],
+            markdown(),
+            "README's reload table differs from src/config/keys.rs: paste `mcp-fleet keys` between the markers"
+        );
+    }
+}

@@ -1,0 +1,148 @@
+//! The fleet's side of memory: admission of new servers against `fleet.memory_budget`, the
+//! running servers the memory watcher samples (with their category's policy), the samples it
+//! takes, the actions it orders, and the events (policy actions, OOM kills) `GET /memory` lists.
+
+use super::supervisor::{ServerState, Want};
+use super::{lock, Fleet};
+use crate::api::{MemoryActionTaken, MemoryEvent};
+use crate::config::{MemoryAction, MemoryBudget};
+use crate::procfs::meminfo;
+use crate::upstream::clock::unix_now;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+/// What a server takes before any has been measured: a built-in server's PSS is under 1 MiB,
+/// its RSS about 5 MiB; 8 MiB keeps admission on the safe side for unknown commands.
+const FIRST_SERVER_GUESS: u64 = 8 << 20;
+
+/// A running server as the memory watcher sees it.
+#[derive(Debug, Clone)]
+pub struct MemoryTarget {
+    pub id: Arc<str>,
+    pub category: Arc<str>,
+    pub pid: u32,
+    pub limit: u64,
+    pub action: MemoryAction,
+    /// The watcher's last sample (PSS), if it has taken one.
+    pub bytes: Option<u64>,
+}
+
+impl Fleet {
+    /// Whether starting `n` more servers keeps the machine within `fleet.memory_budget`:
+    /// memory in use now plus `n` times what a running server takes on average (its last
+    /// sample), or a guess before any was sampled.
+    pub(super) fn memory_budget_allows(&self, n: usize) -> Result<(), String> {
+        if n == 0 {
+            return Ok(());
+        }
+        let Some((total, available)) = meminfo() else {
+            return Ok(()); // no /proc/meminfo: nothing to measure against
+        };
+        let budget = match self.inner.settings().memory_budget {
+            MemoryBudget::Percent(p) => total / 100 * u64::from(p),
+            MemoryBudget::Bytes(b) => b,
+        };
+        let sampled: Vec<u64> = self
+            .memory_targets()
+            .iter()
+            .filter_map(|t| t.bytes)
+            .collect();
+        let per_server = if sampled.is_empty() {
+            FIRST_SERVER_GUESS
+        } else {
+            sampled.iter().sum::<u64>() / sampled.len() as u64
+        };
+        let used = total.saturating_sub(available);
+        let expected = used + per_server * n as u64;
+        if expected > budget {
+            return Err(format!(
+                "starting {n} servers would bring memory use to about {} MiB ({} MiB in use + {n} x {} MiB), over fleet.memory_budget of {} MiB",
+                expected >> 20,
+                used >> 20,
+                per_server >> 20,
+                budget >> 20
+            ));
+        }
+        Ok(())
+    }
+
+    /// Running servers with their memory policy, for the memory watcher. The policy comes from
+    /// the current plan, so a reload that changes `max_memory_mb` or `memory_action` applies to
+    /// the watcher at once (the kernel limit follows at the server's next start).
+    pub fn memory_targets(&self) -> Vec<MemoryTarget> {
+        let policy: HashMap<Arc<str>, (u64, MemoryAction)> = lock(&self.inner.plan)
+            .iter()
+            .map(|s| (Arc::clone(&s.id), (s.memory_limit, s.memory_action)))
+            .collect();
+        lock(&self.inner.servers)
+            .values()
+            .filter_map(|m| {
+                let st = m.status.read();
+                let pid = st.pid.filter(|_| st.state == ServerState::Running)?;
+                let (limit, action) = policy
+                    .get(&m.spec.id)
+                    .copied()
+                    .unwrap_or((m.spec.memory_limit, m.spec.memory_action));
+                Some(MemoryTarget {
+                    id: Arc::clone(&m.spec.id),
+                    category: Arc::clone(&m.spec.category),
+                    pid,
+                    limit,
+                    action,
+                    bytes: st.memory,
+                })
+            })
+            .collect()
+    }
+
+    /// Keeps the watcher's samples, shown by `GET /servers`, `/memory`, the metrics and the
+    /// dashboard (one sampling loop for all of them).
+    pub fn record_memory(&self, samples: &[(Arc<str>, u64)]) {
+        let servers = lock(&self.inner.servers);
+        for (id, bytes) in samples {
+            if let Some(m) = servers.get(id) {
+                m.status.read().memory = Some(*bytes);
+            }
+        }
+    }
+
+    /// The memory policy acts on `id`: restart it (drain first) or only record the alert.
+    pub fn memory_action(&self, target: &MemoryTarget, bytes: u64) {
+        let action = match target.action {
+            MemoryAction::Restart => {
+                self.want(&target.id, Want::Restart);
+                MemoryActionTaken::Restart
+            }
+            MemoryAction::Alert => MemoryActionTaken::Alert,
+        };
+        tracing::warn!(
+            server = %target.id,
+            pss_mb = bytes >> 20,
+            limit_mb = target.limit >> 20,
+            ?action,
+            "server over its memory limit"
+        );
+        self.inner.memory_event(MemoryEvent {
+            at: unix_now(),
+            id: target.id.to_string(),
+            action,
+            bytes: Some(bytes),
+            limit: target.limit,
+        });
+    }
+
+    pub fn memory_events(&self) -> Vec<MemoryEvent> {
+        lock(&self.inner.memory_events).iter().cloned().collect()
+    }
+
+    /// OOM kills per server id (only servers that had one).
+    pub fn oom_kills(&self) -> BTreeMap<String, u32> {
+        lock(&self.inner.servers)
+            .iter()
+            .filter_map(|(id, m)| {
+                let n = m.status.read().oom_kills;
+                (n > 0).then(|| (id.to_string(), n))
+            })
+            .collect()
+    }
+}
