@@ -148,7 +148,7 @@ async fn sessions_stick_stateless_balances_and_bad_routes_get_jsonrpc_404() {
         .await
         .expect("json");
     assert_eq!(health["status"], "ok");
-    assert_eq!(health["ready"], 12);
+    assert_eq!(health["serving"], 12);
     let stats: serde_json::Value = c
         .get(format!("{base}/stats"))
         .send()

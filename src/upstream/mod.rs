@@ -333,6 +333,7 @@ pub fn server_id(category: &str, index: usize) -> String {
 #[derive(Debug, Clone)]
 pub struct HealthTarget {
     pub id: Arc<str>,
+    pub category: Arc<str>,
     pub addr: SocketAddr,
     pub mcp_path: Arc<str>,
     pub healthy: bool,
@@ -616,6 +617,7 @@ impl Registry {
                     .filter(|m| m.backend.ready)
                     .map(|m| HealthTarget {
                         id: Arc::clone(&m.backend.id),
+                        category: Arc::clone(&c.name),
                         addr: m.backend.addr,
                         mcp_path: Arc::clone(&c.mcp_path),
                         healthy: m.backend.healthy,
