@@ -418,6 +418,18 @@ pub fn classify(old: &ValidConfig, new: &mut ValidConfig) -> (Vec<Change>, Vec<C
     (applied, restart)
 }
 
+/// Every key's name as the table writes it (`categories.*.NAME` for a category's), in order.
+pub fn names() -> Vec<String> {
+    KEYS.iter()
+        .map(|k| k.name.to_string())
+        .chain(
+            CATEGORY_KEYS
+                .iter()
+                .map(|k| format!("categories.*.{}", k.name)),
+        )
+        .collect()
+}
+
 /// Every key with the value in force, for `GET /config`.
 pub fn values(config: &ValidConfig) -> Vec<(String, String)> {
     let mut out: Vec<(String, String)> = KEYS
@@ -518,15 +530,7 @@ mod tests {
         section("fleet", fields::<raw::RawFleet>());
         section("health", fields::<raw::RawHealth>());
         section("categories.*", fields::<raw::RawCategory>());
-        let table: BTreeSet<String> = KEYS
-            .iter()
-            .map(|k| k.name.to_string())
-            .chain(
-                CATEGORY_KEYS
-                    .iter()
-                    .map(|k| format!("categories.*.{}", k.name)),
-            )
-            .collect();
+        let table: BTreeSet<String> = names().into_iter().collect();
         assert_eq!(format, table);
         assert_eq!(
             table.len(),

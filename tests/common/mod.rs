@@ -421,6 +421,35 @@ pub mod plain {
         let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string())?;
         Some((status, body))
     }
+
+    /// One authenticated call to the admin API on `port`: (status, JSON body, or Null).
+    pub fn admin_call(
+        port: u16,
+        token: &str,
+        method: &str,
+        path: &str,
+    ) -> (u16, serde_json::Value) {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("admin API up");
+        s.set_read_timeout(Some(std::time::Duration::from_secs(30)))
+            .expect("timeout");
+        write!(
+            s,
+            "{method} {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        )
+        .expect("write");
+        let mut text = String::new();
+        s.read_to_string(&mut text).expect("read");
+        let status = text
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
+        let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+        (
+            status,
+            serde_json::from_str(body).unwrap_or(serde_json::Value::Null),
+        )
+    }
 }
 
 /// MCP helpers over rmcp's client.
