@@ -41,7 +41,9 @@ impl Snapshot {
         let categories: Vec<CategoryHealth> = self
             .sets
             .iter()
-            .filter(|s| s.planned > 0)
+            // A category still configured counts even with no members (its servers are not
+            // deployed, or the fleet is off): it serves nothing, which is what /health must say.
+            .filter(|s| s.configured)
             .map(|s| {
                 let serving = Self::serving(s, now);
                 CategoryHealth {

@@ -297,6 +297,13 @@ impl Monitor {
         let snap = self.registry.load();
         let now = clock::now_ms();
         let per_server = self.config().monitor.per_server_metrics;
+        if !per_server {
+            // Turned off by a reload: the series already exported go, not only stop changing.
+            m.server_up.reset();
+            m.server_requests.reset();
+            m.server_memory.reset();
+            m.server_cpu.reset();
+        }
         for set in &snap.sets {
             let c = &*set.name;
             let serving = Snapshot::serving(set, now);
