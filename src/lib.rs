@@ -16,5 +16,6 @@ pub mod proxy;
 pub mod reload;
 pub mod secret_file;
 pub mod serve;
+pub mod session_keys;
 pub mod state_file;
 pub mod upstream;

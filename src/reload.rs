@@ -18,6 +18,17 @@ use std::sync::Arc;
 use std::time::Instant;
 use tokio::sync::watch;
 
+/// What a reload re-reads besides the file itself: files the config names whose contents may
+/// change under the same name (the session keys, a mounted Secret). Two steps, so a reload
+/// refused later changes nothing.
+pub trait Reread: Send + Sync {
+    /// Reads what `config` names; `Err` (one line) refuses the reload; `Ok(None)` when nothing
+    /// changed; otherwise the step that puts it in force, returning what to report.
+    fn load(&self, config: &ValidConfig) -> Result<Option<Commit>, String>;
+}
+
+pub type Commit = Box<dyn FnOnce() -> String + Send>;
+
 /// A reload that changed nothing: the errors, one line each, and its history entry's number.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Refused {
@@ -32,6 +43,7 @@ pub struct Reloader {
     registry: Arc<Registry>,
     fleet: Option<Fleet>,
     history: Arc<History>,
+    reread: Vec<Box<dyn Reread>>,
     one_at_a_time: tokio::sync::Mutex<()>,
     /// Numbers the drains reloads begin, so each reload's timer ends only its own.
     drains: AtomicU64,
@@ -61,6 +73,7 @@ impl Reloader {
         registry: Arc<Registry>,
         fleet: Option<Fleet>,
         history: Arc<History>,
+        reread: Vec<Box<dyn Reread>>,
     ) -> Self {
         Self {
             path,
@@ -68,6 +81,7 @@ impl Reloader {
             registry,
             fleet,
             history,
+            reread,
             one_at_a_time: tokio::sync::Mutex::new(()),
             drains: AtomicU64::new(0),
         }
@@ -101,6 +115,14 @@ impl Reloader {
         };
         let old = self.current();
         let (applied, needs_restart) = keys::classify(&old, &mut new);
+        let mut commits = Vec::new();
+        for r in &self.reread {
+            match r.load(&new) {
+                Ok(Some(commit)) => commits.push(commit),
+                Ok(None) => {}
+                Err(line) => return Err(self.refuse(started, vec![line])),
+            }
+        }
 
         let (plan, spawned) = match &self.fleet {
             Some(f) => match f.replan(&new) {
@@ -132,9 +154,15 @@ impl Reloader {
         let deploy_new = new.fleet.deploy_on_start == DeployOnStart::All;
         self.current.send_replace(Arc::new(new));
 
-        let notes: Vec<String> = applied
+        let reread: Vec<String> = commits.into_iter().map(|commit| commit()).collect();
+        let notes: Vec<String> = reread
             .iter()
-            .map(|c| format!("{}: {} -> {}", c.key, c.old, c.new))
+            .cloned()
+            .chain(
+                applied
+                    .iter()
+                    .map(|c| format!("{}: {} -> {}", c.key, c.old, c.new)),
+            )
             .chain(needs_restart.iter().map(|c| {
                 format!(
                     "{}: {} -> {} (needs a restart of `mcp-fleet serve`; {} still in force)",
@@ -153,6 +181,7 @@ impl Reloader {
         });
         let report = ReloadReport {
             seq: recorded.seq,
+            reread,
             changes: changes(applied),
             needs_restart: changes(needs_restart),
             added: added.iter().map(ToString::to_string).collect(),

@@ -26,6 +26,8 @@ pub enum SecretError {
     },
     #[error("no random source: {0}")]
     Random(getrandom::Error),
+    #[error("{path} is not a 32-byte key: write 32 raw bytes, 64 hex digits or base64 of 32 bytes (e.g. `head -c 32 /dev/urandom > {path}`)")]
+    KeyFormat { path: PathBuf },
 }
 
 /// Writes a fresh secret to `path` (mode 0600 from the start) if no file is there yet; returns
@@ -153,4 +155,37 @@ mod tests {
         let mode = std::fs::metadata(&path).expect("meta").permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
     }
+}
+
+/// Reads a 32-byte key an operator provided (a mounted Secret, say): 32 raw bytes, or 64 hex
+/// digits, or base64 (standard or URL-safe, padded or not) of 32 bytes; surrounding whitespace
+/// is ignored in the text forms.
+pub fn read_key(path: &Path) -> Result<[u8; 32], SecretError> {
+    use base64::Engine;
+    let bytes = std::fs::read(path).map_err(|source| SecretError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    if let Ok(raw) = <[u8; 32]>::try_from(bytes.as_slice()) {
+        return Ok(raw);
+    }
+    let bad = || SecretError::KeyFormat {
+        path: path.to_path_buf(),
+    };
+    let text = std::str::from_utf8(&bytes).map_err(|_| bad())?.trim();
+    let decoded: Option<Vec<u8>> =
+        if text.len() == 64 && text.bytes().all(|b| b.is_ascii_hexdigit()) {
+            (0..32)
+                .map(|i| u8::from_str_radix(&text[2 * i..2 * i + 2], 16).ok())
+                .collect()
+        } else {
+            let trimmed = text.trim_end_matches('=');
+            base64::engine::general_purpose::STANDARD_NO_PAD
+                .decode(trimmed)
+                .or_else(|_| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(trimmed))
+                .ok()
+        };
+    decoded
+        .and_then(|d| <[u8; 32]>::try_from(d.as_slice()).ok())
+        .ok_or_else(bad)
 }

@@ -12,10 +12,9 @@ use crate::plugins::fleet::{Fleet, FleetError};
 use crate::plugins::monitor::Monitor;
 use crate::proxy::fast_path::FastPath;
 use crate::proxy::gate::Gate;
-use crate::proxy::session::SessionCodec;
 use crate::proxy::{FleetProxy, Traffic};
 use crate::reload::Reloader;
-use crate::secret_file::{self, SecretError};
+use crate::secret_file::SecretError;
 use crate::upstream::Registry;
 use async_trait::async_trait;
 use pingora::server::configuration::ServerConf;
@@ -54,7 +53,6 @@ pub enum ServeError {
 }
 
 /// File name of the session-affinity key inside the state dir.
-pub const SESSION_KEY_FILE: &str = "session.key";
 /// The running instance's pid, for `mcp-fleet reload`.
 pub const PID_FILE: &str = "mcp-fleet.pid";
 
@@ -221,8 +219,9 @@ pub fn run(config: ValidConfig) -> Result<(), ServeError> {
             source,
         })?;
     }
-    let key: [u8; 32] =
-        secret_file::load_or_create(&config.fleet.state_dir.join(SESSION_KEY_FILE))?;
+    let codec: crate::proxy::session::SharedCodec = Arc::new(arc_swap::ArcSwap::from_pointee(
+        crate::session_keys::load(&config.session)?,
+    ));
     let admin_token = token::for_server(&config)?;
     // Fail before spawning a thousand children if a port is taken.
     drop(bind("proxy.listen", config.proxy.listen)?);
@@ -267,6 +266,9 @@ pub fn run(config: ValidConfig) -> Result<(), ServeError> {
         Arc::clone(&registry),
         fleet.clone(),
         Arc::clone(&history),
+        vec![Box::new(crate::session_keys::SessionKeys(Arc::clone(
+            &codec,
+        )))],
     ));
     let admin = Arc::new(AdminApi {
         fleet: fleet.clone(),
@@ -325,8 +327,7 @@ pub fn run(config: ValidConfig) -> Result<(), ServeError> {
         .into_owned();
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
-    let codec = SessionCodec::new(&key);
-    let fast = FastPath::new(Arc::clone(&registry), codec.clone());
+    let fast = FastPath::new(Arc::clone(&registry), Arc::clone(&codec));
     let proxy = FleetProxy::new(Arc::clone(&registry), codec, Arc::clone(&traffic));
     let gate = Gate::new(
         pingora::proxy::http_proxy(&server.configuration, proxy),

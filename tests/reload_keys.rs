@@ -47,6 +47,7 @@ impl Instance {
             ),
             ("[monitor.alerts]", String::new()),
             ("[admin]", format!("listen = \"127.0.0.1:{}\"", self.admin)),
+            ("[session]", String::new()),
             ("[health]", "interval = \"1s\"\ntimeout = \"500ms\"".into()),
             (
                 "[fleet]",
@@ -197,6 +198,21 @@ fn changes(i: &Instance) -> Vec<(String, Edit)> {
         "admin.token_file",
         "[admin]",
         "token_file = \"other.token\"".into(),
+        false,
+    );
+    // Key files in the config's folder: one raw, one as hex (both forms a Secret may hold).
+    std::fs::write(i.dir.path().join("k1"), [7u8; 32]).expect("key file");
+    std::fs::write(i.dir.path().join("k2"), format!("{}\n", "ab".repeat(32))).expect("key file");
+    add(
+        "session.key_file",
+        "[session]",
+        "key_file = \"k1\"".into(),
+        false,
+    );
+    add(
+        "session.previous_key_files",
+        "[session]",
+        "previous_key_files = [\"k2\"]".into(),
         false,
     );
     for (k, v) in [

@@ -132,6 +132,9 @@ impl std::fmt::Display for Change {
 pub struct ReloadReport {
     /// The history entry it was recorded as.
     pub seq: u64,
+    /// Files the config names that were read again and changed (e.g. rotated session keys).
+    #[serde(default)]
+    pub reread: Vec<String>,
     /// Changed keys the running instance applied.
     pub changes: Vec<Change>,
     /// Changed keys it keeps at their running value until `mcp-fleet serve` restarts.

@@ -83,6 +83,10 @@ pub const MEMORY_BUDGET_PERCENT: u32 = 80;
 pub const KERNEL_MEMORY_LIMIT: bool = true;
 pub const MCP_PATH: &str = "/mcp";
 
+// [session]
+/// In the state dir, generated at first start when `session.key_file` is not set.
+pub const SESSION_KEY_FILE: &str = "session.key";
+
 // [categories.*]
 pub const WEIGHT: i64 = 1;
 

@@ -240,6 +240,16 @@ pub static KEYS: &[Key] = &[
     applied!("health.concurrency", "at the checker's next round", |c| c
         .health
         .concurrency),
+    applied!(
+        "session.key_file",
+        "new sessions are sealed with it at once; the files are re-read on every reload",
+        |c| c.session.key_file
+    ),
+    applied!(
+        "session.previous_key_files",
+        "sessions sealed with these keys are still routed, at once",
+        |c| c.session.previous_key_files
+    ),
     restart!(
         "fleet.enabled",
         "the fleet plugin is started or not at start",
@@ -507,7 +517,15 @@ mod tests {
         let top = fields::<raw::RawConfig>();
         assert_eq!(
             top,
-            ["proxy", "monitor", "admin", "fleet", "health", "categories"],
+            [
+                "proxy",
+                "monitor",
+                "admin",
+                "fleet",
+                "health",
+                "session",
+                "categories"
+            ],
             "a new section needs its keys in the table"
         );
         let mut format: BTreeSet<String> = BTreeSet::new();
@@ -529,6 +547,7 @@ mod tests {
         section("admin", fields::<raw::RawAdmin>());
         section("fleet", fields::<raw::RawFleet>());
         section("health", fields::<raw::RawHealth>());
+        section("session", fields::<raw::RawSession>());
         section("categories.*", fields::<raw::RawCategory>());
         let table: BTreeSet<String> = names().into_iter().collect();
         assert_eq!(format, table);

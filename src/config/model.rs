@@ -129,8 +129,22 @@ pub struct ValidConfig {
     pub admin_token_file: Option<PathBuf>,
     pub fleet: FleetConfig,
     pub health: HealthConfig,
+    pub session: SessionConfig,
     /// In the order of their port ranges (static-only categories last), as the seed lists them.
     pub categories: Vec<CategoryConfig>,
+}
+
+/// `[session]`: the keys session ids are sealed with. Replicas that share these files route each
+/// other's sessions; rotating means: the new key in `key_file`, the old one in
+/// `previous_key_files` (still accepted), reload every replica, later drop the old one.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SessionConfig {
+    /// The key new session ids are sealed with (32 bytes: raw, 64 hex digits or base64).
+    pub key_file: PathBuf,
+    /// `key_file` was not written: the instance generates it in the state dir at first start.
+    pub generated: bool,
+    /// Keys still accepted for sessions sealed before a rotation.
+    pub previous_key_files: Vec<PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -13,7 +13,15 @@ pub struct RawConfig {
     pub admin: RawAdmin,
     pub fleet: RawFleet,
     pub health: RawHealth,
+    pub session: RawSession,
     pub categories: BTreeMap<String, RawCategory>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct RawSession {
+    pub key_file: Option<String>,
+    pub previous_key_files: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

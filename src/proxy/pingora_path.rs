@@ -6,7 +6,7 @@ use super::policy::{
     self, admit, answer, refusal, Admission, Admitted, Attempts, BodyFraming, Failure, Head, Local,
     Refusal, Verdict,
 };
-use super::{reply, session::SessionCodec, RequestGuard, Traffic};
+use super::{reply, session::SharedCodec, RequestGuard, Traffic};
 use crate::upstream::{clock, Backend, InFlight, Registry, UpstreamSet};
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -126,12 +126,12 @@ async fn refuse(session: &mut Session, refusal: &Refusal, category: Option<&str>
 /// (`UpstreamSet::proxy`), so a reload changes them for the next request.
 pub struct FleetProxy {
     registry: Arc<Registry>,
-    codec: SessionCodec,
+    codec: SharedCodec,
     traffic: Arc<Traffic>,
 }
 
 impl FleetProxy {
-    pub fn new(registry: Arc<Registry>, codec: SessionCodec, traffic: Arc<Traffic>) -> Self {
+    pub fn new(registry: Arc<Registry>, codec: SharedCodec, traffic: Arc<Traffic>) -> Self {
         Self {
             registry,
             codec,
@@ -267,7 +267,7 @@ impl ProxyHttp for FleetProxy {
         };
         let admission = admit(
             &snapshot,
-            &self.codec,
+            &self.codec.load(),
             &head,
             |name| req.headers.get(name).map(|v| v.as_bytes()),
             now,
@@ -479,7 +479,7 @@ impl ProxyHttp for FleetProxy {
             &ctx.set,
             &ctx.target,
         ) {
-            match answer::seal(&self.codec, set, target, inner.as_bytes()) {
+            match answer::seal(&self.codec.load(), set, target, inner.as_bytes()) {
                 Some(token) => {
                     resp.insert_header(answer::SESSION_FIELD, token)?;
                 }

@@ -44,10 +44,19 @@ pub struct SessionRoute<'a> {
     pub inner: &'a [u8],
 }
 
+/// Seals with the current key; opens with the current key, then each previous one (a rotation
+/// in progress), so the common case costs one HMAC.
 #[derive(Clone)]
 pub struct SessionCodec {
     mac: Hmac<Sha256>,
+    previous: Vec<Hmac<Sha256>>,
+    /// Identifies the key set without holding it twice: a reload that re-reads the same files
+    /// changes nothing.
+    fingerprint: [u8; 16],
 }
+
+/// The codec both engines use, swapped whole when a reload brings other keys.
+pub type SharedCodec = std::sync::Arc<arc_swap::ArcSwap<SessionCodec>>;
 
 impl std::fmt::Debug for SessionCodec {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -62,9 +71,37 @@ fn valid_inner(inner: &[u8]) -> bool {
 
 impl SessionCodec {
     pub fn new(key: &[u8; 32]) -> Self {
-        let mac = <Hmac<Sha256> as Mac>::new_from_slice(key)
+        Self::with_previous(key, &[])
+    }
+
+    /// Seals with `key`, also opens tokens sealed with any of `previous`.
+    pub fn with_previous(key: &[u8; 32], previous: &[[u8; 32]]) -> Self {
+        let mac_of = |k: &[u8; 32]| {
+            <Hmac<Sha256> as Mac>::new_from_slice(k)
+                .unwrap_or_else(|_| unreachable!("HMAC accepts keys of any length"))
+        };
+        let mut id = <Hmac<Sha256> as Mac>::new_from_slice(b"mcp-fleet/session/key-set")
             .unwrap_or_else(|_| unreachable!("HMAC accepts keys of any length"));
-        Self { mac }
+        for k in std::iter::once(key).chain(previous) {
+            id.update(k);
+        }
+        let mut fingerprint = [0u8; 16];
+        fingerprint.copy_from_slice(&id.finalize().into_bytes()[..16]);
+        Self {
+            mac: mac_of(key),
+            previous: previous.iter().map(mac_of).collect(),
+            fingerprint,
+        }
+    }
+
+    /// Whether both hold the same keys in the same roles.
+    pub fn same_keys(&self, other: &Self) -> bool {
+        self.fingerprint == other.fingerprint
+    }
+
+    /// How many keys open tokens (the current one and the previous ones).
+    pub fn key_count(&self) -> usize {
+        1 + self.previous.len()
     }
 
     fn tag(&self, category: &str, payload: &[u8]) -> [u8; TAG_LEN] {
@@ -135,15 +172,18 @@ impl SessionCodec {
             return Err(SessionError::Malformed);
         }
         let (payload, tag) = bytes.split_at(bytes.len() - TAG_LEN);
-        let mut check = self.mac.clone();
-        check.update(DOMAIN);
-        check.update(&(category.len() as u32).to_be_bytes());
-        check.update(category.as_bytes());
-        check.update(payload);
-        // verify_truncated_left compares in constant time.
-        check
-            .verify_truncated_left(tag)
-            .map_err(|_| SessionError::Forged)?;
+        let verifies = |mac: &Hmac<Sha256>| {
+            let mut check = mac.clone();
+            check.update(DOMAIN);
+            check.update(&(category.len() as u32).to_be_bytes());
+            check.update(category.as_bytes());
+            check.update(payload);
+            // verify_truncated_left compares in constant time.
+            check.verify_truncated_left(tag).is_ok()
+        };
+        if !verifies(&self.mac) && !self.previous.iter().any(verifies) {
+            return Err(SessionError::Forged);
+        }
         let ip = if addr_len == 4 {
             let mut o = [0u8; 4];
             o.copy_from_slice(&payload[1..5]);
@@ -176,6 +216,37 @@ mod tests {
 
     fn codec(seed: u8) -> SessionCodec {
         SessionCodec::new(&[seed; 32])
+    }
+
+    #[test]
+    fn a_rotation_keeps_old_sessions_and_seals_new_ones_with_the_new_key() {
+        let old = codec(1);
+        let token = old
+            .encode("c", "127.0.0.1:9".parse().expect("addr"), b"s-1")
+            .expect("seal");
+        let rotated = SessionCodec::with_previous(&[2; 32], &[[1; 32]]);
+        let mut buf = decode_buffer();
+        assert_eq!(
+            rotated
+                .decode("c", token.as_bytes(), &mut buf)
+                .map(|r| r.inner.to_vec()),
+            Ok(b"s-1".to_vec()),
+            "a session sealed before the rotation still routes"
+        );
+        let fresh = rotated
+            .encode("c", "127.0.0.1:9".parse().expect("addr"), b"s-2")
+            .expect("seal");
+        assert!(
+            codec(2).decode("c", fresh.as_bytes(), &mut buf).is_ok(),
+            "sealed with the new key"
+        );
+        assert_eq!(
+            codec(2).decode("c", token.as_bytes(), &mut buf).err(),
+            Some(SessionError::Forged),
+            "once the old key is dropped its sessions are refused"
+        );
+        assert!(rotated.same_keys(&SessionCodec::with_previous(&[2; 32], &[[1; 32]])));
+        assert!(!rotated.same_keys(&codec(2)));
     }
 
     #[test]

@@ -32,6 +32,7 @@ pub(super) fn validate(
     ];
     check_listens(&listens, errors);
     let (fleet, fleet_mcp_path) = fleet::fleet(&raw.fleet, base, errors);
+    let session = monitor::session(&raw.session, &fleet.state_dir, base);
     let mut categories: Vec<CategoryConfig> = raw
         .categories
         .into_iter()
@@ -66,6 +67,7 @@ pub(super) fn validate(
         admin_token_file,
         fleet,
         health,
+        session,
         categories,
     }
 }

@@ -1,9 +1,10 @@
-//! `[monitor]` and `[admin]`: the two control listeners, the alert thresholds, the token file.
+//! `[monitor]`, `[admin]` and `[session]`: the two control listeners, the alert thresholds, the
+//! admin token file and the session key files.
 
 use super::super::defaults as d;
 use super::super::fields::{duration, resolve, share, socket_addr, Errors};
-use super::super::model::{AlertThresholds, MonitorConfig};
-use super::super::raw::{RawAdmin, RawMonitor};
+use super::super::model::{AlertThresholds, MonitorConfig, SessionConfig};
+use super::super::raw::{RawAdmin, RawMonitor, RawSession};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
@@ -77,4 +78,20 @@ pub(in crate::config) fn admin(
         socket_addr("admin.listen", a.listen.as_deref(), d::ADMIN_LISTEN, errors),
         a.token_file.as_deref().map(|p| resolve(base, p)),
     )
+}
+
+pub(in crate::config) fn session(s: &RawSession, state_dir: &Path, base: &Path) -> SessionConfig {
+    SessionConfig {
+        key_file: s
+            .key_file
+            .as_deref()
+            .map_or_else(|| state_dir.join(d::SESSION_KEY_FILE), |p| resolve(base, p)),
+        generated: s.key_file.is_none(),
+        previous_key_files: s
+            .previous_key_files
+            .iter()
+            .flatten()
+            .map(|p| resolve(base, p))
+            .collect(),
+    }
 }

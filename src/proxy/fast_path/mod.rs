@@ -21,7 +21,7 @@ use super::policy::{
     self, admit, answer, Admission, Admitted, Attempts, BodyFraming, Failure, Head, Refusal,
     Verdict,
 };
-use super::session::SessionCodec;
+use super::session::SharedCodec;
 use super::wire;
 use crate::upstream::{clock, Backend, Registry, UpstreamSet};
 use chunked::ChunkedBody;
@@ -106,7 +106,7 @@ pub enum Outcome {
 
 pub struct FastPath {
     registry: Arc<Registry>,
-    codec: SessionCodec,
+    codec: SharedCodec,
     pool: UpstreamPool,
 }
 
@@ -142,7 +142,7 @@ enum Sent {
 }
 
 impl FastPath {
-    pub fn new(registry: Arc<Registry>, codec: SessionCodec) -> Self {
+    pub fn new(registry: Arc<Registry>, codec: SharedCodec) -> Self {
         Self {
             registry,
             codec,
@@ -236,7 +236,13 @@ impl FastPath {
                 .find(|f| is(f.name, name.as_str()))
                 .map(|f| f.value)
         };
-        let admitted = match admit(&snapshot, &self.codec, &head, hash_field, clock::now_ms()) {
+        let admitted = match admit(
+            &snapshot,
+            &self.codec.load(),
+            &head,
+            hash_field,
+            clock::now_ms(),
+        ) {
             Admission::Admitted(a) => a,
             // Refusals are Pingora's path's to answer (with lingering close where needed).
             Admission::Refused { .. } | Admission::Local(_) => return Plan::Defer,

@@ -209,7 +209,7 @@ impl Run<'_> {
                 continue;
             }
             if is(f.name, answer::SESSION_FIELD) {
-                if let Some(token) = answer::seal(&self.path.codec, set, backend, f.value) {
+                if let Some(token) = answer::seal(&self.path.codec.load(), set, backend, f.value) {
                     wire::header(down, f.name.as_bytes(), token.as_bytes());
                 }
                 continue;
