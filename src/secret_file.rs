@@ -125,38 +125,6 @@ pub fn read_token(path: &Path) -> Result<String, SecretError> {
     Ok(token)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::os::unix::fs::PermissionsExt;
-
-    #[test]
-    fn created_once_with_mode_0600_then_read_back() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("sub/key");
-        let a: [u8; 32] = load_or_create(&path).expect("create");
-        let b: [u8; 32] = load_or_create(&path).expect("read");
-        assert_eq!(a, b);
-        assert_ne!(a, [0u8; 32]);
-        let mode = std::fs::metadata(&path).expect("meta").permissions().mode();
-        assert_eq!(mode & 0o777, 0o600);
-        let wrong: Result<[u8; 16], _> = load_or_create(&path);
-        assert!(matches!(wrong, Err(SecretError::Length { found: 32, .. })));
-    }
-
-    #[test]
-    fn text_tokens_are_hex_0600_and_stable() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("admin.token");
-        let a = load_or_create_token(&path).expect("create");
-        assert_eq!(a.len(), 64);
-        assert!(a.bytes().all(|b| b.is_ascii_hexdigit()));
-        assert_eq!(load_or_create_token(&path).expect("read"), a);
-        let mode = std::fs::metadata(&path).expect("meta").permissions().mode();
-        assert_eq!(mode & 0o777, 0o600);
-    }
-}
-
 /// Reads a 32-byte key an operator provided (a mounted Secret, say): 32 raw bytes, or 64 hex
 /// digits, or base64 (standard or URL-safe, padded or not) of 32 bytes; surrounding whitespace
 /// is ignored in the text forms.
@@ -188,4 +156,70 @@ pub fn read_key(path: &Path) -> Result<[u8; 32], SecretError> {
     decoded
         .and_then(|d| <[u8; 32]>::try_from(d.as_slice()).ok())
         .ok_or_else(bad)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn created_once_with_mode_0600_then_read_back() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("sub/key");
+        let a: [u8; 32] = load_or_create(&path).expect("create");
+        let b: [u8; 32] = load_or_create(&path).expect("read");
+        assert_eq!(a, b);
+        assert_ne!(a, [0u8; 32]);
+        let mode = std::fs::metadata(&path).expect("meta").permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let wrong: Result<[u8; 16], _> = load_or_create(&path);
+        assert!(matches!(wrong, Err(SecretError::Length { found: 32, .. })));
+    }
+
+    #[test]
+    fn text_tokens_are_hex_0600_and_stable() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("admin.token");
+        let a = load_or_create_token(&path).expect("create");
+        assert_eq!(a.len(), 64);
+        assert!(a.bytes().all(|b| b.is_ascii_hexdigit()));
+        assert_eq!(load_or_create_token(&path).expect("read"), a);
+        let mode = std::fs::metadata(&path).expect("meta").permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+
+    #[test]
+    fn a_provided_key_is_read_raw_hex_or_base64_and_anything_else_is_refused() {
+        use base64::Engine;
+        let dir = tempfile::tempdir().expect("dir");
+        let key = [0x5au8; 32];
+        let forms: [(&str, Vec<u8>); 3] = [
+            ("raw", key.to_vec()),
+            ("hex", format!("{}\n", "5a".repeat(32)).into_bytes()),
+            (
+                "b64",
+                format!(
+                    "{}\n",
+                    base64::engine::general_purpose::STANDARD.encode(key)
+                )
+                .into_bytes(),
+            ),
+        ];
+        for (name, bytes) in forms {
+            let path = dir.path().join(name);
+            std::fs::write(&path, bytes).expect("write");
+            assert_eq!(read_key(&path).expect(name), key, "{name}");
+        }
+        let short = dir.path().join("short");
+        std::fs::write(&short, "abc").expect("write");
+        assert!(matches!(
+            read_key(&short),
+            Err(SecretError::KeyFormat { .. })
+        ));
+        assert!(matches!(
+            read_key(&dir.path().join("missing")),
+            Err(SecretError::Read { .. })
+        ));
+    }
 }
