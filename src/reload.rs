@@ -13,7 +13,6 @@ use crate::plugins::fleet::{Fleet, PlanDiff};
 use crate::upstream::Registry;
 use std::collections::HashSet;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 use tokio::sync::watch;
@@ -45,8 +44,6 @@ pub struct Reloader {
     history: Arc<History>,
     reread: Vec<Box<dyn Reread>>,
     one_at_a_time: tokio::sync::Mutex<()>,
-    /// Numbers the drains reloads begin, so each reload's timer ends only its own.
-    drains: AtomicU64,
 }
 
 fn changes(list: Vec<keys::Change>) -> Vec<Change> {
@@ -83,7 +80,6 @@ impl Reloader {
             history,
             reread,
             one_at_a_time: tokio::sync::Mutex::new(()),
-            drains: AtomicU64::new(0),
         }
     }
 
@@ -148,7 +144,7 @@ impl Reloader {
             .unwrap_or_default()
             .into_iter()
             .collect();
-        let drain = self.drains.fetch_add(1, Ordering::AcqRel) + 1;
+        let drain = self.registry.next_drain();
         let (draining, built, swapped) = self.registry.apply(&new, &spawned, &replace_addrs, drain);
         let drain_timeout = new.fleet.drain_timeout;
         let deploy_new = new.fleet.deploy_on_start == DeployOnStart::All;

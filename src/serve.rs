@@ -88,6 +88,8 @@ struct ControlParts {
     admin_listener: std::net::TcpListener,
     monitor_listener: std::net::TcpListener,
     monitor: Arc<Monitor>,
+    registry: Arc<Registry>,
+    config: tokio::sync::watch::Receiver<Arc<ValidConfig>>,
 }
 
 fn start_control(parts: ControlParts) -> Result<ControlPlane, ServeError> {
@@ -101,6 +103,8 @@ fn start_control(parts: ControlParts) -> Result<ControlPlane, ServeError> {
         admin_listener,
         monitor_listener,
         monitor,
+        registry,
+        config,
     } = parts;
     let thread = std::thread::Builder::new()
         .name("control".into())
@@ -109,11 +113,13 @@ fn start_control(parts: ControlParts) -> Result<ControlPlane, ServeError> {
                 if let Some(f) = fleet.clone() {
                     tokio::spawn(async move {
                         f.start().await;
+                        f.started();
                     });
                 }
                 if let Some(f) = fleet.clone() {
                     tokio::spawn(crate::plugins::memory::watch(f));
                 }
+                tokio::spawn(crate::upstream::discovery::run(registry, config));
                 match tokio::net::TcpListener::from_std(admin_listener) {
                     Ok(l) => {
                         tokio::spawn(Arc::clone(&admin).serve(l));
@@ -278,7 +284,7 @@ pub fn run(config: ValidConfig) -> Result<(), ServeError> {
         token: admin_token,
     });
     let monitor = Monitor::new(
-        current_rx,
+        current_rx.clone(),
         Arc::clone(&registry),
         fleet.clone(),
         Arc::clone(&history),
@@ -292,6 +298,8 @@ pub fn run(config: ValidConfig) -> Result<(), ServeError> {
         admin_listener,
         monitor_listener,
         monitor,
+        registry: Arc::clone(&registry),
+        config: current_rx,
     })?)));
 
     let mut conf = ServerConf {
@@ -348,6 +356,7 @@ pub fn run(config: ValidConfig) -> Result<(), ServeError> {
 
     let watch = TerminationWatch {
         traffic,
+        registry: Arc::clone(&registry),
         control: Arc::clone(&control),
         grace: config.proxy.shutdown_grace,
         pid_file: pid_file.clone(),
@@ -378,6 +387,7 @@ fn stop_control(control: &Mutex<Option<ControlPlane>>, pid_file: &std::path::Pat
 /// the last in-flight request is done, or when the grace runs out.
 struct TerminationWatch {
     traffic: Arc<Traffic>,
+    registry: Arc<Registry>,
     control: Arc<Mutex<Option<ControlPlane>>>,
     grace: Duration,
     pid_file: PathBuf,
@@ -406,6 +416,7 @@ impl ShutdownSignalWatch for TerminationWatch {
             "stopping: no new connections; finishing in-flight requests"
         );
         self.traffic.start_draining();
+        self.registry.set_stopping();
         let traffic = Arc::clone(&self.traffic);
         let control = Arc::clone(&self.control);
         let pid_file = self.pid_file.clone();

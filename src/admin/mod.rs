@@ -188,8 +188,8 @@ impl AdminApi {
         }
     }
 
-    /// Per category: planned (what the config describes), deployed (spawned servers under
-    /// supervision, plus static backends), serving, failed.
+    /// Per category: planned (what the config and discovery describe), deployed (spawned
+    /// servers under supervision, plus static and discovered backends), serving, failed.
     fn status(&self) -> Status {
         let snap = self.registry.load();
         let now = clock::now_ms();
@@ -213,7 +213,7 @@ impl AdminApi {
                 let statics = set
                     .all
                     .iter()
-                    .filter(|b| b.origin == Origin::Static && !b.draining)
+                    .filter(|b| b.origin != Origin::Spawned && !b.draining)
                     .count();
                 CategoryStatus {
                     category: set.name.to_string(),

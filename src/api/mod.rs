@@ -223,6 +223,16 @@ pub struct Health {
     pub labels: BTreeMap<String, String>,
 }
 
+/// `/readyz` on the monitor port: 200 when `ready`, else 503.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Readiness {
+    pub ready: bool,
+    /// SIGTERM arrived: in-flight requests and streams are finishing.
+    pub stopping: bool,
+    /// Start-up steps not done yet (the fleet's first deployment, a category's first discovery).
+    pub waiting_for: Vec<String>,
+}
+
 /// Which figure the memory numbers are.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]

@@ -87,6 +87,13 @@ pub const MCP_PATH: &str = "/mcp";
 /// In the state dir, generated at first start when `session.key_file` is not set.
 pub const SESSION_KEY_FILE: &str = "session.key";
 
+// [dns]
+/// At most this long between two resolutions: a server that joins is seen within it.
+pub const DNS_INTERVAL: Duration = secs(5);
+pub const DNS_TIMEOUT: Duration = secs(2);
+/// NXDOMAIN in a row before a category is emptied: one could be a resolver's hiccup.
+pub const DNS_NXDOMAIN_LIMIT: i64 = 3;
+
 // [categories.*]
 pub const WEIGHT: i64 = 1;
 

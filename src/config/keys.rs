@@ -250,6 +250,10 @@ pub static KEYS: &[Key] = &[
         "sessions sealed with these keys are still routed, at once",
         |c| c.session.previous_key_files
     ),
+    applied!("dns.servers", "the next resolution asks them", |c| c.dns.servers),
+    applied!("dns.interval", "from each name's next resolution", |c| c.dns.interval),
+    applied!("dns.timeout", "from the next resolution", |c| c.dns.timeout),
+    applied!("dns.nxdomain_limit", "from the next resolution", |c| c.dns.nxdomain_limit),
     restart!(
         "fleet.enabled",
         "the fleet plugin is started or not at start",
@@ -355,6 +359,11 @@ pub static CATEGORY_KEYS: &[CategoryKey] = &[
     category_key!("cwd", REPLACE, |c| c.cwd),
     category_key!("memory_action", "the memory watcher at once", |c| c
         .memory_action),
+    category_key!(
+        "discover",
+        "resolved at once; servers the new answer lacks drain, new ones join when healthy",
+        |c| c.discover
+    ),
 ];
 
 /// Every key whose value differs, in table order, then categories in config order (a category
@@ -548,6 +557,7 @@ mod tests {
         section("fleet", fields::<raw::RawFleet>());
         section("health", fields::<raw::RawHealth>());
         section("session", fields::<raw::RawSession>());
+        section("dns", fields::<raw::RawDns>());
         section("categories.*", fields::<raw::RawCategory>());
         let table: BTreeSet<String> = names().into_iter().collect();
         assert_eq!(format, table);

@@ -130,8 +130,32 @@ pub struct ValidConfig {
     pub fleet: FleetConfig,
     pub health: HealthConfig,
     pub session: SessionConfig,
+    pub dns: DnsConfig,
     /// In the order of their port ranges (static-only categories last), as the seed lists them.
     pub categories: Vec<CategoryConfig>,
+}
+
+/// `[dns]`: the resolver categories with `discover` use.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DnsConfig {
+    /// Name servers to ask (`IP:PORT`); empty: the system's (`/etc/resolv.conf`).
+    pub servers: Vec<SocketAddr>,
+    /// Longest wait between two resolutions of a name (a shorter TTL is honoured).
+    pub interval: Duration,
+    /// One resolution's deadline.
+    pub timeout: Duration,
+    /// NXDOMAIN answers in a row that empty a category (fewer keep its last good set).
+    pub nxdomain_limit: u32,
+}
+
+/// `categories.NAME.discover`: where a category's servers come from besides `ports` and
+/// `backends`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Discover {
+    /// A and AAAA records of `name` (a headless Service), each address on `port`.
+    Dns { name: String, port: u16 },
+    /// SRV records of `name`: each target's addresses on the record's port.
+    Srv { name: String },
 }
 
 /// `[session]`: the keys session ids are sealed with. Replicas that share these files route each
@@ -280,6 +304,7 @@ pub struct CategoryConfig {
     /// Working directory of its servers (default: the config file's folder).
     pub cwd: Option<PathBuf>,
     pub memory_action: MemoryAction,
+    pub discover: Option<Discover>,
 }
 
 impl CategoryConfig {

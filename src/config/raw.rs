@@ -14,7 +14,25 @@ pub struct RawConfig {
     pub fleet: RawFleet,
     pub health: RawHealth,
     pub session: RawSession,
+    pub dns: RawDns,
     pub categories: BTreeMap<String, RawCategory>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct RawDns {
+    pub servers: Option<Vec<String>>,
+    pub interval: Option<String>,
+    pub timeout: Option<String>,
+    pub nxdomain_limit: Option<i64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct RawDiscover {
+    pub dns: Option<String>,
+    pub srv: Option<String>,
+    pub port: Option<i64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -139,4 +157,5 @@ pub struct RawCategory {
     pub env: Option<BTreeMap<String, String>>,
     pub cwd: Option<String>,
     pub memory_action: Option<String>,
+    pub discover: Option<RawDiscover>,
 }

@@ -149,12 +149,14 @@ impl Drop for InFlight {
     }
 }
 
-/// Where a backend came from: spawned by the fleet, or listed in the config as a static address.
+/// Where a backend came from: spawned by the fleet, listed in the config as a static address,
+/// or found by the category's DNS discovery.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Origin {
     Spawned,
     Static,
+    Discovered,
 }
 
 #[derive(Debug, Clone)]

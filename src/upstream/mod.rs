@@ -11,6 +11,7 @@
 mod backend;
 mod budget;
 pub mod clock;
+pub mod discovery;
 mod strategy;
 mod views;
 
@@ -351,6 +352,13 @@ pub struct Registry {
     generation: tokio::sync::watch::Sender<u64>,
     /// Facts about the instance shown in `/health` (e.g. the memory enforcement layer).
     labels: Mutex<Vec<(&'static str, &'static str)>>,
+    /// SIGTERM arrived: the instance is finishing what it has and takes nothing new.
+    stopping: std::sync::atomic::AtomicBool,
+    /// What the instance still waits for before it is ready (the fleet's start, a category's
+    /// first discovery), by name.
+    pending: Mutex<std::collections::BTreeSet<String>>,
+    /// Numbers drains (see `next_drain`).
+    drains: std::sync::atomic::AtomicU64,
 }
 
 impl Registry {
@@ -369,6 +377,9 @@ impl Registry {
             health_checks: Mutex::new(config.health.enabled),
             generation: tokio::sync::watch::Sender::new(0),
             labels: Mutex::new(Vec::new()),
+            stopping: std::sync::atomic::AtomicBool::new(false),
+            pending: Mutex::new(std::collections::BTreeSet::new()),
+            drains: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -379,6 +390,44 @@ impl Registry {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         labels.retain(|(k, _)| *k != key);
         labels.push((key, value));
+    }
+
+    /// From now on the instance is not ready (`/readyz` 503): it is stopping.
+    pub fn set_stopping(&self) {
+        self.stopping
+            .store(true, std::sync::atomic::Ordering::Release);
+    }
+
+    pub fn stopping(&self) -> bool {
+        self.stopping.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// The instance is not ready until `release(what)`.
+    pub fn hold(&self, what: impl Into<String>) {
+        self.pending_lock().insert(what.into());
+    }
+
+    pub fn release(&self, what: &str) {
+        self.pending_lock().remove(what);
+    }
+
+    /// `/readyz`: whether this instance should be sent traffic, and what it waits for. A
+    /// category without a serving server does not make it unready: every replica sees the
+    /// same servers, and taking them all out would turn a partial outage into a whole one.
+    pub fn readiness(&self) -> crate::api::Readiness {
+        let waiting_for: Vec<String> = self.pending_lock().iter().cloned().collect();
+        let stopping = self.stopping();
+        crate::api::Readiness {
+            ready: !stopping && waiting_for.is_empty(),
+            stopping,
+            waiting_for,
+        }
+    }
+
+    fn pending_lock(&self) -> MutexGuard<'_, std::collections::BTreeSet<String>> {
+        self.pending
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     pub fn labels(&self) -> Vec<(&'static str, &'static str)> {
@@ -417,11 +466,36 @@ impl Registry {
                 draining.push(m.backend.addr);
             }
         };
+        let discovering: HashSet<&str> = config
+            .categories
+            .iter()
+            .filter(|c| c.discover.is_some())
+            .map(|c| c.name.as_str())
+            .collect();
         for c in &mut fresh {
             let Some(mut prev) = old.remove(&c.name) else {
                 continue;
             };
             c.shared = Arc::clone(&prev.shared);
+            // Discovered members are the discovery's to change, not the config's: they stay
+            // while the category still discovers (its next resolution may drain them).
+            if discovering.contains(&*c.name) {
+                let (keep, rest): (Vec<Member>, Vec<Member>) = prev
+                    .members
+                    .into_iter()
+                    .partition(|m| m.backend.origin == Origin::Discovered);
+                prev.members = rest;
+                for mut m in keep {
+                    m.backend.weight = config
+                        .categories
+                        .iter()
+                        .find(|k| *k.name == *c.name)
+                        .map_or(m.backend.weight, |k| k.weight);
+                    if !c.members.iter().any(|x| x.backend.addr == m.backend.addr) {
+                        c.members.push(m);
+                    }
+                }
+            }
             for m in &mut c.members {
                 if let Some(i) = prev
                     .members
@@ -518,6 +592,88 @@ impl Registry {
             .retain(|c| c.desired || !c.members.is_empty());
         self.publish(&members);
         done
+    }
+
+    /// A number for a drain begun now (reloads and discovery share the sequence, so
+    /// `finish_drain` ends exactly the members one of them began draining).
+    pub fn next_drain(&self) -> u64 {
+        self.drains
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel)
+            + 1
+    }
+
+    /// The addresses discovery found for `category` now: new ones join (ready; with active
+    /// checks, out until they pass one), ones that left drain under number `drain` (sessions
+    /// served until `finish_drain(drain)`), ones that come back before their drain ended are
+    /// taken back at once. Returns the members that began draining; an unknown category is
+    /// ignored (a reload removed it).
+    pub fn set_discovered(
+        &self,
+        category: &str,
+        addrs: &[SocketAddr],
+        drain: u64,
+    ) -> Vec<SocketAddr> {
+        let checks = *self
+            .health_checks
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut members = self.lock();
+        let Some(c) = members
+            .categories
+            .iter_mut()
+            .find(|c| *c.name == *category && c.desired)
+        else {
+            return Vec::new();
+        };
+        let wanted: HashSet<SocketAddr> = addrs.iter().copied().collect();
+        let mut changed = false;
+        let mut draining = Vec::new();
+        for m in c
+            .members
+            .iter_mut()
+            .filter(|m| m.backend.origin == Origin::Discovered)
+        {
+            let want = wanted.contains(&m.backend.addr);
+            if want && !m.desired {
+                m.desired = true;
+                m.drain = None;
+                m.backend.draining = false;
+                changed = true;
+            } else if !want && m.desired {
+                m.desired = false;
+                m.backend.draining = true;
+                m.drain = Some(drain);
+                draining.push(m.backend.addr);
+                changed = true;
+            }
+        }
+        let weight = c.members.first().map_or(1, |m| m.backend.weight);
+        for addr in addrs {
+            if c.members.iter().any(|m| m.backend.addr == *addr) {
+                continue;
+            }
+            c.members.push(Member {
+                backend: Backend {
+                    id: format!("{}@{addr}", c.name).into(),
+                    host: host_header(*addr),
+                    addr: *addr,
+                    origin: Origin::Discovered,
+                    weight,
+                    ready: true,
+                    healthy: !checks,
+                    draining: false,
+                    state: Arc::default(),
+                },
+                ready_epoch: 1,
+                desired: true,
+                drain: None,
+            });
+            changed = true;
+        }
+        if changed {
+            self.publish(&members);
+        }
+        draining
     }
 
     /// The health settings in force.

@@ -6,8 +6,8 @@ use super::super::fields::{
     bounded, choice, command, env_table, mcp_path, resolve, strategy_kind, valid_category_name,
     Errors,
 };
-use super::super::model::{CategoryConfig, MemoryAction, StrategyKind};
-use super::super::raw::RawCategory;
+use super::super::model::{CategoryConfig, Discover, MemoryAction, StrategyKind};
+use super::super::raw::{RawCategory, RawDiscover};
 use super::super::{parse_port_range, ConfigError};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -81,11 +81,16 @@ pub(in crate::config) fn category(
             )),
         }
     }
-    if servers == 0 && static_backends.is_empty() && errors.len() == errors_before {
+    let discover = c.discover.as_ref().and_then(|d| discover(&key("discover"), d, errors));
+    if servers == 0
+        && static_backends.is_empty()
+        && discover.is_none()
+        && errors.len() == errors_before
+    {
         errors.push(ConfigError::new(
             format!("categories.{name}"),
             "(no servers, no backends)",
-            "a category needs spawned servers (ports, servers) or static backends",
+            "a category needs spawned servers (ports, servers), static backends or discover",
         ));
     }
     let max_memory_mb = match c.max_memory_mb {
@@ -162,6 +167,7 @@ pub(in crate::config) fn category(
         errors,
     );
     CategoryConfig {
+        discover,
         env: env_table(&key("env"), c.env, errors),
         cwd: c.cwd.as_deref().map(|p| resolve(base, p)),
         memory_action,
@@ -181,5 +187,78 @@ pub(in crate::config) fn category(
         max_memory_mb,
         command: cmd,
         static_backends,
+    }
+}
+
+/// A DNS name as a resolver takes it: 1-253 characters, labels of 1-63 letters, digits, `-` and
+/// `_` (SRV names start with `_service._proto`).
+fn dns_name(name: &str) -> bool {
+    let name = name.strip_suffix('.').unwrap_or(name);
+    !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
+}
+
+fn discover(key: &str, d: &RawDiscover, errors: &mut Errors) -> Option<Discover> {
+    let name_ok = |field: &str, name: &str, errors: &mut Errors| {
+        let ok = dns_name(name);
+        if !ok {
+            errors.push(ConfigError::new(
+                format!("{key}.{field}"),
+                format!("{name:?}"),
+                "not a DNS name (labels of letters, digits, '-' and '_', dot-separated)",
+            ));
+        }
+        ok
+    };
+    match (&d.dns, &d.srv, d.port) {
+        (Some(name), None, Some(port)) => {
+            let port = match u16::try_from(port) {
+                Ok(p) if p > 0 => p,
+                _ => {
+                    errors.push(ConfigError::new(
+                        format!("{key}.port"),
+                        port,
+                        "must be 1-65535",
+                    ));
+                    return None;
+                }
+            };
+            name_ok("dns", name, errors).then(|| Discover::Dns {
+                name: name.clone(),
+                port,
+            })
+        }
+        (Some(_), None, None) => {
+            errors.push(ConfigError::new(
+                format!("{key}.port"),
+                "(missing)",
+                "A/AAAA records carry no port: set discover.port",
+            ));
+            None
+        }
+        (None, Some(name), None) => {
+            name_ok("srv", name, errors).then(|| Discover::Srv { name: name.clone() })
+        }
+        (None, Some(_), Some(port)) => {
+            errors.push(ConfigError::new(
+                format!("{key}.port"),
+                port,
+                "SRV records carry their port: leave discover.port out",
+            ));
+            None
+        }
+        _ => {
+            errors.push(ConfigError::new(
+                key,
+                "(dns and srv)",
+                "set exactly one of discover.dns (with port) or discover.srv",
+            ));
+            None
+        }
     }
 }

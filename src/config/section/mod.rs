@@ -33,6 +33,7 @@ pub(super) fn validate(
     check_listens(&listens, errors);
     let (fleet, fleet_mcp_path) = fleet::fleet(&raw.fleet, base, errors);
     let session = monitor::session(&raw.session, &fleet.state_dir, base);
+    let dns = monitor::dns(&raw.dns, errors);
     let mut categories: Vec<CategoryConfig> = raw
         .categories
         .into_iter()
@@ -68,6 +69,7 @@ pub(super) fn validate(
         fleet,
         health,
         session,
+        dns,
         categories,
     }
 }

@@ -1,10 +1,12 @@
-//! `[monitor]`, `[admin]` and `[session]`: the two control listeners, the alert thresholds, the
-//! admin token file and the session key files.
+//! `[monitor]`, `[admin]`, `[session]` and `[dns]`: the two control listeners, the alert
+//! thresholds, the admin token file, the session key files and the resolver for discovery.
 
 use super::super::defaults as d;
 use super::super::fields::{duration, resolve, share, socket_addr, Errors};
-use super::super::model::{AlertThresholds, MonitorConfig, SessionConfig};
-use super::super::raw::{RawAdmin, RawMonitor, RawSession};
+use super::super::fields::bounded;
+use super::super::model::{AlertThresholds, DnsConfig, MonitorConfig, SessionConfig};
+use super::super::raw::{RawAdmin, RawDns, RawMonitor, RawSession};
+use super::super::ConfigError;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
@@ -93,5 +95,31 @@ pub(in crate::config) fn session(s: &RawSession, state_dir: &Path, base: &Path) 
             .flatten()
             .map(|p| resolve(base, p))
             .collect(),
+    }
+}
+
+pub(in crate::config) fn dns(raw: &RawDns, errors: &mut Errors) -> DnsConfig {
+    let mut servers = Vec::new();
+    for text in raw.servers.iter().flatten() {
+        match text.parse::<SocketAddr>() {
+            Ok(a) if a.port() != 0 => servers.push(a),
+            _ => errors.push(ConfigError::new(
+                "dns.servers",
+                format!("{text:?}"),
+                "each server is IP:PORT, e.g. \"10.96.0.10:53\"",
+            )),
+        }
+    }
+    DnsConfig {
+        servers,
+        interval: duration("dns.interval", raw.interval.as_deref(), d::DNS_INTERVAL, errors),
+        timeout: duration("dns.timeout", raw.timeout.as_deref(), d::DNS_TIMEOUT, errors),
+        nxdomain_limit: bounded(
+            "dns.nxdomain_limit",
+            raw.nxdomain_limit,
+            d::DNS_NXDOMAIN_LIMIT,
+            1..=100,
+            errors,
+        ) as u32,
     }
 }

@@ -43,6 +43,9 @@ use std::time::Duration;
 use supervisor::{Desired, SharedStatus};
 use tokio::sync::watch;
 
+/// What readiness waits for until the first deployment is done.
+const FIRST_DEPLOYMENT: &str = "the fleet's first deployment";
+
 /// File in the state dir that lists the servers meant to run.
 pub const DEPLOYMENT_FILE: &str = "deployment.json";
 /// Memory events kept.
@@ -187,6 +190,7 @@ impl Fleet {
                 ),
             }
         }
+        registry.hold(FIRST_DEPLOYMENT);
         let (shutdown, _) = watch::channel(false);
         let cgroups = cgroup::Cgroups::detect(config.fleet.kernel_memory_limit);
         tracing::info!(
@@ -283,6 +287,12 @@ impl Fleet {
         // Running servers keep the spec they were started with until they are replaced.
         *old = new;
         Ok((diff, spawned))
+    }
+
+    /// The first deployment is done (whatever its outcome: failed servers are retried and
+    /// shown, they do not keep the instance out of rotation).
+    pub fn started(&self) {
+        self.inner.registry.release(FIRST_DEPLOYMENT);
     }
 
     /// Whether the current plan has a server `id`.

@@ -588,6 +588,17 @@ impl Monitor {
                 )
             }
             "/health" => self.health(),
+            // Liveness: the control thread answers. Readiness: see `Registry::readiness`.
+            "/livez" => json_reply(StatusCode::OK, &json!({"live": true})),
+            "/readyz" => {
+                let r = self.registry.readiness();
+                let status = if r.ready {
+                    StatusCode::OK
+                } else {
+                    StatusCode::SERVICE_UNAVAILABLE
+                };
+                json_reply(status, &json!(r))
+            }
             "/alerts" => json_reply(StatusCode::OK, &json!(*lock(&self.firing))),
             "/stats" => json_reply(StatusCode::OK, &json!(self.registry.load().stats())),
             "/dashboard" | "/" => reply(StatusCode::OK, "text/html; charset=utf-8", DASHBOARD),
@@ -595,7 +606,7 @@ impl Monitor {
             "/report" => json_reply(StatusCode::OK, &json!(self.report())),
             _ => json_reply(
                 StatusCode::NOT_FOUND,
-                &json!({"error": "endpoints: /metrics /health /alerts /stats /dashboard /report"}),
+                &json!({"error": "endpoints: /metrics /health /livez /readyz /alerts /stats /dashboard /report"}),
             ),
         }
     }
