@@ -52,7 +52,20 @@ pub async fn run(options: BackendOptions) -> Result<(), BackendError> {
     .into();
     let router = FleetBackend::router(options.debug_tools);
     let delay = options.delay;
+    // rmcp refuses a Host it does not know (DNS-rebinding defence): loopback names by default.
+    // A server on another address (a loopback alias, a pod IP) is reached by that address; one
+    // on every address (0.0.0.0) is meant to be reached over the network, behind the proxy.
+    let ip = options.listen.ip();
     let config = StreamableHttpServerConfig::default().with_json_response(true);
+    let config = if ip.is_unspecified() {
+        config.disable_allowed_hosts()
+    } else {
+        let mut hosts = vec!["localhost".to_string(), "127.0.0.1".into(), "::1".into()];
+        if !hosts.contains(&ip.to_string()) {
+            hosts.push(ip.to_string());
+        }
+        config.with_allowed_hosts(hosts)
+    };
     let mcp = StreamableHttpService::new(
         move || Ok(FleetBackend::new(Arc::clone(&name), delay, router.clone())),
         Arc::new(LocalSessionManager::default()),

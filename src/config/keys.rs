@@ -250,10 +250,16 @@ pub static KEYS: &[Key] = &[
         "sessions sealed with these keys are still routed, at once",
         |c| c.session.previous_key_files
     ),
-    applied!("dns.servers", "the next resolution asks them", |c| c.dns.servers),
-    applied!("dns.interval", "from each name's next resolution", |c| c.dns.interval),
+    applied!("dns.servers", "the next resolution asks them", |c| c
+        .dns
+        .servers),
+    applied!("dns.interval", "from each name's next resolution", |c| c
+        .dns
+        .interval),
     applied!("dns.timeout", "from the next resolution", |c| c.dns.timeout),
-    applied!("dns.nxdomain_limit", "from the next resolution", |c| c.dns.nxdomain_limit),
+    applied!("dns.nxdomain_limit", "from the next resolution", |c| c
+        .dns
+        .nxdomain_limit),
     restart!(
         "fleet.enabled",
         "the fleet plugin is started or not at start",

@@ -3,6 +3,7 @@
 //! sleep), and kills every process it started, by PID, when dropped.
 #![allow(dead_code)]
 
+pub mod dns;
 pub mod fake;
 pub mod raw;
 
@@ -156,6 +157,34 @@ pub fn start_backend_with(category: &str, port: u16, flags: &[&str]) -> Proc {
     };
     wait_for("backend to listen", Duration::from_secs(20), || {
         std::net::TcpStream::connect(("127.0.0.1", port)).ok()
+    });
+    proc
+}
+
+/// The built-in server on `host:port` (a loopback alias such as 127.0.0.2 stands for another
+/// machine).
+pub fn start_backend_on(category: &str, host: std::net::IpAddr, port: u16) -> Proc {
+    let child = Command::new(BIN)
+        .args([
+            "backend",
+            "--port",
+            &port.to_string(),
+            "--category",
+            category,
+            "--host",
+        ])
+        .arg(host.to_string())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start backend");
+    let proc = Proc {
+        child,
+        name: format!("backend {category}@{host}:{port}"),
+    };
+    wait_for("backend to listen", Duration::from_secs(20), || {
+        std::net::TcpStream::connect((host, port)).ok()
     });
     proc
 }

@@ -81,7 +81,10 @@ pub(in crate::config) fn category(
             )),
         }
     }
-    let discover = c.discover.as_ref().and_then(|d| discover(&key("discover"), d, errors));
+    let discover = c
+        .discover
+        .as_ref()
+        .and_then(|d| discover(&key("discover"), d, errors));
     if servers == 0
         && static_backends.is_empty()
         && discover.is_none()
@@ -199,7 +202,8 @@ fn dns_name(name: &str) -> bool {
         && name.split('.').all(|l| {
             !l.is_empty()
                 && l.len() <= 63
-                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+                && l.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
         })
 }
 

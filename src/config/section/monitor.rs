@@ -2,8 +2,8 @@
 //! thresholds, the admin token file, the session key files and the resolver for discovery.
 
 use super::super::defaults as d;
-use super::super::fields::{duration, resolve, share, socket_addr, Errors};
 use super::super::fields::bounded;
+use super::super::fields::{duration, resolve, share, socket_addr, Errors};
 use super::super::model::{AlertThresholds, DnsConfig, MonitorConfig, SessionConfig};
 use super::super::raw::{RawAdmin, RawDns, RawMonitor, RawSession};
 use super::super::ConfigError;
@@ -112,8 +112,18 @@ pub(in crate::config) fn dns(raw: &RawDns, errors: &mut Errors) -> DnsConfig {
     }
     DnsConfig {
         servers,
-        interval: duration("dns.interval", raw.interval.as_deref(), d::DNS_INTERVAL, errors),
-        timeout: duration("dns.timeout", raw.timeout.as_deref(), d::DNS_TIMEOUT, errors),
+        interval: duration(
+            "dns.interval",
+            raw.interval.as_deref(),
+            d::DNS_INTERVAL,
+            errors,
+        ),
+        timeout: duration(
+            "dns.timeout",
+            raw.timeout.as_deref(),
+            d::DNS_TIMEOUT,
+            errors,
+        ),
         nxdomain_limit: bounded(
             "dns.nxdomain_limit",
             raw.nxdomain_limit,

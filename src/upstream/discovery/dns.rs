@@ -57,7 +57,9 @@ pub fn resolver(config: &DnsConfig) -> Result<TokioResolver, String> {
         )
         .with_options(opts)
     };
-    builder.build().map_err(|e| format!("cannot build the resolver: {e}"))
+    builder
+        .build()
+        .map_err(|e| format!("cannot build the resolver: {e}"))
 }
 
 fn fqdn(name: &str) -> String {
@@ -77,7 +79,10 @@ fn classify(e: &hickory_resolver::net::NetError) -> ResolveError {
 }
 
 /// Resolves what `discover` names.
-pub async fn resolve(resolver: &TokioResolver, discover: &Discover) -> Result<Answer, ResolveError> {
+pub async fn resolve(
+    resolver: &TokioResolver,
+    discover: &Discover,
+) -> Result<Answer, ResolveError> {
     let now = Instant::now();
     let (mut addrs, until) = match discover {
         Discover::Dns { name, port } => {

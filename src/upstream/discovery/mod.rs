@@ -122,7 +122,11 @@ async fn once(
             m.discovery.with_label_values(&[category, "ok"]).inc();
             name.nxdomain = 0;
             if name.logged.take().is_some() {
-                tracing::info!(category, servers = answer.addrs.len(), "discovery answers again");
+                tracing::info!(
+                    category,
+                    servers = answer.addrs.len(),
+                    "discovery answers again"
+                );
             }
             (Some(answer.addrs), answer.valid_for)
         }
@@ -135,14 +139,21 @@ async fn once(
                 times = name.nxdomain,
                 limit = settings.nxdomain_limit,
                 "discovery: the name does not exist{}",
-                if empty { "; the category is emptied" } else { "; keeping the last good set" }
+                if empty {
+                    "; the category is emptied"
+                } else {
+                    "; keeping the last good set"
+                }
             );
             (empty.then(Vec::new), settings.interval)
         }
         Err(ResolveError::Failed(why)) => {
             m.discovery.with_label_values(&[category, "error"]).inc();
             if name.logged.as_deref() != Some(why.as_str()) {
-                tracing::warn!(category, "discovery failed, keeping the last good set: {why}");
+                tracing::warn!(
+                    category,
+                    "discovery failed, keeping the last good set: {why}"
+                );
                 name.logged = Some(why);
             }
             (None, settings.interval)
@@ -155,7 +166,11 @@ async fn once(
         let drain = registry.next_drain();
         let leaving = registry.set_discovered(category, &addrs, drain);
         if !leaving.is_empty() {
-            tracing::info!(category, servers = leaving.len(), "discovery: servers left the answer; draining");
+            tracing::info!(
+                category,
+                servers = leaving.len(),
+                "discovery: servers left the answer; draining"
+            );
             let registry = Arc::clone(registry);
             let timeout = config.fleet.drain_timeout;
             tokio::spawn(async move {
