@@ -173,3 +173,97 @@ async fn a_category_follows_its_dns_records_and_keeps_its_last_set_when_dns_is_g
     let (status, _) = http::stateless_call(&c, &url, "x").await;
     assert_eq!(status, 200);
 }
+
+/// Two replicas with the same config and key files: a session made through one continues
+/// through the other; a key rotation (new key current, old one previous, reload both) ends no
+/// session; sessions sealed after it work on both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_share_sessions_through_a_key_rotation_with_no_404() {
+    let (a, b) = (common::free_port(), common::free_port());
+    let _servers = [
+        common::start_backend("shared", a),
+        common::start_backend("shared", b),
+    ];
+    let keys = tempfile::tempdir().expect("keys");
+    std::fs::write(keys.path().join("old.key"), [1u8; 32]).expect("key");
+    std::fs::write(keys.path().join("new.key"), format!("{}\n", "9f".repeat(32))).expect("key");
+    let body = |session: &str| {
+        format!(
+            "[fleet]\nenabled = false\n[session]\n{session}\n\
+             [categories.shared]\nbackends = [\"127.0.0.1:{a}\", \"127.0.0.1:{b}\"]\n"
+        )
+    };
+    let before = format!("key_file = \"{}\"", keys.path().join("old.key").display());
+    let after = format!(
+        "key_file = \"{}\"\nprevious_key_files = [\"{}\"]",
+        keys.path().join("new.key").display(),
+        keys.path().join("old.key").display()
+    );
+    let replicas = [instance(&body(&before)), instance(&body(&before))];
+    let _serving: Vec<Proc> = replicas.iter().map(FleetDir::serve).collect();
+    let c = http::client();
+    let url = |r: &FleetDir| format!("{}/mcp/shared", r.base());
+    let call = |sid: String, r: usize| {
+        let c = c.clone();
+        let u = url(&replicas[r]);
+        async move {
+            http::session_tool(&c, &u, &sid, "echo", serde_json::json!({"text": "x"}))
+                .await
+                .0
+        }
+    };
+    let (old_session, _) = http::open_session(&c, &url(&replicas[0])).await;
+    assert_eq!(call(old_session.clone(), 1).await, 200, "made on replica 0, used on 1");
+
+    for r in &replicas {
+        write(r, &body(&after));
+        let (code, out) = r.cli(&["reload"]);
+        assert_eq!(code, 0, "{out}");
+        assert!(out.contains("session keys re-read"), "{out}");
+    }
+    for r in 0..2 {
+        assert_eq!(call(old_session.clone(), r).await, 200, "rotation ended a session on {r}");
+    }
+    let (new_session, _) = http::open_session(&c, &url(&replicas[1])).await;
+    assert_eq!(call(new_session.clone(), 0).await, 200);
+    // Once the old key is dropped everywhere, only the sessions sealed with it end.
+    let only_new = format!("key_file = \"{}\"", keys.path().join("new.key").display());
+    write(&replicas[0], &body(&only_new));
+    let (code, out) = replicas[0].cli(&["reload"]);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(call(old_session, 0).await, 404);
+    assert_eq!(call(new_session, 0).await, 200);
+}
+
+/// SIGTERM: `/readyz` turns 503 at once, the request in flight and an open event stream
+/// complete, and the other replica serves on without an error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_stopping_is_unready_at_once_and_finishes_what_it_has() {
+    let port = common::free_port();
+    let _server = common::start_backend("term", port);
+    let body = format!(
+        "[fleet]\nenabled = false\n[categories.term]\nbackends = [\"127.0.0.1:{port}\"]\n"
+    );
+    let replicas = [instance(&body), instance(&body)];
+    let mut serving: Vec<Proc> = replicas.iter().map(FleetDir::serve).collect();
+    let readyz = |r: &FleetDir| {
+        plain::blocking_get(&format!("http://127.0.0.1:{}/readyz", r.monitor_port)).map(|x| x.0)
+    };
+    assert_eq!(readyz(&replicas[0]), Some(200));
+    let c = http::client();
+    let url0 = format!("{}/mcp/term", replicas[0].base());
+    let (sid, _) = http::open_session(&c, &url0).await;
+    // A slow streamed call (progress events for ~1.5 s) in flight when SIGTERM arrives.
+    let stream = http::countdown(&c, &url0, &sid, 6, 250).await;
+    assert_eq!(stream.status().as_u16(), 200);
+    common::signal(serving[0].pid(), 15);
+    wait_for("/readyz 503", Duration::from_secs(5), || {
+        (readyz(&replicas[0]) == Some(503)).then_some(())
+    });
+    let text = stream.text().await.expect("the stream completes");
+    assert!(text.contains("\"result\""), "the in-flight call finished: {text}");
+    let url1 = format!("{}/mcp/term", replicas[1].base());
+    let statuses = http::blast(&c, &url1, 50, 8, None).await;
+    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+    assert_eq!(serving[0].wait_exit(Duration::from_secs(20)), Some(0));
+}

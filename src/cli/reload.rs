@@ -15,6 +15,9 @@ pub fn run(c: &AdminClient) -> ExitCode {
     match c.call::<ReloadReport>("POST", "/reload", None::<&()>, RELOAD_TIMEOUT) {
         Ok(r) => {
             println!("reload applied (history #{}):", r.seq);
+            for line in &r.reread {
+                println!("  {line}");
+            }
             for ch in &r.changes {
                 println!("  {ch}");
             }
@@ -24,7 +27,7 @@ pub fn run(c: &AdminClient) -> ExitCode {
                     ch.old
                 );
             }
-            if r.changes.is_empty() && r.needs_restart.is_empty() {
+            if r.changes.is_empty() && r.needs_restart.is_empty() && r.reread.is_empty() {
                 println!("  (no changes)");
             }
             if !(r.added.is_empty() && r.removed.is_empty() && r.replaced.is_empty()) {
