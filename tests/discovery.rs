@@ -186,7 +186,11 @@ async fn replicas_share_sessions_through_a_key_rotation_with_no_404() {
     ];
     let keys = tempfile::tempdir().expect("keys");
     std::fs::write(keys.path().join("old.key"), [1u8; 32]).expect("key");
-    std::fs::write(keys.path().join("new.key"), format!("{}\n", "9f".repeat(32))).expect("key");
+    std::fs::write(
+        keys.path().join("new.key"),
+        format!("{}\n", "9f".repeat(32)),
+    )
+    .expect("key");
     let body = |session: &str| {
         format!(
             "[fleet]\nenabled = false\n[session]\n{session}\n\
@@ -213,7 +217,11 @@ async fn replicas_share_sessions_through_a_key_rotation_with_no_404() {
         }
     };
     let (old_session, _) = http::open_session(&c, &url(&replicas[0])).await;
-    assert_eq!(call(old_session.clone(), 1).await, 200, "made on replica 0, used on 1");
+    assert_eq!(
+        call(old_session.clone(), 1).await,
+        200,
+        "made on replica 0, used on 1"
+    );
 
     for r in &replicas {
         write(r, &body(&after));
@@ -222,7 +230,11 @@ async fn replicas_share_sessions_through_a_key_rotation_with_no_404() {
         assert!(out.contains("session keys re-read"), "{out}");
     }
     for r in 0..2 {
-        assert_eq!(call(old_session.clone(), r).await, 200, "rotation ended a session on {r}");
+        assert_eq!(
+            call(old_session.clone(), r).await,
+            200,
+            "rotation ended a session on {r}"
+        );
     }
     let (new_session, _) = http::open_session(&c, &url(&replicas[1])).await;
     assert_eq!(call(new_session.clone(), 0).await, 200);
@@ -241,9 +253,8 @@ async fn replicas_share_sessions_through_a_key_rotation_with_no_404() {
 async fn a_replica_stopping_is_unready_at_once_and_finishes_what_it_has() {
     let port = common::free_port();
     let _server = common::start_backend("term", port);
-    let body = format!(
-        "[fleet]\nenabled = false\n[categories.term]\nbackends = [\"127.0.0.1:{port}\"]\n"
-    );
+    let body =
+        format!("[fleet]\nenabled = false\n[categories.term]\nbackends = [\"127.0.0.1:{port}\"]\n");
     let replicas = [instance(&body), instance(&body)];
     let mut serving: Vec<Proc> = replicas.iter().map(FleetDir::serve).collect();
     let readyz = |r: &FleetDir| {
@@ -261,7 +272,10 @@ async fn a_replica_stopping_is_unready_at_once_and_finishes_what_it_has() {
         (readyz(&replicas[0]) == Some(503)).then_some(())
     });
     let text = stream.text().await.expect("the stream completes");
-    assert!(text.contains("\"result\""), "the in-flight call finished: {text}");
+    assert!(
+        text.contains("\"result\""),
+        "the in-flight call finished: {text}"
+    );
     let url1 = format!("{}/mcp/term", replicas[1].base());
     let statuses = http::blast(&c, &url1, 50, 8, None).await;
     assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
