@@ -281,3 +281,53 @@ async fn a_replica_stopping_is_unready_at_once_and_finishes_what_it_has() {
     assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
     assert_eq!(serving[0].wait_exit(Duration::from_secs(20)), Some(0));
 }
+
+/// SRV records give each target its own port; a name that answers NXDOMAIN `nxdomain_limit`
+/// times in a row empties its category (fewer keep the last good set).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn srv_records_carry_ports_and_nxdomain_in_a_row_empties_a_category() {
+    let (p2, p3, p4) = (common::free_port(), common::free_port(), common::free_port());
+    let _servers = [
+        start_backend_on("a", ip(2), p2),
+        start_backend_on("b", ip(3), p3),
+        start_backend_on("c", ip(4), p4),
+    ];
+    let hosts = |with_gone: bool| {
+        let mut r = vec![("a.fleet.test", ip(2)), ("b.fleet.test", ip(3))];
+        if with_gone {
+            r.push(("gone.fleet.test", ip(4)));
+        }
+        r
+    };
+    let dns = Dnsmasq::start_with(
+        &hosts(true),
+        &[
+            "--local=/fleet.test/".to_string(),
+            format!("--srv-host=_mcp._tcp.srv.fleet.test,a.fleet.test,{p2}"),
+            format!("--srv-host=_mcp._tcp.srv.fleet.test,b.fleet.test,{p3}"),
+        ],
+    );
+    let dir = instance(&format!(
+        "[fleet]\nenabled = false\n\
+         [dns]\nservers = [\"127.0.0.1:{}\"]\ninterval = \"1s\"\ntimeout = \"500ms\"\nnxdomain_limit = 2\n\
+         [categories.srv]\ndiscover = {{ srv = \"_mcp._tcp.srv.fleet.test\" }}\n\
+         [categories.nx]\ndiscover = {{ dns = \"gone.fleet.test\", port = {p4} }}\n",
+        dns.port
+    ));
+    let _serve = dir.serve_no_wait();
+    let mut want = vec![format!("127.0.0.2:{p2}"), format!("127.0.0.3:{p3}")];
+    want.sort();
+    wait_for("both SRV targets on their ports", Duration::from_secs(30), || {
+        (serving(&dir, "srv") == want && serving(&dir, "nx").len() == 1).then_some(())
+    });
+    dns.set(&hosts(false));
+    wait_for("nx to be emptied after two NXDOMAIN", Duration::from_secs(30), || {
+        members(&dir, "nx")
+            .iter()
+            .all(|(_, _, draining)| *draining)
+            .then_some(())
+    });
+    let nx = dir.metric("mcp_fleet_discovery_resolutions_total{category=\"nx\",result=\"nxdomain\"}");
+    assert!(nx >= 2.0, "{nx}");
+    assert_eq!(serving(&dir, "srv"), want, "the other category is untouched");
+}

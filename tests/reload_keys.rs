@@ -48,6 +48,7 @@ impl Instance {
             ("[monitor.alerts]", String::new()),
             ("[admin]", format!("listen = \"127.0.0.1:{}\"", self.admin)),
             ("[session]", String::new()),
+            ("[dns]", String::new()),
             ("[health]", "interval = \"1s\"\ntimeout = \"500ms\"".into()),
             (
                 "[fleet]",
@@ -216,6 +217,14 @@ fn changes(i: &Instance) -> Vec<(String, Edit)> {
         false,
     );
     for (k, v) in [
+        ("servers", "[\"127.0.0.1:1\"]"),
+        ("interval", "\"3s\""),
+        ("timeout", "\"1s\""),
+        ("nxdomain_limit", "5"),
+    ] {
+        add(&format!("dns.{k}"), "[dns]", format!("{k} = {v}"), false);
+    }
+    for (k, v) in [
         ("enabled", "false"),
         ("kind", "\"tcp\""),
         ("interval", "\"2s\""),
@@ -283,6 +292,7 @@ fn changes(i: &Instance) -> Vec<(String, Edit)> {
         ("env", "{ Y = \"2\" }".into()),
         ("cwd", "\"/tmp\"".into()),
         ("memory_action", "\"alert\"".into()),
+        ("discover", "{ dns = \"walk.fleet.test\", port = 1 }".into()),
     ] {
         add(
             &format!("categories.*.{k}"),

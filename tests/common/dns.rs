@@ -25,6 +25,12 @@ fn binary() -> PathBuf {
 impl Dnsmasq {
     /// Serves `records` (name, address) with a 1 s TTL.
     pub fn start(records: &[(&str, IpAddr)]) -> Self {
+        Self::start_with(records, &[])
+    }
+
+    /// Also with dnsmasq flags (`--srv-host=...`, `--local=/domain/` so that unknown names in
+    /// it are NXDOMAIN rather than refused).
+    pub fn start_with(records: &[(&str, IpAddr)], flags: &[String]) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         std::fs::create_dir(dir.path().join("hosts")).expect("hosts dir");
         let port = super::free_port();
@@ -45,6 +51,7 @@ impl Dnsmasq {
                     .arg(format!("--port={port}"))
                     .arg(format!("--hostsdir={}", dir.path().join("hosts").display()))
                     .arg(format!("--pid-file={}", dir.path().join("pid").display()))
+                    .args(flags)
                     .stdin(Stdio::null())
                     .stdout(Stdio::null())
                     .stderr(Stdio::null())
