@@ -286,7 +286,11 @@ async fn a_replica_stopping_is_unready_at_once_and_finishes_what_it_has() {
 /// times in a row empties its category (fewer keep the last good set).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn srv_records_carry_ports_and_nxdomain_in_a_row_empties_a_category() {
-    let (p2, p3, p4) = (common::free_port(), common::free_port(), common::free_port());
+    let (p2, p3, p4) = (
+        common::free_port(),
+        common::free_port(),
+        common::free_port(),
+    );
     let _servers = [
         start_backend_on("a", ip(2), p2),
         start_backend_on("b", ip(3), p3),
@@ -317,17 +321,28 @@ async fn srv_records_carry_ports_and_nxdomain_in_a_row_empties_a_category() {
     let _serve = dir.serve_no_wait();
     let mut want = vec![format!("127.0.0.2:{p2}"), format!("127.0.0.3:{p3}")];
     want.sort();
-    wait_for("both SRV targets on their ports", Duration::from_secs(30), || {
-        (serving(&dir, "srv") == want && serving(&dir, "nx").len() == 1).then_some(())
-    });
+    wait_for(
+        "both SRV targets on their ports",
+        Duration::from_secs(30),
+        || (serving(&dir, "srv") == want && serving(&dir, "nx").len() == 1).then_some(()),
+    );
     dns.set(&hosts(false));
-    wait_for("nx to be emptied after two NXDOMAIN", Duration::from_secs(30), || {
-        members(&dir, "nx")
-            .iter()
-            .all(|(_, _, draining)| *draining)
-            .then_some(())
-    });
-    let nx = dir.metric("mcp_fleet_discovery_resolutions_total{category=\"nx\",result=\"nxdomain\"}");
+    wait_for(
+        "nx to be emptied after two NXDOMAIN",
+        Duration::from_secs(30),
+        || {
+            members(&dir, "nx")
+                .iter()
+                .all(|(_, _, draining)| *draining)
+                .then_some(())
+        },
+    );
+    let nx =
+        dir.metric("mcp_fleet_discovery_resolutions_total{category=\"nx\",result=\"nxdomain\"}");
     assert!(nx >= 2.0, "{nx}");
-    assert_eq!(serving(&dir, "srv"), want, "the other category is untouched");
+    assert_eq!(
+        serving(&dir, "srv"),
+        want,
+        "the other category is untouched"
+    );
 }

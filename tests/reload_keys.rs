@@ -272,6 +272,7 @@ fn changes(i: &Instance) -> Vec<(String, Edit)> {
         ("env", "{ X = \"1\" }".into()),
         ("log_max_size", "\"1MiB\"".into()),
         ("log_keep", "2".into()),
+        ("server_logs", "\"stdout\"".into()),
         ("memory_interval", "\"3s\"".into()),
         ("memory_budget", "\"90%\"".into()),
         ("kernel_memory_limit", "false".into()),

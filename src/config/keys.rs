@@ -313,6 +313,7 @@ pub static KEYS: &[Key] = &[
     applied!("fleet.env", REPLACE, |c| c.fleet.env),
     applied!("fleet.log_max_size", NEXT_START, |c| c.fleet.log_max_size),
     applied!("fleet.log_keep", NEXT_START, |c| c.fleet.log_keep),
+    applied!("fleet.server_logs", NEXT_START, |c| c.fleet.server_logs),
     applied!(
         "fleet.memory_interval",
         "from the watcher's next sample",
@@ -539,6 +540,7 @@ mod tests {
                 "fleet",
                 "health",
                 "session",
+                "dns",
                 "categories"
             ],
             "a new section needs its keys in the table"

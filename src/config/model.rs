@@ -250,12 +250,22 @@ pub struct FleetConfig {
     pub log_max_size: u64,
     /// Rotated log files kept (`{id}.log.1` ... `{id}.log.N`).
     pub log_keep: u32,
+    /// Where the servers' stdout and stderr go.
+    pub server_logs: ServerLogs,
     /// How often the memory watcher samples every server.
     pub memory_interval: Duration,
     /// Deployments that would push the machine's memory use past this are refused.
     pub memory_budget: MemoryBudget,
     /// Also have the kernel enforce `max_memory_mb` (a memory cgroup per server) where it can.
     pub kernel_memory_limit: bool,
+}
+
+/// `fleet.server_logs`: files under `log_dir` (rotated), or this process's stdout, each line
+/// prefixed with the server's id (in a container, where the kubelet collects stdout).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServerLogs {
+    Files,
+    Stdout,
 }
 
 /// `fleet.memory_budget`: a share of the machine's memory or a size.

@@ -136,6 +136,7 @@ pub struct RawFleet {
     pub env: Option<BTreeMap<String, String>>,
     pub log_max_size: Option<String>,
     pub log_keep: Option<i64>,
+    pub server_logs: Option<String>,
     pub memory_interval: Option<String>,
     pub memory_budget: Option<String>,
     pub kernel_memory_limit: Option<bool>,

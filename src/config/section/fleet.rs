@@ -4,7 +4,7 @@ use super::super::defaults as d;
 use super::super::fields::{
     bounded, choice, command, duration, env_table, mcp_path, resolve, size, Errors,
 };
-use super::super::model::{DeployOnStart, FleetConfig, MemoryBudget};
+use super::super::model::{DeployOnStart, FleetConfig, MemoryBudget, ServerLogs};
 use super::super::raw::RawFleet;
 use super::super::{parse_size, ConfigError};
 use std::net::IpAddr;
@@ -90,6 +90,13 @@ pub(in crate::config) fn fleet(
             errors,
         ),
         log_keep: bounded("fleet.log_keep", f.log_keep, d::LOG_KEEP, 0..=100, errors) as u32,
+        server_logs: choice(
+            "fleet.server_logs",
+            f.server_logs.as_deref(),
+            ServerLogs::Files,
+            &[("files", ServerLogs::Files), ("stdout", ServerLogs::Stdout)],
+            errors,
+        ),
         kernel_memory_limit: f.kernel_memory_limit.unwrap_or(d::KERNEL_MEMORY_LIMIT),
         memory_interval: dur(
             "fleet.memory_interval",

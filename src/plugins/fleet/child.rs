@@ -18,6 +18,7 @@ pub struct Launch {
     pub log_file: std::path::PathBuf,
     pub log_max_size: u64,
     pub log_keep: u32,
+    pub server_logs: crate::config::ServerLogs,
 }
 
 /// Variables a child inherits from `serve` (when set there); everything else it gets is
@@ -107,13 +108,24 @@ pub fn spawn(launch: &Launch, cgroup_procs: &[std::ffi::CString]) -> io::Result<
     }
     let mut child = command.spawn()?;
     if let (Some(out), Some(err)) = (child.stdout.take(), child.stderr.take()) {
-        tokio::spawn(super::logfile::copy(
-            out,
-            err,
-            launch.log_file.clone(),
-            launch.log_max_size,
-            launch.log_keep,
-        ));
+        match launch.server_logs {
+            crate::config::ServerLogs::Files => {
+                tokio::spawn(super::logfile::copy(
+                    out,
+                    err,
+                    launch.log_file.clone(),
+                    launch.log_max_size,
+                    launch.log_keep,
+                ));
+            }
+            crate::config::ServerLogs::Stdout => {
+                let id = launch
+                    .log_file
+                    .file_stem()
+                    .map_or_else(String::new, |s| s.to_string_lossy().into_owned());
+                tokio::spawn(super::logfile::to_stdout(out, err, id));
+            }
+        }
     }
     Ok(child)
 }

@@ -1,6 +1,8 @@
 //! A server's stdout and stderr, written to `log_dir/{category}/{id}.log` and rotated by size
-//! (`{id}.log.1` is the newest old file; `log_keep` of them are kept). The output goes through
-//! a pipe to a task on the control thread, never through the proxy's threads.
+//! (`{id}.log.1` is the newest old file; `log_keep` of them are kept), or, with
+//! `fleet.server_logs = "stdout"`, to this process's stdout one line at a time with the server's
+//! id in front (in a pod, where the kubelet collects it). The output goes through a pipe to a
+//! task on the control thread, never through the proxy's threads.
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -99,8 +101,77 @@ pub async fn copy(mut out: ChildStdout, mut err: ChildStderr, path: PathBuf, max
     }
 }
 
+/// Longest line kept whole; a longer one is cut there (a server printing without newlines must
+/// not make its copier grow without bound).
+const MAX_LINE: usize = 16 * 1024;
+
+/// Whole lines of `pending` (and all of it once it exceeds `MAX_LINE`), each as `[id] line\n`.
+fn take_lines(id: &str, pending: &mut Vec<u8>, out: &mut Vec<u8>) {
+    loop {
+        let (line, consumed) = match pending.iter().position(|&b| b == b'\n') {
+            Some(end) => (end, end + 1),
+            None if pending.len() >= MAX_LINE => (MAX_LINE, MAX_LINE),
+            None => return,
+        };
+        out.extend_from_slice(b"[");
+        out.extend_from_slice(id.as_bytes());
+        out.extend_from_slice(b"] ");
+        out.extend_from_slice(&pending[..line]);
+        out.push(b'\n');
+        pending.drain(..consumed);
+    }
+}
+
+/// A stream ended: what it left without a newline is still a line.
+fn end_line(pending: &mut Vec<u8>) {
+    if !pending.is_empty() {
+        pending.push(b'\n');
+    }
+}
+
+/// Copies both streams to this process's stdout, line by line, each written whole.
+pub async fn to_stdout(mut out: ChildStdout, mut err: ChildStderr, id: String) {
+    let (mut a, mut b) = ([0u8; 2048], [0u8; 2048]);
+    let (mut pa, mut pb) = (Vec::new(), Vec::new());
+    let (mut out_open, mut err_open) = (true, true);
+    let mut lines = Vec::new();
+    while out_open || err_open {
+        tokio::select! {
+            n = out.read(&mut a), if out_open => match n {
+                Ok(0) | Err(_) => { out_open = false; end_line(&mut pa); }
+                Ok(n) => pa.extend_from_slice(&a[..n]),
+            },
+            n = err.read(&mut b), if err_open => match n {
+                Ok(0) | Err(_) => { err_open = false; end_line(&mut pb); }
+                Ok(n) => pb.extend_from_slice(&b[..n]),
+            },
+        }
+        take_lines(&id, &mut pa, &mut lines);
+        take_lines(&id, &mut pb, &mut lines);
+        if !lines.is_empty() {
+            // One write per batch of whole lines: lines of servers sharing stdout never mix.
+            let _ = std::io::stdout().lock().write_all(&lines);
+            lines.clear();
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn stdout_lines_are_whole_prefixed_and_bounded() {
+        let mut pending = b"one\ntwo\npart".to_vec();
+        let mut out = Vec::new();
+        super::take_lines("db-0", &mut pending, &mut out);
+        assert_eq!(out, b"[db-0] one\n[db-0] two\n");
+        assert_eq!(pending, b"part");
+        let mut long = vec![b'x'; super::MAX_LINE + 10];
+        out.clear();
+        super::take_lines("db-0", &mut long, &mut out);
+        assert_eq!(out.len(), "[db-0] ".len() + super::MAX_LINE + 1);
+        assert_eq!(long.len(), 10, "nothing lost at the cut");
+    }
+
     use super::*;
 
     #[test]

@@ -85,6 +85,7 @@ pub fn plan(config: &ValidConfig) -> Result<Vec<ServerSpec>, FleetError> {
                     env,
                     log_max_size: config.fleet.log_max_size,
                     log_keep: config.fleet.log_keep,
+                    server_logs: config.fleet.server_logs,
                     log_file: config
                         .fleet
                         .log_dir
