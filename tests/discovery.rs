@@ -267,6 +267,12 @@ async fn a_replica_stopping_is_unready_at_once_and_finishes_what_it_has() {
     // A slow streamed call (progress events for ~1.5 s) in flight when SIGTERM arrives.
     let stream = http::countdown(&c, &url0, &sid, 6, 250).await;
     assert_eq!(stream.status().as_u16(), 200);
+    // Load on the other replica through the whole stop.
+    let url1 = format!("{}/mcp/term", replicas[1].base());
+    let load = {
+        let (c, url1) = (c.clone(), url1.clone());
+        tokio::spawn(async move { http::blast(&c, &url1, 400, 8, None).await })
+    };
     common::signal(serving[0].pid(), 15);
     wait_for("/readyz 503", Duration::from_secs(5), || {
         (readyz(&replicas[0]) == Some(503)).then_some(())
@@ -276,9 +282,13 @@ async fn a_replica_stopping_is_unready_at_once_and_finishes_what_it_has() {
         text.contains("\"result\""),
         "the in-flight call finished: {text}"
     );
-    let url1 = format!("{}/mcp/term", replicas[1].base());
-    let statuses = http::blast(&c, &url1, 50, 8, None).await;
+    let statuses = load.await.expect("load task");
     assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+    assert_eq!(
+        readyz(&replicas[1]),
+        Some(200),
+        "the other replica stays ready"
+    );
     assert_eq!(serving[0].wait_exit(Duration::from_secs(20)), Some(0));
 }
 
