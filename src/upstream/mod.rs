@@ -206,6 +206,9 @@ struct CategoryMembers {
     members: Vec<Member>,
     /// Still in the configuration.
     desired: bool,
+    /// `weight` of the category: what a discovered member gets (`server_weights` names
+    /// spawned ids and static addresses, not addresses DNS may hand out).
+    weight: u32,
 }
 
 /// The writers' side: the member lists the snapshots are built from.
@@ -275,6 +278,7 @@ fn desired_members(config: &ValidConfig, spawned: &[SpawnedMember]) -> Vec<Categ
                 shared: Arc::default(),
                 members: spawned.chain(statics).collect(),
                 desired: true,
+                weight: c.weight,
             }
         })
         .collect()
@@ -486,11 +490,7 @@ impl Registry {
                     .partition(|m| m.backend.origin == Origin::Discovered);
                 prev.members = rest;
                 for mut m in keep {
-                    m.backend.weight = config
-                        .categories
-                        .iter()
-                        .find(|k| *k.name == *c.name)
-                        .map_or(m.backend.weight, |k| k.weight);
+                    m.backend.weight = c.weight;
                     if !c.members.iter().any(|x| x.backend.addr == m.backend.addr) {
                         c.members.push(m);
                     }
@@ -647,7 +647,7 @@ impl Registry {
                 changed = true;
             }
         }
-        let weight = c.members.first().map_or(1, |m| m.backend.weight);
+        let weight = c.weight;
         for addr in addrs {
             if c.members.iter().any(|m| m.backend.addr == *addr) {
                 continue;
