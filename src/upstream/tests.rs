@@ -1,5 +1,6 @@
 //! Unit tests of the registry: snapshots, live state across swaps, ejection, drains.
 use super::*;
+use std::collections::HashSet;
 use std::path::Path;
 
 fn registry(extra: &str) -> Registry {
