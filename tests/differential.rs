@@ -266,6 +266,15 @@ async fn both_engines_answer_every_request_alike() {
             "allowed Origin",
             post("/mcp/echo", "origin: http://localhost:3000\r\n", &body),
         ),
+        // The persistence options every SDK sends: the fast path honours them itself now.
+        echo_case(
+            "Connection: keep-alive (as the SDKs send it)",
+            post("/mcp/echo", "connection: keep-alive\r\n", &body),
+        ),
+        echo_case(
+            "Connection: close",
+            post("/mcp/echo", "connection: close\r\n", &body),
+        ),
         // The proxy's refusals.
         echo_case("unknown category", post("/mcp/nope", "", &body)),
         echo_case("no such endpoint", post("/v1/chat", "", &body)),

@@ -196,10 +196,26 @@ async fn one_connection_carries_fast_and_pingora_requests_in_order() {
     c.send(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n").await;
     let health = c.answer().await;
     assert_eq!(health.status, 200, "{health:?}");
-    c.send(&post("echo", "length", "Connection: keep-alive\r\n"))
+    c.send(&post(
+        "echo",
+        "length",
+        "Connection: keep-alive, x-trace\r\nx-trace: 1\r\n",
+    ))
+    .await;
+    let a = c.answer().await;
+    assert_eq!(a.status, 200, "{a:?}");
+    // `Connection: keep-alive`, as every MCP SDK sends it, stays on the fast path (and is not
+    // passed on: it is this hop's).
+    c.send(&post("echo", "length", "Connection: Keep-Alive\r\n"))
         .await;
     let a = c.answer().await;
     assert_eq!(a.status, 200, "{a:?}");
+    assert!(
+        !a.upstream_head()
+            .to_ascii_lowercase()
+            .contains("connection"),
+        "{a:?}"
+    );
     // Two requests in one write: answered in order.
     let mut two = post("echo", "length", "x-n: 1\r\n");
     two.extend_from_slice(&post("echo", "length", "x-n: 2\r\n"));
@@ -211,17 +227,17 @@ async fn one_connection_carries_fast_and_pingora_requests_in_order() {
         "{first}\n{second}"
     );
 
-    // Three fast requests on one upstream connection (plus the one Pingora's path opened for
+    // Four fast requests on one upstream connection (plus the one Pingora's path opened for
     // its request).
     assert!(
         counts.connections() <= 2,
         "{} connections",
         counts.connections()
     );
-    assert_eq!(counts.requests(), 4);
+    assert_eq!(counts.requests(), 5);
     assert_eq!(
         dir.metric("mcp_fleet_request_paths_total{path=\"fast\"}"),
-        3.0
+        4.0
     );
     // (The harness polls /stats through Pingora's path too.)
     assert!(dir.metric("mcp_fleet_request_paths_total{path=\"pingora\"}") >= 2.0);
@@ -364,4 +380,23 @@ async fn the_engine_switch_is_applied_on_reload() {
     switch(&dir, "fast_path = false", "fast_path = true");
     three(&dir).await;
     assert_eq!(paths(&dir), (6.0, pingora + 3.0), "back on the fast path");
+}
+
+/// `Connection: close` on the fast path: the answer says `connection: close` and the proxy
+/// closes after it, as RFC 9112 asks of a server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_close_is_honoured_on_the_fast_path() {
+    let (_, _counts, dir, _serve) = echo_fleet("").await;
+    let mut c = Raw::connect(dir.proxy_port).await;
+    let before = dir.metric("mcp_fleet_request_paths_total{path=\"fast\"}");
+    c.send(&post("echo", "length", "Connection: close\r\n"))
+        .await;
+    let a = c.answer().await;
+    assert_eq!(a.status, 200, "{a:?}");
+    assert_eq!(a.field("connection"), Some("close"), "{a:?}");
+    assert_eq!(c.fill().await, 0, "the proxy closes after the answer");
+    let after = dir.metric("mcp_fleet_request_paths_total{path=\"fast\"}");
+    if common::fast_path_on() {
+        assert_eq!(after - before, 1.0, "taken by the fast path");
+    }
 }

@@ -5,9 +5,9 @@
 //! Pingora's proxy spends two to three times nginx's CPU per small request (boxed futures per
 //! hook, a channel pair between the two sides, header maps rebuilt, a watcher task per pooled
 //! connection); measured in BENCHMARKS.md. Everything else (`GET` event streams, `DELETE`,
-//! chunked uploads, `Expect`, `Connection` options, local endpoints, any request admission
-//! refuses) goes to Pingora's path untouched, and with `proxy.fast_path = false` everything
-//! does. This engine only moves bytes: admission, the choice of server, retries, blame, the
+//! chunked uploads, `Expect`, `Connection` options other than `keep-alive` and `close`, local
+//! endpoints, any request admission refuses) goes to Pingora's path untouched, and with
+//! `proxy.fast_path = false` everything does. This engine only moves bytes: admission, the choice of server, retries, blame, the
 //! answers it gives and the fields it rewrites are the policy core's, as on Pingora's path.
 
 mod chunked;
@@ -95,6 +95,8 @@ pub struct Exchange {
     upstream_head: Scratch,
     head_start: usize,
     method: &'static str,
+    /// The client sent `Connection: close`: answer with it and close after.
+    client_close: bool,
 }
 
 /// How a taken request ended, for the connection loop.
@@ -121,11 +123,26 @@ fn is(name: &str, lower: &str) -> bool {
     name.len() == lower.len() && name.eq_ignore_ascii_case(lower)
 }
 
+/// What a request's `Connection` field asks of this hop, when this engine can honour it: only
+/// the persistence options (`keep-alive`, which every MCP SDK sends, and `close`): `Some(true)`
+/// for close. Any other option (a field to strip at this hop, `upgrade`) is Pingora's path's.
+fn persistence(value: &[u8]) -> Option<bool> {
+    let mut close = false;
+    for token in value.split(|&b| b == b',') {
+        let token = token.trim_ascii();
+        if token.eq_ignore_ascii_case(b"close") {
+            close = true;
+        } else if !token.eq_ignore_ascii_case(b"keep-alive") && !token.is_empty() {
+            return None;
+        }
+    }
+    Some(close)
+}
+
 /// Request fields that ask for connection handling this engine does not do.
 fn needs_pingora(name: &str) -> bool {
     is(name, "transfer-encoding")
         || is(name, "expect")
-        || is(name, "connection")
         || is(name, "upgrade")
         || is(name, "te")
         || is(name, "keep-alive")
@@ -182,9 +199,18 @@ impl FastPath {
         let mut origin = None;
         let mut method_field = None;
         let mut field_bytes = 0u64;
+        let mut client_close = false;
         for f in req.headers.iter() {
             field_bytes += (f.name.len() + f.value.len()) as u64;
             let name = f.name;
+            if is(name, "connection") {
+                // Hop-by-hop: honoured here, never passed on.
+                match persistence(f.value) {
+                    Some(close) => client_close |= close,
+                    None => return Plan::Defer,
+                }
+                continue;
+            }
             let (once, passed_on) = if is(name, "content-length") {
                 (&mut length, true)
             } else if is(name, "host") {
@@ -261,6 +287,7 @@ impl FastPath {
             body_len,
             upstream_head,
             method: crate::metrics::method_label(method_field),
+            client_close,
         })
     }
 
@@ -286,6 +313,7 @@ impl FastPath {
             status: 0,
             target: None,
         };
+        let closing = closing || run.ex.client_close;
         let outcome = run.go(client, buf, closing).await;
         let ex = &run.ex;
         answer::record(&answer::Outcome {
@@ -443,6 +471,17 @@ impl Run<'_> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn only_persistence_options_stay_on_the_fast_path() {
+        assert_eq!(super::persistence(b"keep-alive"), Some(false));
+        assert_eq!(super::persistence(b"Keep-Alive"), Some(false));
+        assert_eq!(super::persistence(b"close"), Some(true));
+        assert_eq!(super::persistence(b"keep-alive, close"), Some(true));
+        assert_eq!(super::persistence(b" , keep-alive ,"), Some(false));
+        assert_eq!(super::persistence(b"keep-alive, x-trace"), None);
+        assert_eq!(super::persistence(b"upgrade"), None);
+    }
+
     use super::*;
 
     #[test]
