@@ -109,14 +109,15 @@ cpu_ticks() {
     echo "$total"
 }
 
-# oha_mcp URL ARGS...: oha sending the stateless echo, JSON summary on stdout.
+# oha_mcp URL ARGS...: oha sending the stateless echo, JSON summary on stdout. OHA_HEADER adds
+# one request field, e.g. OHA_HEADER='Connection: keep-alive' (what every MCP SDK sends).
 oha_mcp() {
     local url=$1
     shift
     oha --no-tui --output-format json -m POST -T application/json \
         -A 'application/json, text/event-stream' \
         -H 'mcp-protocol-version: 2026-07-28' -H 'mcp-method: tools/call' -H 'mcp-name: echo' \
-        -d "$ECHO_BODY" "$@" "$url"
+        ${OHA_HEADER:+-H "$OHA_HEADER"} -d "$ECHO_BODY" "$@" "$url"
 }
 
 # oha_summary FILE: "rps p50_ms p99_ms ok non200 errors" from an oha JSON summary.
