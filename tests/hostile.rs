@@ -441,10 +441,13 @@ async fn a_thousand_unread_event_streams_hold_bounded_memory() {
     // Pingora's fixed pipeline (a 64 KiB read buffer, a 4-slot channel of 64 KiB chunks, the
     // chunk being written: 384 KiB, measured 399-465 KiB with the allocator's slack, on this
     // build and the one before it), not what the server wrote (over 2 MiB a stream); socket
-    // buffers hold the rest. Bounded by nine 64 KiB chunks, and a fraction of what was sent.
+    // buffers hold the rest. RSS comes in two modes run to run: 400-500 KiB a stream, and in
+    // about one run of five 650-700 KiB (seen on 08ee78c too, so not a change of the proxy:
+    // freed chunks glibc keeps in the per-thread arenas of the busier run). Bounded by twelve
+    // 64 KiB chunks, and under a third of what was sent.
     let per_stream = after.saturating_sub(before) / 1000;
     assert!(
-        per_stream < 9 * 64 && sent_per_stream as u64 > 4 * per_stream * 1024,
+        per_stream < 12 * 64 && sent_per_stream as u64 > 3 * per_stream * 1024,
         "{per_stream} KiB per stream held by the proxy, {sent_per_stream} bytes sent"
     );
     // Other clients are still served.
