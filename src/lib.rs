@@ -18,4 +18,5 @@ pub mod secret_file;
 pub mod serve;
 pub mod session_keys;
 pub mod state_file;
+pub mod sys;
 pub mod upstream;

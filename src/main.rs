@@ -7,21 +7,13 @@ use clap::Parser;
 use cli::{admin_call, Cli, Command};
 use std::process::ExitCode;
 
-/// Command-line tools die quietly when their output pipe closes (`mcp-fleet status | head`), as
-/// Unix tools do; Rust's runtime ignores SIGPIPE, which turns that into a panic on `println!`.
-/// Only for the one-shot commands: `serve` and `backend` must survive a client hanging up.
-fn default_sigpipe() {
-    #[allow(unsafe_code)]
-    // SAFETY: signal(2) with SIG_DFL installs no handler code; called before any thread starts.
-    unsafe {
-        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
-    }
-}
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if !matches!(cli.command, Command::Serve { .. } | Command::Backend { .. }) {
-        default_sigpipe();
+        // Command-line tools die quietly when their output pipe closes (`mcp-fleet status |
+        // head`), as Unix tools do; Rust ignores SIGPIPE, which turns that into a panic on
+        // `println!`. Not for `serve` and `backend`: they must survive a client hanging up.
+        mcp_fleet::sys::default_sigpipe();
     }
     match cli.command {
         Command::Serve { config } => cli::serve::serve(cli.log_format, &config),

@@ -164,35 +164,19 @@ fn start_control(parts: ControlParts) -> Result<ControlPlane, ServeError> {
 /// Every client connection costs a descriptor and, proxied, an upstream one; the soft limit
 /// (often 1024) would refuse connections long before `proxy.max_connections`, so take the hard
 /// limit, as nginx's `worker_rlimit_nofile` does, and say when even that is short.
-#[allow(unsafe_code)]
 fn raise_fd_limit(config: &ValidConfig) {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit/setrlimit only read or write the struct we pass.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+    let Some(open_files) = crate::sys::raise_open_files() else {
         return;
-    }
-    if lim.rlim_cur < lim.rlim_max {
-        let raised = libc::rlimit {
-            rlim_cur: lim.rlim_max,
-            rlim_max: lim.rlim_max,
-        };
-        // SAFETY: as above.
-        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
-            lim = raised;
-        }
-    }
+    };
     let servers: usize = config
         .categories
         .iter()
         .map(|c| c.servers as usize + c.static_backends.len())
         .sum();
     let wanted = 2 * config.proxy.max_connections + servers + 256;
-    if (lim.rlim_cur as usize) < wanted {
+    if (open_files as usize) < wanted {
         tracing::warn!(
-            open_files = lim.rlim_cur,
+            open_files,
             wanted,
             "the open-file limit is below 2 x proxy.max_connections + servers; connections beyond it fail to be accepted (raise `ulimit -n` or lower proxy.max_connections)"
         );

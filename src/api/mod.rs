@@ -218,6 +218,9 @@ pub struct Health {
     pub serving: usize,
     pub planned: usize,
     pub categories: Vec<CategoryHealth>,
+    /// Seconds since start (the monitor's answer only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uptime_s: Option<u64>,
     /// Facts about the instance (e.g. `memory_enforcement`).
     #[serde(flatten)]
     pub labels: BTreeMap<String, String>,

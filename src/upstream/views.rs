@@ -68,6 +68,7 @@ impl Snapshot {
             serving: categories.iter().map(|c| c.serving).sum(),
             planned: categories.iter().map(|c| c.planned).sum(),
             categories,
+            uptime_s: None,
             labels: labels
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))

@@ -137,33 +137,21 @@ pub fn start_backend(category: &str, port: u16) -> Proc {
 
 /// `start_backend` with extra flags (e.g. `--delay-ms 200`).
 pub fn start_backend_with(category: &str, port: u16, flags: &[&str]) -> Proc {
-    let child = Command::new(BIN)
-        .args([
-            "backend",
-            "--port",
-            &port.to_string(),
-            "--category",
-            category,
-        ])
-        .args(flags)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start backend");
-    let proc = Proc {
-        child,
-        name: format!("backend {category}:{port}"),
-    };
-    wait_for("backend to listen", Duration::from_secs(20), || {
-        std::net::TcpStream::connect(("127.0.0.1", port)).ok()
-    });
-    proc
+    start_backend_at(
+        category,
+        std::net::IpAddr::from([127, 0, 0, 1]),
+        port,
+        flags,
+    )
 }
 
 /// The built-in server on `host:port` (a loopback alias such as 127.0.0.2 stands for another
 /// machine).
 pub fn start_backend_on(category: &str, host: std::net::IpAddr, port: u16) -> Proc {
+    start_backend_at(category, host, port, &[])
+}
+
+fn start_backend_at(category: &str, host: std::net::IpAddr, port: u16, flags: &[&str]) -> Proc {
     let child = Command::new(BIN)
         .args([
             "backend",
@@ -174,6 +162,7 @@ pub fn start_backend_on(category: &str, host: std::net::IpAddr, port: u16) -> Pr
             "--host",
         ])
         .arg(host.to_string())
+        .args(flags)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())

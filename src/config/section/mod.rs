@@ -2,10 +2,12 @@
 //! addresses that clash, port ranges that overlap, a backend listed twice).
 
 mod category;
+mod dns;
 mod fleet;
 mod health;
 mod monitor;
 mod proxy;
+mod session;
 
 use super::error::ConfigError;
 use super::fields::Errors;
@@ -32,8 +34,8 @@ pub(super) fn validate(
     ];
     check_listens(&listens, errors);
     let (fleet, fleet_mcp_path) = fleet::fleet(&raw.fleet, base, errors);
-    let session = monitor::session(&raw.session, &fleet.state_dir, base);
-    let dns = monitor::dns(&raw.dns, errors);
+    let session = session::session(&raw.session, &fleet.state_dir, base);
+    let dns = dns::dns(&raw.dns, errors);
     let mut categories: Vec<CategoryConfig> = raw
         .categories
         .into_iter()

@@ -1,5 +1,5 @@
-//! Starting and stopping one server process. This is the one place with `unsafe`: the code that
-//! runs in the child between fork and exec, which must be async-signal-safe (raw syscalls only).
+//! Starting and stopping one server process. What runs in the child between fork and exec
+//! (async-signal-safe raw syscalls only) is `sys::bind_child`.
 
 use std::io;
 use std::path::Path;
@@ -74,38 +74,7 @@ pub fn spawn(launch: &Launch, cgroup_procs: &[std::ffi::CString]) -> io::Result<
         .kill_on_drop(true)
         // Its own group, so stopping it reaches any helpers it forked.
         .process_group(0);
-    let parent = std::process::id() as libc::pid_t;
-    let procs: Vec<std::ffi::CString> = cgroup_procs.to_vec();
-    #[allow(unsafe_code)]
-    // SAFETY: the closure only makes raw syscalls that are async-signal-safe (prctl, getppid,
-    // open, write, close, _exit) on data prepared before the fork, and allocates nothing.
-    unsafe {
-        command.pre_exec(move || {
-            if libc::prctl(
-                libc::PR_SET_PDEATHSIG,
-                libc::SIGKILL as libc::c_ulong,
-                0,
-                0,
-                0,
-            ) != 0
-            {
-                return Err(io::Error::last_os_error());
-            }
-            // The parent may have died between fork and prctl: then no signal will come.
-            if libc::getppid() != parent {
-                libc::_exit(1);
-            }
-            for path in &procs {
-                let fd = libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
-                if fd >= 0 {
-                    // "0" moves the writing process itself.
-                    libc::write(fd, b"0".as_ptr().cast(), 1);
-                    libc::close(fd);
-                }
-            }
-            Ok(())
-        });
-    }
+    crate::sys::bind_child(&mut command, cgroup_procs.to_vec());
     let mut child = command.spawn()?;
     if let (Some(out), Some(err)) = (child.stdout.take(), child.stderr.take()) {
         match launch.server_logs {
@@ -130,38 +99,24 @@ pub fn spawn(launch: &Launch, cgroup_procs: &[std::ffi::CString]) -> io::Result<
     Ok(child)
 }
 
-fn signal_group(pgid: u32, signal: libc::c_int) {
-    let Ok(pgid) = libc::pid_t::try_from(pgid) else {
-        return;
-    };
-    if pgid <= 1 {
-        return;
-    }
-    #[allow(unsafe_code)]
-    // SAFETY: kill(2) with a negative pid signals a process group; no memory is involved.
-    unsafe {
-        libc::kill(-pgid, signal);
-    }
-}
-
 /// SIGTERM to the whole process group, then SIGKILL after `grace`. Returns once the child is
 /// reaped. Helpers that left the group are ended by the caller through the cgroup.
 pub async fn stop(child: &mut Child, grace: Duration) {
     let Some(pid) = child.id() else {
         return; // already reaped
     };
-    signal_group(pid, libc::SIGTERM);
+    crate::sys::signal_group(pid, libc::SIGTERM);
     if tokio::time::timeout(grace, child.wait()).await.is_err() {
-        signal_group(pid, libc::SIGKILL);
+        crate::sys::signal_group(pid, libc::SIGKILL);
         let _ = child.wait().await;
     }
     // Helpers that ignored SIGTERM must not outlive their leader.
-    signal_group(pid, libc::SIGKILL);
+    crate::sys::signal_group(pid, libc::SIGKILL);
 }
 
 /// SIGKILL to the process group of a leader that already exited (its helpers may live on).
 pub fn kill_group(pid: u32) {
-    signal_group(pid, libc::SIGKILL);
+    crate::sys::signal_group(pid, libc::SIGKILL);
 }
 
 /// The program to run: `mcp-fleet` means this very binary; a relative path with a slash is

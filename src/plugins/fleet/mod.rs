@@ -328,7 +328,8 @@ impl Fleet {
                 .flat_map(|set| set.all.iter())
                 .map(|b| (b.addr, b))
                 .collect();
-        let plan = lock(&self.inner.plan).clone();
+        // Lock order: plan, then servers (see the module doc); no copy of the plan needed.
+        let plan = lock(&self.inner.plan);
         let servers = lock(&self.inner.servers);
         plan.iter()
             .enumerate()

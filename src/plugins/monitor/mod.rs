@@ -405,10 +405,7 @@ impl Monitor {
     fn health(&self) -> Response<Full<Bytes>> {
         let mut health = self.registry.load().health(false, &self.registry.labels());
         let ok = health.status.http_status() == 200;
-        health.labels.insert(
-            "uptime_s".into(),
-            self.started.elapsed().as_secs().to_string(),
-        );
+        health.uptime_s = Some(self.started.elapsed().as_secs());
         json_reply(
             if ok {
                 StatusCode::OK
