@@ -33,6 +33,10 @@ pub enum ServerHealth {
     Unhealthy,
 }
 
+/// Where a bridged stdio server answers the fleet's health checker (the bridge serves it; the
+/// checker asks it); answering never starts a child or a session.
+pub const BRIDGE_HEALTH_PATH: &str = "/.mcp-fleet/bridge-health";
+
 /// One server of `GET /servers`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ServerInfo {
@@ -49,6 +53,38 @@ pub struct ServerInfo {
     pub last_error: Option<String>,
     pub health: ServerHealth,
     pub draining: bool,
+    /// A stdio server's bridge: its children and sessions (absent for HTTP servers).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stdio: Option<StdioInfo>,
+}
+
+/// What a bridged (stdio) server holds and has done since it started.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StdioInfo {
+    pub children: u64,
+    pub sessions: u64,
+    pub spawns: u64,
+    pub spawn_failures: u64,
+    /// Children ended because their session (or the shared child) sat idle.
+    pub reaps: u64,
+    pub exits: StdioExits,
+    pub non_json_lines: u64,
+    pub oversized_lines: u64,
+    /// Processes found alive after their child was ended and its cgroup killed (expected 0).
+    pub outlived: u64,
+    /// Sessions closed because their client stopped reading.
+    pub slow_closed: u64,
+    /// Requests answered 503 for want of a session or child slot.
+    pub refused: u64,
+}
+
+/// Children's exits by cause.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StdioExits {
+    pub stopped: u64,
+    pub exited: u64,
+    pub crashed: u64,
+    pub oom: u64,
 }
 
 /// What a history entry records.

@@ -81,6 +81,8 @@ pub const LOG_KEEP: i64 = 3;
 pub const MEMORY_INTERVAL: Duration = secs(5);
 pub const MEMORY_BUDGET_PERCENT: u32 = 80;
 pub const KERNEL_MEMORY_LIMIT: bool = true;
+/// Children of stdio servers at once across the fleet (each a process like an HTTP server).
+pub const MAX_CHILDREN: i64 = 1000;
 pub const MCP_PATH: &str = "/mcp";
 
 // [session]
@@ -96,6 +98,12 @@ pub const DNS_NXDOMAIN_LIMIT: i64 = 3;
 
 // [categories.*]
 pub const WEIGHT: i64 = 1;
+
+// [categories.*] with transport = "stdio"
+/// Sessions one bridged server holds (each its own child under `isolation = "session"`).
+pub const MAX_SESSIONS: i64 = 50;
+/// A session (and its child) with nothing in flight and no open stream is ended after this.
+pub const STDIO_IDLE_TIMEOUT: Duration = secs(600);
 
 /// The seed design's memory policy: database 150 MB, ai-ml 200, filesystem 100, others 128.
 pub fn max_memory_mb(category: &str) -> u64 {

@@ -258,6 +258,9 @@ pub struct FleetConfig {
     pub memory_budget: MemoryBudget,
     /// Also have the kernel enforce `max_memory_mb` (a memory cgroup per server) where it can.
     pub kernel_memory_limit: bool,
+    /// Children of stdio servers alive at once across the fleet; a session that would need
+    /// another gets 503.
+    pub max_children: usize,
 }
 
 /// `fleet.server_logs`: files under `log_dir` (rotated), or this process's stdout, each line
@@ -315,6 +318,39 @@ pub struct CategoryConfig {
     pub cwd: Option<PathBuf>,
     pub memory_action: MemoryAction,
     pub discover: Option<Discover>,
+    /// `transport = "stdio"`: the servers speak JSON-RPC lines on stdin/stdout and mcp-fleet
+    /// bridges each to Streamable HTTP on its address. `None`: they listen on `{port}` themselves.
+    pub stdio: Option<StdioConfig>,
+}
+
+/// How a stdio category's servers are bridged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StdioConfig {
+    pub isolation: Isolation,
+    /// Sessions one server holds; `initialize` beyond it gets 503 and `Retry-After`.
+    pub max_sessions: usize,
+    /// A session with nothing in flight and no open stream for this long is ended (its child
+    /// stopped under `session` isolation).
+    pub idle_timeout: Duration,
+    pub start: StartMode,
+}
+
+/// Which child a session talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Isolation {
+    /// Its own child, started by its `initialize` and ended by its `DELETE`.
+    Session,
+    /// One long-lived child per server, shared by every session (ids rewritten per client).
+    Shared,
+}
+
+/// When a bridged server starts a child.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartMode {
+    /// Only when a request needs one.
+    OnDemand,
+    /// At once (the shared child, or one warm spare for the next session).
+    Eager,
 }
 
 impl CategoryConfig {

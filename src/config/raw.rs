@@ -140,6 +140,7 @@ pub struct RawFleet {
     pub memory_interval: Option<String>,
     pub memory_budget: Option<String>,
     pub kernel_memory_limit: Option<bool>,
+    pub max_children: Option<i64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -159,4 +160,9 @@ pub struct RawCategory {
     pub cwd: Option<String>,
     pub memory_action: Option<String>,
     pub discover: Option<RawDiscover>,
+    pub transport: Option<String>,
+    pub isolation: Option<String>,
+    pub max_sessions: Option<i64>,
+    pub idle_timeout: Option<String>,
+    pub start: Option<String>,
 }

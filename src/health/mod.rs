@@ -20,7 +20,7 @@ mod probe;
 
 pub use probe::check;
 
-use crate::config::HealthConfig;
+use crate::config::{HealthConfig, HealthKind};
 use crate::upstream::Registry;
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
@@ -168,7 +168,12 @@ async fn run(registry: Arc<Registry>, mut shutdown: watch::Receiver<bool>) {
             st.healthy = t.healthy;
             if !st.checking && st.due <= now {
                 st.checking = true;
-                let (tx, permits, kind) = (tx.clone(), Arc::clone(&permits), config.kind.clone());
+                let kind = if t.bridged {
+                    bridged_kind(&config.kind)
+                } else {
+                    config.kind.clone()
+                };
+                let (tx, permits) = (tx.clone(), Arc::clone(&permits));
                 let (addr, epoch, path, timeout) =
                     (t.addr, t.ready_epoch, t.mcp_path, config.timeout);
                 tokio::spawn(async move {
@@ -303,5 +308,17 @@ fn summarise_first_rounds(
             tracing::warn!(%category, "first health round: {healthy} of {planned} servers in rotation; the others are not up or fail their check (see the warnings above)");
         }
         summarised.insert(Arc::clone(category));
+    }
+}
+
+/// The check of a bridged stdio server: a TCP connect stays one, anything else asks the bridge's
+/// health path (an MCP round trip would start a child and use up a session each time).
+fn bridged_kind(kind: &HealthKind) -> HealthKind {
+    match kind {
+        HealthKind::Tcp => HealthKind::Tcp,
+        HealthKind::Http { .. } | HealthKind::Mcp => HealthKind::Http {
+            path: crate::api::BRIDGE_HEALTH_PATH.into(),
+            expect_status: 200,
+        },
     }
 }

@@ -72,6 +72,20 @@ pub fn signal_group(pgid: u32, signal: libc::c_int) {
     }
 }
 
+/// Sends `signal` to one process (never to pid 0 or 1).
+pub fn signal_process(pid: u32, signal: libc::c_int) {
+    let Ok(pid) = libc::pid_t::try_from(pid) else {
+        return;
+    };
+    if pid <= 1 {
+        return;
+    }
+    // SAFETY: kill(2) on one pid; no memory is involved.
+    unsafe {
+        libc::kill(pid, signal);
+    }
+}
+
 /// Makes the child `command` starts die with this process (`PR_SET_PDEATHSIG`, checked against
 /// a parent that died before it took effect) and join the cgroups whose `cgroup.procs` files are
 /// `procs` before it execs, so not even its first fork escapes them.

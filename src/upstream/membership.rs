@@ -64,6 +64,7 @@ pub(super) fn desired_members(
             CategoryMembers {
                 name: c.name.as_str().into(),
                 mcp_path: c.mcp_path.as_str().into(),
+                bridged: c.stdio.is_some(),
                 strategy: c.strategy,
                 hash_header: c
                     .hash_header

@@ -200,6 +200,9 @@ pub struct Drained {
 struct CategoryMembers {
     name: Arc<str>,
     mcp_path: Arc<str>,
+    /// Its spawned servers are stdio servers the fleet bridges: their checker asks the bridge's
+    /// health path, which never starts a child (`fleet::BRIDGE_HEALTH_PATH`).
+    bridged: bool,
     strategy: StrategyKind,
     hash_header: Option<http::HeaderName>,
     proxy: Arc<ProxyConfig>,
@@ -277,6 +280,8 @@ pub struct HealthTarget {
     pub category: Arc<str>,
     pub addr: SocketAddr,
     pub mcp_path: Arc<str>,
+    /// A bridged stdio server (see `CategoryMembers::bridged`).
+    pub bridged: bool,
     pub healthy: bool,
     pub ready_epoch: u64,
 }
@@ -477,6 +482,7 @@ impl Registry {
                         category: Arc::clone(&c.name),
                         addr: m.backend.addr,
                         mcp_path: Arc::clone(&c.mcp_path),
+                        bridged: c.bridged && m.backend.origin == backend::Origin::Spawned,
                         healthy: m.backend.healthy,
                         ready_epoch: m.ready_epoch,
                     })

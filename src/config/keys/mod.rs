@@ -324,6 +324,11 @@ pub static KEYS: &[Key] = &[
         "deployments and the memory alert from now on",
         |c| c.fleet.memory_budget
     ),
+    applied!(
+        "fleet.max_children",
+        "children started from now on (running ones are not stopped)",
+        |c| c.fleet.max_children
+    ),
     restart!(
         "fleet.kernel_memory_limit",
         "the cgroup layer is chosen at start",
@@ -371,6 +376,11 @@ pub static CATEGORY_KEYS: &[CategoryKey] = &[
         "resolved at once; servers the new answer lacks drain, new ones join when healthy",
         |c| c.discover
     ),
+    category_key!("transport", REPLACE, |c| if c.stdio.is_some() { "stdio" } else { "http" }),
+    category_key!("isolation", REPLACE, |c| c.stdio.map(|s| s.isolation)),
+    category_key!("max_sessions", REPLACE, |c| c.stdio.map(|s| s.max_sessions)),
+    category_key!("idle_timeout", REPLACE, |c| c.stdio.map(|s| s.idle_timeout)),
+    category_key!("start", REPLACE, |c| c.stdio.map(|s| s.start)),
 ];
 
 /// Every key whose value differs, in table order, then categories in config order (a category

@@ -23,6 +23,7 @@ pub(in crate::config) fn category(
     errors: &mut Errors,
 ) -> CategoryConfig {
     let key = |k: &str| format!("categories.{name}.{k}");
+    let stdio = super::stdio::stdio(&name, &c, c.command.is_some(), errors);
     if !valid_category_name(&name) {
         errors.push(ConfigError::new(
             format!("categories.{name}"),
@@ -170,6 +171,7 @@ pub(in crate::config) fn category(
         errors,
     );
     CategoryConfig {
+        stdio,
         discover,
         env: env_table(&key("env"), c.env, errors),
         cwd: c.cwd.as_deref().map(|p| resolve(base, p)),

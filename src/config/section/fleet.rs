@@ -105,6 +105,13 @@ pub(in crate::config) fn fleet(
             errors,
         ),
         memory_budget: memory_budget(f.memory_budget.as_deref(), errors),
+        max_children: bounded(
+            "fleet.max_children",
+            f.max_children,
+            d::MAX_CHILDREN,
+            1..=100_000,
+            errors,
+        ) as usize,
     };
     let mcp = mcp_path("fleet.mcp_path", f.mcp_path.as_deref(), d::MCP_PATH, errors);
     (fleet, mcp)

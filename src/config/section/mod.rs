@@ -8,6 +8,7 @@ mod health;
 mod monitor;
 mod proxy;
 mod session;
+mod stdio;
 
 use super::error::ConfigError;
 use super::fields::Errors;

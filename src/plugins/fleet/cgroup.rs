@@ -205,6 +205,26 @@ impl ServerCgroup {
             .is_some_and(|d| write(&d.join("cgroup.kill"), "1"))
     }
 
+    /// Processes in the server's cgroup now (v2, else v1; 0 where it has none).
+    pub fn process_count(&self) -> usize {
+        [&self.v2, &self.v1]
+            .into_iter()
+            .flatten()
+            .find_map(|d| std::fs::read_to_string(d.join("cgroup.procs")).ok())
+            .map_or(0, |t| t.lines().filter(|l| !l.trim().is_empty()).count())
+    }
+
+    /// Kills every process of the server's cgroups one by one (v1, which has no `cgroup.kill`).
+    pub fn kill_listed(&self) {
+        for dir in [&self.v1, &self.v2].into_iter().flatten() {
+            if let Ok(text) = std::fs::read_to_string(dir.join("cgroup.procs")) {
+                for pid in text.lines().filter_map(|l| l.trim().parse::<u32>().ok()) {
+                    crate::sys::signal_process(pid, libc::SIGKILL);
+                }
+            }
+        }
+    }
+
     /// Times the kernel OOM-killed a process of this server (v1 `memory.oom_control` or v2
     /// `memory.events`).
     pub fn oom_kills(&self) -> u64 {

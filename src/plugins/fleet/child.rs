@@ -59,23 +59,7 @@ pub fn base_env() -> Vec<(String, String)> {
 /// blocking-pool thread that may exit when idle. It joins its cgroups itself, before exec, so
 /// not even its first fork escapes them.
 pub fn spawn(launch: &Launch, cgroup_procs: &[std::ffi::CString]) -> io::Result<Child> {
-    if let Some(dir) = launch.log_file.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    let mut command = Command::new(&launch.program);
-    command
-        .args(&launch.args)
-        .current_dir(&launch.cwd)
-        .env_clear()
-        .envs(launch.env.iter().map(|(k, v)| (k, v)))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        // Its own group, so stopping it reaches any helpers it forked.
-        .process_group(0);
-    crate::sys::bind_child(&mut command, cgroup_procs.to_vec());
-    let mut child = command.spawn()?;
+    let mut child = command(launch, cgroup_procs, Stdio::null())?.spawn()?;
     if let (Some(out), Some(err)) = (child.stdout.take(), child.stderr.take()) {
         match launch.server_logs {
             crate::config::ServerLogs::Files => {
@@ -97,6 +81,50 @@ pub fn spawn(launch: &Launch, cgroup_procs: &[std::ffi::CString]) -> io::Result<
         }
     }
     Ok(child)
+}
+
+/// The command for one server process: its own process group, its cgroups, the bounded
+/// environment, stdout and stderr piped; `stdin` as the caller needs it.
+fn command(
+    launch: &Launch,
+    cgroup_procs: &[std::ffi::CString],
+    stdin: Stdio,
+) -> io::Result<Command> {
+    if let Some(dir) = launch.log_file.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let mut command = Command::new(&launch.program);
+    command
+        .args(&launch.args)
+        .current_dir(&launch.cwd)
+        .env_clear()
+        .envs(launch.env.iter().map(|(k, v)| (k, v)))
+        .stdin(stdin)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        // Its own group, so stopping it reaches any helpers it forked.
+        .process_group(0);
+    crate::sys::bind_child(&mut command, cgroup_procs.to_vec());
+    Ok(command)
+}
+
+/// A stdio server's child: like `spawn`, but its stdin and stdout are the JSON-RPC channel,
+/// handed to the caller; only stderr goes to the log (`log`).
+pub fn spawn_stdio(
+    launch: &Launch,
+    cgroup_procs: &[std::ffi::CString],
+    log: &super::logfile::Sink,
+    prefix: String,
+) -> io::Result<(Child, tokio::process::ChildStdin, tokio::process::ChildStdout)> {
+    let mut child = command(launch, cgroup_procs, Stdio::piped())?.spawn()?;
+    let (Some(stdin), Some(stdout), Some(stderr)) =
+        (child.stdin.take(), child.stdout.take(), child.stderr.take())
+    else {
+        return Err(io::Error::other("the child's pipes were not opened"));
+    };
+    tokio::spawn(super::logfile::copy_lines(stderr, log.clone(), prefix));
+    Ok((child, stdin, stdout))
 }
 
 /// SIGTERM to the whole process group, then SIGKILL after `grace`. Returns once the child is

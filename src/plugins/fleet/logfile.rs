@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use tokio::io::AsyncReadExt;
 use tokio::process::{ChildStderr, ChildStdout};
 
-struct Rotating {
+pub struct Rotating {
     path: PathBuf,
     file: Option<File>,
     written: u64,
@@ -126,6 +126,61 @@ fn take_lines(id: &str, pending: &mut Vec<u8>, out: &mut Vec<u8>) {
 fn end_line(pending: &mut Vec<u8>) {
     if !pending.is_empty() {
         pending.push(b'\n');
+    }
+}
+
+/// Where the stderr of a stdio server's children goes: its one rotating log file (children of
+/// one server share it, so rotation stays in one hand), or this process's stdout.
+#[derive(Clone)]
+pub enum Sink {
+    File(std::sync::Arc<std::sync::Mutex<Rotating>>),
+    Stdout,
+}
+
+impl Sink {
+    pub fn new(server_logs: crate::config::ServerLogs, path: PathBuf, max: u64, keep: u32) -> Self {
+        match server_logs {
+            crate::config::ServerLogs::Files => Self::File(std::sync::Arc::new(
+                std::sync::Mutex::new(Rotating::open(path, max, keep)),
+            )),
+            crate::config::ServerLogs::Stdout => Self::Stdout,
+        }
+    }
+}
+
+/// Copies one stream, line by line with `prefix` in front of each (which child wrote it), to
+/// `sink` until it closes.
+pub async fn copy_lines<R: tokio::io::AsyncRead + Unpin>(mut from: R, sink: Sink, prefix: String) {
+    let mut buf = [0u8; 2048];
+    let mut pending = Vec::new();
+    let mut lines = Vec::new();
+    loop {
+        let open = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => {
+                end_line(&mut pending);
+                false
+            }
+            Ok(n) => {
+                pending.extend_from_slice(&buf[..n]);
+                true
+            }
+        };
+        take_lines(&prefix, &mut pending, &mut lines);
+        if !lines.is_empty() {
+            match &sink {
+                Sink::File(log) => log
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .write(&lines),
+                Sink::Stdout => {
+                    let _ = std::io::stdout().lock().write_all(&lines);
+                }
+            }
+            lines.clear();
+        }
+        if !open {
+            return;
+        }
     }
 }
 

@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 /// What a server takes before any has been measured: a built-in server's PSS is under 1 MiB,
 /// its RSS about 5 MiB; 8 MiB keeps admission on the safe side for unknown commands.
-const FIRST_SERVER_GUESS: u64 = 8 << 20;
+pub(super) const FIRST_SERVER_GUESS: u64 = 8 << 20;
 
 /// A running server as the memory watcher sees it.
 #[derive(Debug, Clone)]
@@ -35,13 +35,6 @@ impl Fleet {
         if n == 0 {
             return Ok(());
         }
-        let Some((total, available)) = meminfo() else {
-            return Ok(()); // no /proc/meminfo: nothing to measure against
-        };
-        let budget = match self.inner.settings().memory_budget {
-            MemoryBudget::Percent(p) => total / 100 * u64::from(p),
-            MemoryBudget::Bytes(b) => b,
-        };
         let sampled: Vec<u64> = self
             .memory_targets()
             .iter()
@@ -51,6 +44,19 @@ impl Fleet {
             FIRST_SERVER_GUESS
         } else {
             sampled.iter().sum::<u64>() / sampled.len() as u64
+        };
+        budget_allows(self.inner.settings().memory_budget, n, per_server)
+    }
+}
+
+/// Whether `n` more processes of about `per_server` bytes each keep the machine within `budget`.
+pub(super) fn budget_allows(budget: MemoryBudget, n: usize, per_server: u64) -> Result<(), String> {
+        let Some((total, available)) = meminfo() else {
+            return Ok(()); // no /proc/meminfo: nothing to measure against
+        };
+        let budget = match budget {
+            MemoryBudget::Percent(p) => total / 100 * u64::from(p),
+            MemoryBudget::Bytes(b) => b,
         };
         let used = total.saturating_sub(available);
         let expected = used + per_server * n as u64;
@@ -64,8 +70,9 @@ impl Fleet {
             ));
         }
         Ok(())
-    }
+}
 
+impl Fleet {
     /// Running servers with their memory policy, for the memory watcher. The policy comes from
     /// the current plan, so a reload that changes `max_memory_mb` or `memory_action` applies to
     /// the watcher at once (the kernel limit follows at the server's next start).

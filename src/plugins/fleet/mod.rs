@@ -22,6 +22,7 @@ mod logfile;
 mod memory;
 mod plan;
 mod ports;
+mod stdio;
 mod supervisor;
 
 pub use cgroup::MemoryLayer;
@@ -78,6 +79,7 @@ pub struct FleetSettings {
     pub deploy_on_start: DeployOnStart,
     pub memory_interval: Duration,
     pub memory_budget: crate::config::MemoryBudget,
+    pub max_children: usize,
 }
 
 impl FleetSettings {
@@ -93,6 +95,7 @@ impl FleetSettings {
             deploy_on_start: f.deploy_on_start,
             memory_interval: f.memory_interval,
             memory_budget: f.memory_budget,
+            max_children: f.max_children,
         }
     }
 }
@@ -123,6 +126,8 @@ pub struct Inner {
     ready: AtomicUsize,
     pub(crate) cgroups: cgroup::Cgroups,
     memory_events: Mutex<VecDeque<MemoryEvent>>,
+    /// Children of stdio servers alive now, across the fleet (`fleet.max_children`).
+    pub(crate) children: AtomicUsize,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -214,6 +219,7 @@ impl Fleet {
                 ready: AtomicUsize::new(0),
                 cgroups,
                 memory_events: Mutex::new(VecDeque::new()),
+                children: AtomicUsize::new(0),
             }),
         }
     }
@@ -356,6 +362,10 @@ impl Fleet {
                     last_error: st.last_error.clone(),
                     health,
                     draining: backend.is_some_and(|b| b.draining),
+                    stdio: st
+                        .bridge
+                        .as_ref()
+                        .map(|b| b.stats.snapshot(b.session_count())),
                 })
             })
             .collect()

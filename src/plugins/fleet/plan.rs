@@ -31,6 +31,10 @@ pub struct ServerSpec {
     /// `max_memory_mb`, in bytes.
     pub memory_limit: u64,
     pub memory_action: crate::config::MemoryAction,
+    /// Bridged by this process (`transport = "stdio"`): `launch` is the child's command.
+    pub stdio: Option<crate::config::StdioConfig>,
+    /// The category's MCP path (what a bridge serves).
+    pub mcp_path: Arc<str>,
 }
 
 pub fn plan(config: &ValidConfig) -> Result<Vec<ServerSpec>, FleetError> {
@@ -78,6 +82,8 @@ pub fn plan(config: &ValidConfig) -> Result<Vec<ServerSpec>, FleetError> {
                 category: category.name.as_str().into(),
                 memory_limit: category.max_memory_mb << 20,
                 memory_action: category.memory_action,
+                stdio: category.stdio,
+                mcp_path: category.mcp_path.as_str().into(),
                 launch: Launch {
                     program: program.clone(),
                     args,
@@ -115,6 +121,8 @@ pub fn members(specs: &[ServerSpec]) -> Vec<SpawnedMember> {
 /// policy and log rotation, is read from the plan or applies at the next start).
 fn same_process(running: &ServerSpec, planned: &ServerSpec) -> bool {
     running.addr == planned.addr
+        && running.stdio == planned.stdio
+        && running.mcp_path == planned.mcp_path
         && running.launch.program == planned.launch.program
         && running.launch.args == planned.launch.args
         && running.launch.cwd == planned.launch.cwd

@@ -46,6 +46,8 @@ pub struct Status {
     pub last_error: Option<String>,
     /// The memory watcher's last sample of this server (PSS), while it runs.
     pub memory: Option<u64>,
+    /// A stdio server's bridge, while it runs.
+    pub bridge: Option<Arc<super::stdio::Bridge>>,
 }
 
 impl Default for Status {
@@ -59,6 +61,7 @@ impl Default for Status {
             recent: VecDeque::new(),
             last_error: None,
             memory: None,
+            bridge: None,
         }
     }
 }
@@ -182,10 +185,10 @@ async fn wait_ready(
 }
 
 /// Reports the first start's outcome to whoever deployed the server.
-struct FirstStart(Option<oneshot::Sender<Result<(), String>>>);
+pub(super) struct FirstStart(Option<oneshot::Sender<Result<(), String>>>);
 
 impl FirstStart {
-    fn report(&mut self, outcome: Result<(), String>) {
+    pub(super) fn report(&mut self, outcome: Result<(), String>) {
         if let Some(tx) = self.0.take() {
             let _ = tx.send(outcome);
         }
@@ -295,7 +298,7 @@ pub async fn supervise(
     first.report(Err("stopped before it was ready".into()));
 }
 
-enum RunEnd {
+pub(super) enum RunEnd {
     Stop,
     Restart,
     Exited { stable: bool },
@@ -303,7 +306,7 @@ enum RunEnd {
 
 /// A start that did not get as far as a ready server: recorded, reported to the deployer, and
 /// treated like an exit (back-off, restart budget).
-fn fail_start(status: &SharedStatus, why: String, first: &mut FirstStart) -> RunEnd {
+pub(super) fn fail_start(status: &SharedStatus, why: String, first: &mut FirstStart) -> RunEnd {
     let mut st = lock(status);
     st.last_error = Some(why.clone());
     st.pid = None;
@@ -321,6 +324,9 @@ async fn run_once(
     shutdown: &mut watch::Receiver<bool>,
     first: &mut FirstStart,
 ) -> RunEnd {
+    if spec.stdio.is_some() {
+        return super::stdio::run(spec, status, inner, settings, desired, shutdown, first).await;
+    }
     if let Err(e) = port_is_free(spec.addr) {
         tracing::error!(server = %spec.id, port = spec.addr.port(), error = %e, "port is in use by another process");
         return fail_start(

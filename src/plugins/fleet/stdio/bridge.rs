@@ -1,0 +1,658 @@
+//! One bridged server's state: its sessions, its children (one per session, or one shared),
+//! where a child's unasked messages go, and the limits (sessions per server, children in the
+//! fleet, the memory budget) a new child must pass. The HTTP side (`http`) calls it; it never
+//! sees HTTP.
+
+use super::link::{Link, LinkError, Router, Start};
+use super::message::{self, Msg, Shape};
+use super::stats::{Exit, Stats};
+use crate::config::{Isolation, StartMode, StdioConfig};
+use serde_json::{json, Value};
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+
+/// Messages kept for a session that has no stream open to take them; the oldest go first.
+const BACKLOG: usize = 256;
+/// How long the bridge waits for a child to answer its own `initialize` (shared children).
+const HANDSHAKE: Duration = Duration::from_secs(30);
+
+/// Why a request cannot be served now: the HTTP side turns it into a status and a JSON-RPC error.
+#[derive(Debug, thiserror::Error)]
+pub enum Refusal {
+    #[error("this server holds its limit of {0} sessions; try again later")]
+    Sessions(usize),
+    #[error("the fleet runs its limit of {0} stdio children (fleet.max_children); try again later")]
+    Children(usize),
+    #[error("{0}")]
+    Memory(String),
+    #[error("cannot start the server: {0}")]
+    Spawn(String),
+    #[error("the server process exited before it answered")]
+    Gone,
+    #[error("the server is shutting down")]
+    Closing,
+}
+
+impl From<LinkError> for Refusal {
+    fn from(_: LinkError) -> Self {
+        Self::Gone
+    }
+}
+
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Where messages for a session wait for its client.
+#[derive(Default)]
+struct Outbox {
+    stream: Option<mpsc::Sender<Value>>,
+    backlog: VecDeque<Value>,
+}
+
+pub struct Session {
+    pub id: Arc<str>,
+    /// Its own child (`isolation = "session"`).
+    pub link: Option<Arc<Link>>,
+    outbox: Mutex<Outbox>,
+    /// Resource URIs it subscribed to (shared children: updates go to subscribers only).
+    subscriptions: Mutex<HashSet<String>>,
+    last_used: Mutex<Instant>,
+}
+
+impl Session {
+    fn new(id: Arc<str>, link: Option<Arc<Link>>) -> Self {
+        Self {
+            id,
+            link,
+            outbox: Mutex::default(),
+            subscriptions: Mutex::default(),
+            last_used: Mutex::new(Instant::now()),
+        }
+    }
+
+    pub fn touch(&self) {
+        *lock(&self.last_used) = Instant::now();
+    }
+
+    /// Opens the session's stream (`GET`): what waited in the backlog comes first. `None`
+    /// when one is open already.
+    pub fn open_stream(&self) -> Option<mpsc::Receiver<Value>> {
+        let mut out = lock(&self.outbox);
+        if out.stream.as_ref().is_some_and(|s| !s.is_closed()) {
+            return None;
+        }
+        let (tx, rx) = mpsc::channel(super::link::STREAM_QUEUE);
+        while let Some(m) = out.backlog.pop_front() {
+            if tx.try_send(m).is_err() {
+                break;
+            }
+        }
+        out.stream = Some(tx);
+        Some(rx)
+    }
+
+    fn has_stream(&self) -> bool {
+        lock(&self.outbox)
+            .stream
+            .as_ref()
+            .is_some_and(|s| !s.is_closed())
+    }
+
+    /// Queues `msg` for the client. `false`: its stream is full (the client stopped reading).
+    pub fn push(&self, msg: Value) -> bool {
+        let mut out = lock(&self.outbox);
+        if let Some(tx) = out.stream.as_ref().filter(|s| !s.is_closed()) {
+            return match tx.try_send(msg) {
+                Ok(()) => true,
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    out.stream = None;
+                    false
+                }
+                Err(mpsc::error::TrySendError::Closed(m)) => {
+                    out.stream = None;
+                    out.backlog.push_back(m);
+                    true
+                }
+            };
+        }
+        out.backlog.push_back(msg);
+        while out.backlog.len() > BACKLOG {
+            out.backlog.pop_front();
+        }
+        true
+    }
+
+    fn idle(&self, timeout: Duration) -> bool {
+        lock(&self.last_used).elapsed() >= timeout
+            && !self.has_stream()
+            && self.link.as_ref().is_none_or(|l| l.in_flight() == 0)
+    }
+}
+
+/// The shared child with what it answered the bridge's `initialize`.
+struct Shared {
+    link: Arc<Link>,
+    init: Value,
+}
+
+/// What the bridge needs of the fleet to start a child.
+pub struct Spawner {
+    pub server: Arc<str>,
+    pub launch: super::super::child::Launch,
+    pub memory_limit: u64,
+    pub inner: Arc<super::super::Inner>,
+    pub log: super::super::logfile::Sink,
+}
+
+pub struct Bridge {
+    pub config: StdioConfig,
+    pub stats: Arc<Stats>,
+    spawner: Spawner,
+    sessions: Mutex<HashMap<Arc<str>, Arc<Session>>>,
+    shared: tokio::sync::Mutex<Option<Shared>>,
+    /// A started child waiting for the next session (`start = "eager"`, session isolation).
+    spare: Mutex<Option<Arc<Link>>>,
+    next_child: AtomicU64,
+    closing: AtomicBool,
+    me: Weak<Bridge>,
+}
+
+impl std::fmt::Debug for Bridge {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Bridge")
+            .field("server", &self.spawner.server)
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Bridge {
+    pub fn new(config: StdioConfig, spawner: Spawner) -> Arc<Self> {
+        Arc::new_cyclic(|me| Self {
+            config,
+            stats: Arc::new(Stats::default()),
+            spawner,
+            sessions: Mutex::default(),
+            shared: tokio::sync::Mutex::new(None),
+            spare: Mutex::new(None),
+            next_child: AtomicU64::new(0),
+            closing: AtomicBool::new(false),
+            me: me.clone(),
+        })
+    }
+
+    pub fn session(&self, id: &str) -> Option<Arc<Session>> {
+        lock(&self.sessions).get(id).cloned()
+    }
+
+    pub fn session_count(&self) -> usize {
+        lock(&self.sessions).len()
+    }
+
+    /// Starts what `start = "eager"` keeps ready: the shared child, or a spare for the next
+    /// session.
+    pub async fn warm(&self) {
+        if self.config.start != StartMode::Eager || self.closing.load(Ordering::Acquire) {
+            return;
+        }
+        let result = match self.config.isolation {
+            Isolation::Shared => self.shared_link().await.map(drop),
+            Isolation::Session => {
+                let have = lock(&self.spare).as_ref().is_some_and(|l| !l.is_gone());
+                if have {
+                    Ok(())
+                } else {
+                    self.spawn(None).map(|l| *lock(&self.spare) = Some(l))
+                }
+            }
+        };
+        if let Err(e) = result {
+            tracing::warn!(server = %self.spawner.server, error = %e, "cannot start the eager child");
+        }
+    }
+
+    /// A new session: its own child (session isolation) or a place at the shared child. The
+    /// `initialize` answer comes back with the client's id.
+    pub async fn open_session(&self, init: Msg) -> Result<(Arc<Session>, Value), Refusal> {
+        if self.session_count() >= self.config.max_sessions {
+            self.stats.refused.fetch_add(1, Ordering::Relaxed);
+            return Err(Refusal::Sessions(self.config.max_sessions));
+        }
+        let id: Arc<str> = new_session_id().into();
+        let client_id = init.get("id").cloned().unwrap_or(Value::Null);
+        match self.config.isolation {
+            Isolation::Shared => {
+                let guard = self.shared_link().await?;
+                let result = guard.1;
+                let session = Arc::new(Session::new(Arc::clone(&id), None));
+                lock(&self.sessions).insert(id, Arc::clone(&session));
+                Ok((session, message::result(client_id, result)))
+            }
+            Isolation::Session => {
+                let spare = lock(&self.spare).take().filter(|l| !l.is_gone());
+                let link = match spare {
+                    Some(l) => l,
+                    None => self.spawn(Some(Arc::clone(&id)))?,
+                };
+                // The spare was started for no session yet: this one is its session now.
+                let session = Arc::new(Session::new(Arc::clone(&id), Some(Arc::clone(&link))));
+                lock(&self.sessions).insert(Arc::clone(&id), Arc::clone(&session));
+                let answer = async {
+                    let (_, mut rx) = link.call(init, Some(Arc::clone(&id))).await?;
+                    rx.recv().await.ok_or(Refusal::Gone)
+                }
+                .await;
+                if let Some(me) = self.me.upgrade() {
+                    tokio::spawn(async move { me.warm().await });
+                }
+                match answer {
+                    Ok(v) if v.get("result").is_some() => Ok((session, v)),
+                    other => {
+                        self.end_session(&id, false);
+                        match other {
+                            Ok(v) => Err(Refusal::Spawn(
+                                v.get("error")
+                                    .map_or_else(|| v.to_string(), ToString::to_string),
+                            )),
+                            Err(e) => Err(e),
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Ends a session (its `DELETE`, idle reaping, or its child's exit).
+    pub fn end_session(&self, id: &str, reaped: bool) -> bool {
+        let Some(session) = lock(&self.sessions).remove(id) else {
+            return false;
+        };
+        if let Some(link) = &session.link {
+            if reaped {
+                self.stats.reaps.fetch_add(1, Ordering::Relaxed);
+            }
+            link.stop();
+        }
+        true
+    }
+
+    /// The link a request of `session` goes to (or of a stateless client: the shared child).
+    pub async fn link_for(&self, session: Option<&Session>) -> Result<Arc<Link>, Refusal> {
+        match session.and_then(|s| s.link.clone()) {
+            Some(link) if link.is_gone() => Err(Refusal::Gone),
+            Some(link) => Ok(link),
+            None => Ok(self.shared_link().await?.0),
+        }
+    }
+
+    /// The shared child's `initialize` answer (for `server/discover` of stateless clients).
+    pub async fn shared_init(&self) -> Result<Value, Refusal> {
+        Ok(self.shared_link().await?.1)
+    }
+
+    /// The shared child, started and initialised by the bridge when there is none.
+    async fn shared_link(&self) -> Result<(Arc<Link>, Value), Refusal> {
+        let mut shared = self.shared.lock().await;
+        if let Some(s) = shared.as_ref().filter(|s| !s.link.is_gone()) {
+            return Ok((Arc::clone(&s.link), s.init.clone()));
+        }
+        let link = self.spawn(None)?;
+        let init = json!({
+            "jsonrpc": "2.0", "id": 0, "method": "initialize",
+            "params": {"protocolVersion": message::PROTOCOL, "capabilities": {},
+                       "clientInfo": {"name": "mcp-fleet-bridge", "version": env!("CARGO_PKG_VERSION")}}
+        });
+        let answer = async {
+            let msg = init.as_object().cloned().unwrap_or_default();
+            let (_, mut rx) = link.call(msg, None).await?;
+            rx.recv().await.ok_or(Refusal::Gone)
+        };
+        let answer = match tokio::time::timeout(HANDSHAKE, answer).await {
+            Ok(Ok(v)) => v,
+            Ok(Err(e)) => {
+                link.stop();
+                return Err(e);
+            }
+            Err(_) => {
+                link.stop();
+                return Err(Refusal::Spawn(format!(
+                    "it did not answer initialize within {HANDSHAKE:?}"
+                )));
+            }
+        };
+        let Some(result) = answer.get("result").cloned() else {
+            link.stop();
+            return Err(Refusal::Spawn(format!(
+                "it refused initialize: {}",
+                answer.get("error").unwrap_or(&Value::Null)
+            )));
+        };
+        let done = json!({"jsonrpc": "2.0", "method": "notifications/initialized"});
+        if let Some(m) = done.as_object() {
+            link.send(m).await?;
+        }
+        *shared = Some(Shared {
+            link: Arc::clone(&link),
+            init: result.clone(),
+        });
+        Ok((link, result))
+    }
+
+    /// Starts a child (for `session`, or shared/spare when `None`) after the limits agree.
+    fn spawn(&self, session: Option<Arc<str>>) -> Result<Arc<Link>, Refusal> {
+        if self.closing.load(Ordering::Acquire) {
+            return Err(Refusal::Closing);
+        }
+        let inner = &self.spawner.inner;
+        let settings = inner.settings();
+        if inner.children.fetch_add(1, Ordering::AcqRel) >= settings.max_children {
+            inner.children.fetch_sub(1, Ordering::AcqRel);
+            self.stats.refused.fetch_add(1, Ordering::Relaxed);
+            return Err(Refusal::Children(settings.max_children));
+        }
+        let release = || {
+            inner.children.fetch_sub(1, Ordering::AcqRel);
+        };
+        if let Err(why) = super::super::memory::budget_allows(
+            settings.memory_budget,
+            1,
+            super::super::memory::FIRST_SERVER_GUESS,
+        ) {
+            release();
+            self.stats.refused.fetch_add(1, Ordering::Relaxed);
+            return Err(Refusal::Memory(why));
+        }
+        let number = self.next_child.fetch_add(1, Ordering::Relaxed) + 1;
+        let cgroup = inner.cgroups.prepare(
+            &format!("{}.{number}", self.spawner.server),
+            self.spawner.memory_limit,
+        );
+        let prefix = format!("{}.{number}", self.spawner.server);
+        let started = super::super::child::spawn_stdio(
+            &self.spawner.launch,
+            &cgroup.procs,
+            &self.spawner.log,
+            prefix,
+        );
+        let (child, stdin, stdout) = match started {
+            Ok(parts) => parts,
+            Err(e) => {
+                release();
+                cgroup.remove();
+                self.stats.spawn_failures.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(server = %self.spawner.server, program = %self.spawner.launch.program.display(), error = %e, "cannot start a stdio child");
+                return Err(Refusal::Spawn(e.to_string()));
+            }
+        };
+        self.stats.spawns.fetch_add(1, Ordering::Relaxed);
+        self.stats.children.fetch_add(1, Ordering::Relaxed);
+        let router = self.router(session.clone());
+        let me = self.me.clone();
+        let inner_for_exit = Arc::clone(inner);
+        let on_exit = Box::new(move |link: &Arc<Link>, exit: Exit| {
+            inner_for_exit.children.fetch_sub(1, Ordering::AcqRel);
+            if let Some(bridge) = me.upgrade() {
+                bridge.child_gone(link, exit);
+            }
+        });
+        Ok(Link::run(
+            child,
+            stdin,
+            stdout,
+            Start {
+                number,
+                router,
+                on_exit,
+                stats: Arc::clone(&self.stats),
+                grace: settings.stop_grace,
+                cgroup,
+                server: Arc::clone(&self.spawner.server),
+            },
+        ))
+    }
+
+    /// A child is gone: a session that had it as its own ends (its next request gets 404);
+    /// the shared child is started again by the next request that needs it.
+    fn child_gone(&self, link: &Arc<Link>, exit: Exit) {
+        if exit != Exit::Stopped {
+            tracing::warn!(server = %self.spawner.server, child = link.number, ?exit, "stdio child ended by itself");
+        }
+        let own: Vec<Arc<str>> = lock(&self.sessions)
+            .values()
+            .filter(|s| s.link.as_ref().is_some_and(|l| Arc::ptr_eq(l, link)))
+            .map(|s| Arc::clone(&s.id))
+            .collect();
+        for id in own {
+            lock(&self.sessions).remove(&id);
+        }
+        let mut spare = lock(&self.spare);
+        if spare.as_ref().is_some_and(|l| Arc::ptr_eq(l, link)) {
+            *spare = None;
+        }
+    }
+
+    /// Where a child's unasked messages go: to its session under session isolation; shared
+    /// children's notifications to every session (resource updates to subscribers only), their
+    /// requests refused.
+    fn router(&self, session: Option<Arc<str>>) -> Router {
+        let me = self.me.clone();
+        let isolation = self.config.isolation;
+        Arc::new(move |link: &Arc<Link>, msg: Msg| {
+            let Some(bridge) = me.upgrade() else { return };
+            match isolation {
+                Isolation::Session => bridge.to_own_session(link, session.as_deref(), msg),
+                Isolation::Shared => bridge.to_sessions(link, msg),
+            }
+        })
+    }
+
+    fn to_own_session(&self, link: &Arc<Link>, session: Option<&str>, msg: Msg) {
+        // A spare's session is whichever took it; look it up by its link.
+        let owner = match session {
+            Some(id) => self.session(id),
+            None => lock(&self.sessions)
+                .values()
+                .find(|s| s.link.as_ref().is_some_and(|l| Arc::ptr_eq(l, link)))
+                .cloned(),
+        };
+        let msg = Value::Object(msg);
+        // While a call is open the client expects the child's requests on that call's stream.
+        if let Some(stream) = link.newest_stream(None) {
+            if stream.try_send(msg.clone()).is_ok() {
+                return;
+            }
+        }
+        if let Some(s) = owner {
+            if !s.push(msg) {
+                self.stats.slow_closed.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    fn to_sessions(&self, link: &Arc<Link>, msg: Msg) {
+        if message::shape(&msg) == Some(Shape::Request) {
+            let id = msg.get("id").cloned().unwrap_or(Value::Null);
+            let answer = if message::method(&msg) == "ping" {
+                message::result(id, json!({}))
+            } else {
+                message::error(
+                    id,
+                    message::METHOD_NOT_FOUND,
+                    "this server is bridged with isolation = \"shared\": requests to clients \
+                     (sampling, elicitation, roots) are refused; use isolation = \"session\"",
+                )
+            };
+            let link = Arc::clone(link);
+            tokio::spawn(async move {
+                if let Some(m) = answer.as_object() {
+                    let _ = link.send(m).await;
+                }
+            });
+            return;
+        }
+        let uri = (message::method(&msg) == "notifications/resources/updated")
+            .then(|| {
+                msg.get("params")
+                    .and_then(|p| p.get("uri"))
+                    .and_then(Value::as_str)
+                    .map(str::to_owned)
+            })
+            .flatten();
+        let targets: Vec<Arc<Session>> = lock(&self.sessions)
+            .values()
+            .filter(|s| {
+                uri.as_ref()
+                    .is_none_or(|u| lock(&s.subscriptions).contains(u))
+            })
+            .cloned()
+            .collect();
+        let msg = Value::Object(msg);
+        for s in targets {
+            if !s.push(msg.clone()) {
+                // A client that stops reading cannot hold up the others: its session ends.
+                tracing::warn!(server = %self.spawner.server, session = %s.id, "session closed: its client stopped reading its stream");
+                self.stats.slow_closed.fetch_add(1, Ordering::Relaxed);
+                lock(&self.sessions).remove(&s.id);
+            }
+        }
+    }
+
+    /// Shared children: a session's `resources/subscribe` and `unsubscribe`. Returns the answer
+    /// when the bridge answers it itself (another session already holds the subscription at the
+    /// child, or still does).
+    pub fn subscription(&self, session: &Session, msg: &Msg) -> Option<Value> {
+        if self.config.isolation != Isolation::Shared {
+            return None;
+        }
+        let uri = msg.get("params")?.get("uri")?.as_str()?.to_owned();
+        let id = msg.get("id").cloned().unwrap_or(Value::Null);
+        let others = lock(&self.sessions)
+            .values()
+            .filter(|s| s.id != session.id)
+            .any(|s| lock(&s.subscriptions).contains(&uri));
+        match message::method(msg) {
+            "resources/subscribe" => {
+                lock(&session.subscriptions).insert(uri);
+                others.then(|| message::result(id, json!({})))
+            }
+            "resources/unsubscribe" => {
+                lock(&session.subscriptions).remove(&uri);
+                others.then(|| message::result(id, json!({})))
+            }
+            _ => None,
+        }
+    }
+
+    /// Ends idle sessions (and their children), and an on-demand shared child nobody uses.
+    pub async fn reap(&self) {
+        let timeout = self.config.idle_timeout;
+        let idle: Vec<Arc<str>> = lock(&self.sessions)
+            .values()
+            .filter(|s| s.idle(timeout))
+            .map(|s| Arc::clone(&s.id))
+            .collect();
+        for id in idle {
+            tracing::debug!(server = %self.spawner.server, session = %id, "idle session ended");
+            self.end_session(&id, true);
+        }
+        if self.config.start == StartMode::OnDemand && self.session_count() == 0 {
+            let mut shared = self.shared.lock().await;
+            if shared
+                .as_ref()
+                .is_some_and(|s| s.link.in_flight() == 0 && s.link.idle_for() >= timeout)
+            {
+                if let Some(s) = shared.take() {
+                    self.stats.reaps.fetch_add(1, Ordering::Relaxed);
+                    s.link.stop();
+                }
+            }
+        }
+    }
+
+    /// Whether the server can serve: its shared child answers `ping`, or, with no child, its
+    /// command can be started (never starts one).
+    pub async fn healthy(&self, timeout: Duration) -> Result<(), String> {
+        let link = self
+            .shared
+            .lock()
+            .await
+            .as_ref()
+            .filter(|s| !s.link.is_gone())
+            .map(|s| Arc::clone(&s.link));
+        if let Some(link) = link {
+            let ping = json!({"jsonrpc": "2.0", "id": 0, "method": "ping"});
+            let msg = ping.as_object().cloned().unwrap_or_default();
+            let answer = async {
+                let (_, mut rx) = link.call(msg, None).await.map_err(|e| e.to_string())?;
+                rx.recv().await.ok_or_else(|| "no answer".to_string())
+            };
+            return match tokio::time::timeout(timeout, answer).await {
+                Ok(Ok(v)) if v.get("result").is_some() => Ok(()),
+                Ok(Ok(v)) => Err(format!("ping answered {v}")),
+                Ok(Err(e)) => Err(e),
+                Err(_) => Err(format!("the shared child did not answer ping within {timeout:?}")),
+            };
+        }
+        startable(&self.spawner.launch)
+    }
+
+    /// Stops every child and refuses new ones (the server is stopping).
+    pub async fn close(&self) {
+        self.closing.store(true, Ordering::Release);
+        let mut links: Vec<Arc<Link>> = lock(&self.sessions)
+            .drain()
+            .filter_map(|(_, s)| s.link.clone())
+            .collect();
+        links.extend(lock(&self.spare).take());
+        links.extend(self.shared.lock().await.take().map(|s| s.link));
+        for l in &links {
+            l.stop();
+        }
+        for l in &links {
+            l.ended().await;
+        }
+    }
+}
+
+/// Whether `launch`'s program exists and is executable (looked up in its PATH if bare).
+fn startable(launch: &super::super::child::Launch) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt;
+    let executable = |p: &std::path::Path| {
+        std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    };
+    let program = &launch.program;
+    let found = if program.components().count() > 1 {
+        executable(program)
+    } else {
+        launch
+            .env
+            .iter()
+            .find(|(k, _)| k == "PATH")
+            .is_some_and(|(_, path)| path.split(':').any(|d| executable(&std::path::Path::new(d).join(program))))
+    };
+    if found {
+        Ok(())
+    } else {
+        Err(format!("{} is not an executable file", program.display()))
+    }
+}
+
+/// A session id nobody can guess: 128 random bits, hex.
+fn new_session_id() -> String {
+    let mut bytes = [0u8; 16];
+    if getrandom::getrandom(&mut bytes).is_err() {
+        // No randomness from the kernel: a counter and the clock still never repeat here.
+        static N: AtomicU64 = AtomicU64::new(0);
+        let n = N.fetch_add(1, Ordering::Relaxed);
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        bytes[..8].copy_from_slice(&n.to_le_bytes());
+        bytes[8..].copy_from_slice(&t.to_le_bytes());
+    }
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

@@ -1,0 +1,154 @@
+//! The stdio bridge: a server whose program speaks MCP over stdin and stdout (most published
+//! servers) is served on its address as Streamable HTTP by this process, so the proxy balances
+//! over it like any server. The bridge runs on the control thread with the supervisors, so
+//! its children are forked from that one long-lived thread (`PR_SET_PDEATHSIG`), each in its
+//! own process group and cgroup with the category's memory limit.
+//!
+//! Rooms: `message` (JSON-RPC as the bridge handles it), `link` (one child and the channel to
+//! it), `bridge` (sessions, children, limits, routing of what children send), `http` (the
+//! Streamable HTTP side), `stats` (what `/servers` shows). The supervisor calls `run` in place of
+//! starting an HTTP server process.
+
+mod bridge;
+mod http;
+mod link;
+mod message;
+mod stats;
+
+
+use super::supervisor::{fail_start, FirstStart, RunEnd, SharedStatus, Want};
+use super::{Inner, ServerSpec};
+use crate::api::ServerState;
+use hyper_util::rt::TokioIo;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+
+pub use bridge::Bridge;
+
+/// How long a health check's `ping` of the shared child may take.
+const PING_TIMEOUT: Duration = Duration::from_secs(2);
+
+fn bind(addr: std::net::SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(1024)
+}
+
+/// Serves one stdio server until it is stopped or restarted: listens on its address, starts
+/// children as its sessions need them, reaps idle ones, and ends them all when it stops.
+pub(super) async fn run(
+    spec: &ServerSpec,
+    status: &SharedStatus,
+    inner: &Arc<Inner>,
+    settings: &super::FleetSettings,
+    desired: &mut watch::Receiver<Desired>,
+    shutdown: &mut watch::Receiver<bool>,
+    first: &mut FirstStart,
+) -> RunEnd {
+    let Some(config) = spec.stdio else {
+        return fail_start(status, "not a stdio server".into(), first);
+    };
+    let listener = match bind(spec.addr) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!(server = %spec.id, port = spec.addr.port(), error = %e, "cannot listen for the stdio bridge");
+            return fail_start(
+                status,
+                format!("cannot listen on {}: {e}", spec.addr),
+                first,
+            );
+        }
+    };
+    let launch = &spec.launch;
+    let bridge = Bridge::new(
+        config,
+        bridge::Spawner {
+            server: Arc::clone(&spec.id),
+            launch: launch.clone(),
+            memory_limit: spec.memory_limit,
+            inner: Arc::clone(inner),
+            log: super::logfile::Sink::new(
+                launch.server_logs,
+                launch.log_file.clone(),
+                launch.log_max_size,
+                launch.log_keep,
+            ),
+        },
+    );
+    bridge.warm().await;
+    {
+        let mut st = status.write();
+        st.state = ServerState::Running;
+        st.pid = None;
+        st.up_since = Some(Instant::now());
+        st.last_error = None;
+        st.bridge = Some(Arc::clone(&bridge));
+    }
+    inner.registry.set_ready(&[(spec.addr, true)]);
+    first.report(Ok(()));
+    inner.census_up(&spec.id);
+    tracing::debug!(server = %spec.id, addr = %spec.addr, isolation = ?config.isolation, "stdio bridge listening");
+    let mcp_path: Arc<str> = spec.mcp_path.clone();
+    let mut connections = tokio::task::JoinSet::new();
+    let tick = (config.idle_timeout / 4).clamp(Duration::from_millis(100), Duration::from_secs(5));
+    let mut reaper = tokio::time::interval(tick);
+    let generation = desired.borrow().generation;
+    let end = loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let Ok((stream, _)) = accepted else {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                };
+                let _ = stream.set_nodelay(true);
+                let (bridge, path) = (Arc::clone(&bridge), Arc::clone(&mcp_path));
+                connections.spawn(async move {
+                    let service = hyper::service::service_fn(move |req| {
+                        http::handle(Arc::clone(&bridge), Arc::clone(&path), PING_TIMEOUT, req)
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .keep_alive(true)
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            _ = reaper.tick() => bridge.reap().await,
+            _ = shutdown.changed() => break RunEnd::Stop,
+            changed = desired.changed() => {
+                let d = *desired.borrow();
+                if changed.is_err() || d.want == Want::Stop {
+                    break RunEnd::Stop;
+                }
+                if d.want == Want::Restart && d.generation != generation {
+                    status.write().state = ServerState::Draining;
+                    inner.registry.set_ready(&[(spec.addr, false)]);
+                    let deadline = Instant::now() + settings.drain_timeout;
+                    if let Some(live) = inner.registry.live_state(spec.addr) {
+                        while live.in_flight() > 0 && Instant::now() < deadline {
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                        }
+                    }
+                    break RunEnd::Restart;
+                }
+            }
+        }
+    };
+    inner.registry.set_ready(&[(spec.addr, false)]);
+    drop(listener);
+    bridge.close().await;
+    connections.abort_all();
+    inner.census_down();
+    let mut st = status.write();
+    st.up_since = None;
+    st.bridge = None;
+    end
+}
+
+use super::supervisor::Desired;
