@@ -37,5 +37,9 @@ fn main() -> ExitCode {
         Command::Memory { config } => admin_call(&config, cli::memory::run),
         Command::Report { config, json } => cli::report::run(&config, json),
         Command::Reload { config } => admin_call(&config, |c| Ok(cli::reload::run(c))),
+        Command::ReapCgroups { dirs } => {
+            mcp_fleet::plugins::fleet::reaper::run(&dirs);
+            ExitCode::SUCCESS
+        }
     }
 }

@@ -98,6 +98,10 @@ pub enum Command {
         #[arg(long, default_value = "conf/fleet.toml")]
         config: PathBuf,
     },
+    /// The fleet's watchdog (started by `serve`, not by hand): when its stdin closes, kills what
+    /// is left in these cgroups and removes them.
+    #[command(name = "reap-cgroups", hide = true)]
+    ReapCgroups { dirs: Vec<PathBuf> },
     /// Run the built-in MCP server (Streamable HTTP on /mcp).
     Backend {
         #[arg(long)]

@@ -72,6 +72,16 @@ pub fn signal_group(pgid: u32, signal: libc::c_int) {
     }
 }
 
+/// SIGINT, SIGTERM and SIGHUP ignored (the fleet's watchdog ends only when its pipe closes).
+pub fn ignore_stop_signals() {
+    for signal in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+        // SAFETY: signal(2) with SIG_IGN installs no handler code.
+        unsafe {
+            libc::signal(signal, libc::SIG_IGN);
+        }
+    }
+}
+
 /// Sends `signal` to one process (never to pid 0 or 1).
 pub fn signal_process(pid: u32, signal: libc::c_int) {
     let Ok(pid) = libc::pid_t::try_from(pid) else {

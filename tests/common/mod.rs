@@ -119,6 +119,12 @@ impl Drop for Proc {
         let kids = children_of(pid);
         let _ = self.child.kill();
         let _ = self.child.wait();
+        // Children end with it (PDEATHSIG), and the fleet's watchdog ends what they forked
+        // before it exits: give them that moment before killing what is left.
+        let settle = Instant::now() + Duration::from_secs(2);
+        while kids.iter().any(|&k| alive(k)) && Instant::now() < settle {
+            std::thread::sleep(Duration::from_millis(10));
+        }
         for &kid in &kids {
             signal(kid, 9);
         }
@@ -128,6 +134,22 @@ impl Drop for Proc {
             std::thread::sleep(Duration::from_millis(10));
         }
     }
+}
+
+/// PIDs of every live process whose command line contains `marker`.
+pub fn processes_with(marker: &str) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| {
+                String::from_utf8_lossy(&c).replace('\0', " ").contains(marker)
+            }) && alive(*pid)
+        })
+        .collect()
 }
 
 /// Starts `mcp-fleet backend` on a free port and waits until it accepts connections.

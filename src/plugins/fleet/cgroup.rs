@@ -183,6 +183,11 @@ impl Cgroups {
 }
 
 impl Cgroups {
+    /// The fleet's cgroup folders (what the watchdog empties if `serve` dies).
+    pub fn dirs(&self) -> Vec<PathBuf> {
+        [&self.v1_memory, &self.v2].into_iter().flatten().cloned().collect()
+    }
+
     /// Removes the fleet's cgroup folders (called once every server has stopped).
     pub fn cleanup(&self) {
         for dir in [&self.v1_memory, &self.v2].into_iter().flatten() {

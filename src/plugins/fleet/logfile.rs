@@ -139,6 +139,9 @@ pub enum Sink {
 
 impl Sink {
     pub fn new(server_logs: crate::config::ServerLogs, path: PathBuf, max: u64, keep: u32) -> Self {
+        if let Some(dir) = path.parent() {
+            let _ = std::fs::create_dir_all(dir);
+        }
         match server_logs {
             crate::config::ServerLogs::Files => Self::File(std::sync::Arc::new(
                 std::sync::Mutex::new(Rotating::open(path, max, keep)),

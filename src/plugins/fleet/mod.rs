@@ -22,6 +22,7 @@ mod logfile;
 mod memory;
 mod plan;
 mod ports;
+pub mod reaper;
 mod stdio;
 mod supervisor;
 
@@ -128,6 +129,13 @@ pub struct Inner {
     memory_events: Mutex<VecDeque<MemoryEvent>>,
     /// Children of stdio servers alive now, across the fleet (`fleet.max_children`).
     pub(crate) children: AtomicUsize,
+    watchdog: Mutex<Option<Watchdog>>,
+}
+
+/// The running watchdog (`reaper`): its pipe open as long as this process lives.
+struct Watchdog {
+    child: std::process::Child,
+    pipe: std::process::ChildStdin,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -207,8 +215,20 @@ impl Fleet {
             },
             "memory enforcement"
         );
+        // The watchdog that ends the fleet's cgroups if this process dies without stopping them.
+        let watchdog = match cgroups.dirs() {
+            dirs if dirs.is_empty() || specs.is_empty() => None,
+            dirs => match reaper::start(&dirs) {
+                Ok((child, pipe)) => Some(Watchdog { child, pipe }),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot start the fleet's watchdog: a kill -9 of serve may leave helpers the servers forked");
+                    None
+                }
+            },
+        };
         Self {
             inner: Arc::new(Inner {
+                watchdog: Mutex::new(watchdog),
                 registry,
                 plan: Mutex::new(specs),
                 servers: Mutex::new(BTreeMap::new()),
@@ -410,5 +430,10 @@ impl Fleet {
             let _ = t.await;
         }
         self.inner.cgroups.cleanup();
+        // Every server is stopped: the watchdog finds nothing to do and exits.
+        if let Some(mut w) = lock(&self.inner.watchdog).take() {
+            drop(w.pipe);
+            let _ = w.child.wait();
+        }
     }
 }

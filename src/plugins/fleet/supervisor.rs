@@ -188,6 +188,11 @@ async fn wait_ready(
 pub(super) struct FirstStart(Option<oneshot::Sender<Result<(), String>>>);
 
 impl FirstStart {
+    /// Hands the report over (to a task that runs the start elsewhere), leaving this one empty.
+    pub(super) fn take(&mut self) -> Self {
+        Self(self.0.take())
+    }
+
     pub(super) fn report(&mut self, outcome: Result<(), String>) {
         if let Some(tx) = self.0.take() {
             let _ = tx.send(outcome);
@@ -325,7 +330,7 @@ async fn run_once(
     first: &mut FirstStart,
 ) -> RunEnd {
     if spec.stdio.is_some() {
-        return super::stdio::run(spec, status, inner, settings, desired, shutdown, first).await;
+        return super::stdio::serve(spec, status, inner, settings, desired, shutdown, first).await;
     }
     if let Err(e) = port_is_free(spec.addr) {
         tracing::error!(server = %spec.id, port = spec.addr.port(), error = %e, "port is in use by another process");

@@ -1,8 +1,11 @@
 //! The stdio bridge: a server whose program speaks MCP over stdin and stdout (most published
 //! servers) is served on its address as Streamable HTTP by this process, so the proxy balances
-//! over it like any server. The bridge runs on the control thread with the supervisors, so
-//! its children are forked from that one long-lived thread (`PR_SET_PDEATHSIG`), each in its
-//! own process group and cgroup with the category's memory limit.
+//! over it like any server. Bridges run on their own runtime (two worker threads made once and
+//! never ended), not on the control thread: a burst of sessions forks a child each, and the
+//! supervisors, the admin API and the bridges' health answers must not wait behind that. Its
+//! workers live as long as the process, so `PR_SET_PDEATHSIG` of the children they fork fires
+//! only when the process dies (a blocking-pool thread would not do: those exit when idle). Each
+//! child is in its own process group and cgroup with the category's memory limit.
 //!
 //! Rooms: `message` (JSON-RPC as the bridge handles it), `link` (one child and the channel to
 //! it), `bridge` (sessions, children, limits, routing of what children send), `http` (the
@@ -40,9 +43,75 @@ fn bind(addr: std::net::SocketAddr) -> std::io::Result<tokio::net::TcpListener> 
     socket.listen(1024)
 }
 
+/// Worker threads of the bridges' runtime.
+const WORKERS: usize = 2;
+
+/// The bridges' runtime, made at the first stdio server and kept for the life of the process.
+fn runtime() -> std::io::Result<&'static tokio::runtime::Runtime> {
+    static RUNTIME: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLock::new();
+    if let Some(rt) = RUNTIME.get() {
+        return Ok(rt);
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(WORKERS)
+        .thread_name("stdio-bridge")
+        .enable_all()
+        .build()?;
+    Ok(RUNTIME.get_or_init(|| rt))
+}
+
+/// Runs one stdio server's bridge on the bridges' runtime until it is stopped or restarted
+/// (what `run` does), for the supervisor on the control thread.
+pub(super) async fn serve(
+    spec: &ServerSpec,
+    status: &SharedStatus,
+    inner: &Arc<Inner>,
+    settings: &super::FleetSettings,
+    desired: &mut watch::Receiver<Desired>,
+    shutdown: &mut watch::Receiver<bool>,
+    first: &mut FirstStart,
+) -> RunEnd {
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(e) => return fail_start(status, format!("cannot start the bridge's threads: {e}"), first),
+    };
+    let (spec, status_c, inner, settings) = (
+        spec.clone(),
+        Arc::clone(status),
+        Arc::clone(inner),
+        settings.clone(),
+    );
+    let (mut desired_c, mut shutdown_c) = (desired.clone(), shutdown.clone());
+    let mut first_c = first.take();
+    let task = rt.spawn(async move {
+        let end = run(
+            &spec,
+            &status_c,
+            &inner,
+            &settings,
+            &mut desired_c,
+            &mut shutdown_c,
+            &mut first_c,
+        )
+        .await;
+        (end, first_c)
+    });
+    let outcome = task.await;
+    // The bridge saw the changes that ended it; the supervisor's receivers have seen them too.
+    desired.borrow_and_update();
+    shutdown.borrow_and_update();
+    match outcome {
+        Ok((end, back)) => {
+            *first = back;
+            end
+        }
+        Err(e) => fail_start(status, format!("the bridge stopped: {e}"), first),
+    }
+}
+
 /// Serves one stdio server until it is stopped or restarted: listens on its address, starts
 /// children as its sessions need them, reaps idle ones, and ends them all when it stops.
-pub(super) async fn run(
+async fn run(
     spec: &ServerSpec,
     status: &SharedStatus,
     inner: &Arc<Inner>,
