@@ -254,6 +254,11 @@ fn changes(i: &Instance) -> Vec<(String, Edit)> {
         false,
     );
     let command = "[\"mcp-fleet\", \"backend\", \"--port\", \"{port}\", \"--category\", \"{category}\", \"--delay-ms\", \"1\"]";
+    // The stdio keys need a stdio category: its command is the fake stdio server.
+    let stdio = format!(
+        "command = [\"python3\", \"{}/tests/fixtures/fake_stdio.py\"]",
+        env!("CARGO_MANIFEST_DIR")
+    );
     for (k, v) in [
         ("enabled", "false".to_string()),
         ("batch_size", "2".into()),
@@ -276,6 +281,7 @@ fn changes(i: &Instance) -> Vec<(String, Edit)> {
         ("memory_interval", "\"3s\"".into()),
         ("memory_budget", "\"90%\"".into()),
         ("kernel_memory_limit", "false".into()),
+        ("max_children", "7".into()),
     ] {
         add(&format!("fleet.{k}"), "[fleet]", format!("{k} = {v}"), true);
     }
@@ -294,6 +300,11 @@ fn changes(i: &Instance) -> Vec<(String, Edit)> {
         ("cwd", "\"/tmp\"".into()),
         ("memory_action", "\"alert\"".into()),
         ("discover", "{ dns = \"walk.fleet.test\", port = 1 }".into()),
+        ("transport", format!("\"stdio\"\n{stdio}")),
+        ("isolation", format!("\"shared\"\ntransport = \"stdio\"\n{stdio}")),
+        ("max_sessions", format!("7\ntransport = \"stdio\"\n{stdio}")),
+        ("idle_timeout", format!("\"1m\"\ntransport = \"stdio\"\n{stdio}")),
+        ("start", format!("\"eager\"\ntransport = \"stdio\"\n{stdio}")),
     ] {
         add(
             &format!("categories.*.{k}"),

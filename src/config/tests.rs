@@ -176,3 +176,58 @@ fn ephemeral_overlap_warns_with_the_fix() {
     assert!(warnings[0].contains("net.ipv4.ip_local_reserved_ports=50000-50099"));
     assert!(ephemeral_warnings(&c, 32768..=40000).is_empty());
 }
+
+#[test]
+fn a_stdio_category_gets_the_bridge_defaults_and_refuses_what_cannot_work() {
+    let c = check(
+        r#"
+[categories.memory]
+transport = "stdio"
+command = ["node", "/opt/mcp/server-memory/dist/index.js"]
+ports = "51000-51009"
+"#,
+    )
+    .expect("valid");
+    let stdio = c.categories[0].stdio.expect("bridged");
+    assert_eq!(stdio.isolation, Isolation::Session);
+    assert_eq!(stdio.max_sessions, 50);
+    assert_eq!(stdio.idle_timeout, Duration::from_secs(600));
+    assert_eq!(stdio.start, StartMode::OnDemand);
+    assert_eq!(c.fleet.max_children, 1000);
+    assert!(check(MINIMAL).expect("valid").categories[0].stdio.is_none());
+
+    let errs = errors_of(
+        r#"
+[categories.memory]
+transport = "stdio"
+ports = "51000-51009"
+isolation = "per-user"
+max_sessions = 0
+start = "lazy"
+[categories.web]
+ports = "52000-52001"
+isolation = "shared"
+idle_timeout = "1m"
+[categories.typo]
+transport = "stdoi"
+ports = "53000-53001"
+"#,
+    );
+    let keys: Vec<&str> = errs.iter().map(|e| e.key.as_str()).collect();
+    for key in [
+        "categories.memory.command",
+        "categories.memory.isolation",
+        "categories.memory.max_sessions",
+        "categories.memory.start",
+        "categories.web.isolation",
+        "categories.web.idle_timeout",
+        "categories.typo.transport",
+    ] {
+        assert!(keys.contains(&key), "{key} not refused: {keys:?}");
+    }
+    let web = errs
+        .iter()
+        .find(|e| e.key == "categories.web.isolation")
+        .expect("web.isolation");
+    assert!(web.reason.contains("only for transport = \"stdio\""), "{}", web.reason);
+}
