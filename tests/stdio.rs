@@ -142,6 +142,28 @@ async fn a_stdio_server_serves_mcp_and_starts_a_child_only_for_a_session() {
     });
     assert_eq!(stdio_total(&dir, "children"), 0);
     assert_eq!(stdio_total(&dir, "outlived"), 0);
+    // The same counts in /metrics, `status` and the dashboard's JSON.
+    assert_eq!(dir.metric("mcp_fleet_stdio_spawns_total{category=\"fake\"}"), 1.0);
+    assert_eq!(
+        dir.metric("mcp_fleet_stdio_exits_total{category=\"fake\",cause=\"stopped\"}"),
+        1.0
+    );
+    assert_eq!(dir.metric("mcp_fleet_stdio_outlived_processes_total{category=\"fake\"}"), 0.0);
+    let (code, out) = dir.cli(&["status"]);
+    assert_eq!(code, 0, "{out}");
+    let row = out
+        .lines()
+        .find(|l| l.starts_with("fake ") && l.split_whitespace().count() == 9)
+        .unwrap_or_else(|| panic!("no stdio row in status:\n{out}"));
+    let cols: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!(&cols[1..4], ["0", "0", "1"], "children, sessions, spawns: {row}");
+    let (_, body) = common::plain::blocking_get(&format!(
+        "http://127.0.0.1:{}/dashboard.json",
+        dir.monitor_port
+    ))
+    .expect("dashboard.json");
+    let d: Value = serde_json::from_str(&body).expect("json");
+    assert_eq!(d["categories"][0]["stdio"]["spawns"], json!(1), "{body}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

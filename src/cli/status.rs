@@ -1,7 +1,8 @@
 //! `status`: the per-category table, with the categories serving below their plan marked.
 
 use mcp_fleet::admin::client::{AdminClient, ClientError};
-use mcp_fleet::api::Status;
+use mcp_fleet::api::{ServerInfo, Status, StdioInfo};
+use std::collections::BTreeMap;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -36,5 +37,40 @@ pub fn run(c: &AdminClient) -> Result<ExitCode, ClientError> {
     if !below.is_empty() {
         println!("below plan: {}", below.join(", "));
     }
+    let servers: Vec<ServerInfo> =
+        c.call("GET", "/servers", None::<&()>, Duration::from_secs(10))?;
+    print_bridges(&servers);
     Ok(ExitCode::SUCCESS)
+}
+
+/// The stdio categories' bridges: children, sessions and what became of the children.
+fn print_bridges(servers: &[ServerInfo]) {
+    let mut by: BTreeMap<&str, StdioInfo> = BTreeMap::new();
+    for s in servers {
+        if let Some(i) = &s.stdio {
+            let t = by.entry(s.category.as_str()).or_default();
+            t.children += i.children;
+            t.sessions += i.sessions;
+            t.spawns += i.spawns;
+            t.reaps += i.reaps;
+            t.exits.crashed += i.exits.crashed;
+            t.exits.oom += i.exits.oom;
+            t.refused += i.refused;
+            t.outlived += i.outlived;
+        }
+    }
+    if by.is_empty() {
+        return;
+    }
+    println!();
+    println!(
+        "{:<20} {:>8} {:>8} {:>7} {:>6} {:>7} {:>4} {:>7} {:>8}",
+        "stdio category", "children", "sessions", "spawns", "reaps", "crashed", "oom", "refused", "outlived"
+    );
+    for (c, t) in by {
+        println!(
+            "{c:<20} {:>8} {:>8} {:>7} {:>6} {:>7} {:>4} {:>7} {:>8}",
+            t.children, t.sessions, t.spawns, t.reaps, t.exits.crashed, t.exits.oom, t.refused, t.outlived
+        );
+    }
 }

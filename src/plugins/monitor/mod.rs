@@ -4,6 +4,7 @@
 //! writes it) and the fleet; runs on the control thread.
 
 mod alerts;
+mod bridges;
 mod disk;
 mod report;
 mod series;
@@ -390,6 +391,7 @@ impl Monitor {
             for (c, v) in failed {
                 m.failed.with_label_values(&[c]).set(v);
             }
+            bridges::mirror(&servers);
             m.deployment
                 .with_label_values(&["planned"])
                 .set(fleet.planned() as i64);
@@ -422,8 +424,15 @@ impl Monitor {
         let now = clock::now_ms();
         let failed: std::collections::HashSet<String> = self.failed_ids().into_iter().collect();
         let mut memory_by: BTreeMap<String, u64> = BTreeMap::new();
+        let mut bridges: BTreeMap<String, [u64; 5]> = BTreeMap::new();
         if let Some(f) = &self.fleet {
             for s in f.servers() {
+                if let Some(i) = &s.stdio {
+                    let b = bridges.entry(s.category.clone()).or_default();
+                    for (t, v) in b.iter_mut().zip([i.children, i.sessions, i.spawns, i.reaps, i.exits.crashed + i.exits.oom]) {
+                        *t += v;
+                    }
+                }
                 *memory_by.entry(s.category).or_default() += s.memory_bytes.unwrap_or(0);
             }
         }
@@ -466,6 +475,9 @@ impl Monitor {
                 "total": set.all.len(),
                 "requests": set.all.iter().map(|b| b.state.requests()).sum::<u64>(),
                 "memory_bytes": memory,
+                "stdio": bridges.get(set.name.as_ref()).map(|[children, sessions, spawns, reaps, failed]| json!({
+                    "children": children, "sessions": sessions, "spawns": spawns, "reaps": reaps, "failed": failed,
+                })),
                 "points": points,
             }));
         }
@@ -554,3 +566,4 @@ impl Monitor {
         }
     }
 }
+
