@@ -336,6 +336,40 @@ async fn a_shared_childs_notifications_reach_every_sessions_stream() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_cannot_stall_the_other_sessions_of_a_shared_child() {
+    let (dir, _marker) = fleet(1, "isolation = \"shared\"", &[]);
+    let _serve = dir.serve();
+    let port = servers(&dir)[0]["port"].as_u64().expect("port");
+    // The bridge's own address: no proxy buffers in between.
+    let url = format!("http://127.0.0.1:{port}/mcp");
+    let c = h::client();
+    let (a, _) = h::open_session(&c, &url).await;
+    let (b, _) = h::open_session(&c, &url).await;
+    // B opens its stream and never reads it.
+    let stalled = c
+        .get(&url)
+        .header("accept", "text/event-stream")
+        .header("mcp-session-id", &b)
+        .send()
+        .await
+        .expect("GET stream");
+    assert_eq!(stalled.status().as_u16(), 200);
+    // 48 MiB of notifications to every session: far more than the sockets hold.
+    let (status, answer) =
+        post(&c, &url, Some(&a), call(json!(1), "flood", json!({"n": 6000, "size": 8192}))).await;
+    assert_eq!((status, tool_text(&answer).as_str()), (200, "flooded"));
+    wait_for("the stalled session to be closed", Duration::from_secs(20), || {
+        (stdio_total(&dir, "slow_closed") >= 1).then_some(())
+    });
+    let (status, answer) =
+        post(&c, &url, Some(&a), call(json!(2), "echo", json!({"text": "on"}))).await;
+    assert_eq!((status, tool_text(&answer).as_str()), (200, "on"), "session a stalled");
+    let (status, _) = post(&c, &url, Some(&b), call(json!(3), "echo", json!({}))).await;
+    assert_eq!(status, 404, "the stalled session is closed");
+    drop(stalled);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn closing_a_stateless_stream_cancels_the_call_at_the_child() {
     let (dir, _marker) = fleet(1, "", &[]);
     let _serve = dir.serve();
