@@ -301,10 +301,19 @@ fn changes(i: &Instance) -> Vec<(String, Edit)> {
         ("memory_action", "\"alert\"".into()),
         ("discover", "{ dns = \"walk.fleet.test\", port = 1 }".into()),
         ("transport", format!("\"stdio\"\n{stdio}")),
-        ("isolation", format!("\"shared\"\ntransport = \"stdio\"\n{stdio}")),
+        (
+            "isolation",
+            format!("\"shared\"\ntransport = \"stdio\"\n{stdio}"),
+        ),
         ("max_sessions", format!("7\ntransport = \"stdio\"\n{stdio}")),
-        ("idle_timeout", format!("\"1m\"\ntransport = \"stdio\"\n{stdio}")),
-        ("start", format!("\"eager\"\ntransport = \"stdio\"\n{stdio}")),
+        (
+            "idle_timeout",
+            format!("\"1m\"\ntransport = \"stdio\"\n{stdio}"),
+        ),
+        (
+            "start",
+            format!("\"eager\"\ntransport = \"stdio\"\n{stdio}"),
+        ),
     ] {
         add(
             &format!("categories.*.{k}"),

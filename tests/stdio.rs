@@ -36,7 +36,11 @@ fn fleet_with(
     health: &str,
 ) -> (FleetDir, String) {
     let marker = format!("fake-{}", common::free_port());
-    let mut args = vec![format!("\"{FAKE}\""), "\"--marker\"".into(), format!("\"{marker}\"")];
+    let mut args = vec![
+        format!("\"{FAKE}\""),
+        "\"--marker\"".into(),
+        format!("\"{marker}\""),
+    ];
     args.extend(flags.iter().map(|f| format!("\"{f}\"")));
     let category = format!(
         "transport = \"stdio\"\ncommand = [\"python3\", {}]\n{lines}",
@@ -119,8 +123,15 @@ async fn a_stdio_server_serves_mcp_and_starts_a_child_only_for_a_session() {
     let url = format!("{}/mcp/fake", dir.base());
     // Health rounds went by (interval 1 s) and none of them started a child.
     std::thread::sleep(Duration::from_millis(2500));
-    assert!(processes_with(&marker).is_empty(), "a child before any request");
-    assert_eq!(stdio_total(&dir, "spawns"), 0, "health checks started a child");
+    assert!(
+        processes_with(&marker).is_empty(),
+        "a child before any request"
+    );
+    assert_eq!(
+        stdio_total(&dir, "spawns"),
+        0,
+        "health checks started a child"
+    );
 
     // A real client: rmcp's Streamable HTTP client through the proxy.
     let client = common::mcp::connect(&url).await;
@@ -129,26 +140,38 @@ async fn a_stdio_server_serves_mcp_and_starts_a_child_only_for_a_session() {
         .await
         .expect("echo");
     assert_eq!(common::mcp::text(&r), "hello\nworld");
-    assert_eq!(processes_with(&marker).len(), 1, "one child for the session");
+    assert_eq!(
+        processes_with(&marker).len(),
+        1,
+        "one child for the session"
+    );
     let tools = client.list_all_tools().await.expect("tools/list");
     assert!(tools.iter().any(|t| t.name == "whoami"));
     client.cancel().await.expect("close the session");
     // Its DELETE ends the child.
-    wait_for("the session's child to end", Duration::from_secs(10), || {
-        processes_with(&marker).is_empty().then_some(())
-    });
+    wait_for(
+        "the session's child to end",
+        Duration::from_secs(10),
+        || processes_with(&marker).is_empty().then_some(()),
+    );
     wait_for("the stop to be counted", Duration::from_secs(10), || {
         (stdio_total(&dir, "exits.stopped") == 1).then_some(())
     });
     assert_eq!(stdio_total(&dir, "children"), 0);
     assert_eq!(stdio_total(&dir, "outlived"), 0);
     // The same counts in /metrics, `status` and the dashboard's JSON.
-    assert_eq!(dir.metric("mcp_fleet_stdio_spawns_total{category=\"fake\"}"), 1.0);
+    assert_eq!(
+        dir.metric("mcp_fleet_stdio_spawns_total{category=\"fake\"}"),
+        1.0
+    );
     assert_eq!(
         dir.metric("mcp_fleet_stdio_exits_total{category=\"fake\",cause=\"stopped\"}"),
         1.0
     );
-    assert_eq!(dir.metric("mcp_fleet_stdio_outlived_processes_total{category=\"fake\"}"), 0.0);
+    assert_eq!(
+        dir.metric("mcp_fleet_stdio_outlived_processes_total{category=\"fake\"}"),
+        0.0
+    );
     let (code, out) = dir.cli(&["status"]);
     assert_eq!(code, 0, "{out}");
     let row = out
@@ -156,7 +179,11 @@ async fn a_stdio_server_serves_mcp_and_starts_a_child_only_for_a_session() {
         .find(|l| l.starts_with("fake ") && l.split_whitespace().count() == 9)
         .unwrap_or_else(|| panic!("no stdio row in status:\n{out}"));
     let cols: Vec<&str> = row.split_whitespace().collect();
-    assert_eq!(&cols[1..4], ["0", "0", "1"], "children, sessions, spawns: {row}");
+    assert_eq!(
+        &cols[1..4],
+        ["0", "0", "1"],
+        "children, sessions, spawns: {row}"
+    );
     let (_, body) = common::plain::blocking_get(&format!(
         "http://127.0.0.1:{}/dashboard.json",
         dir.monitor_port
@@ -183,12 +210,20 @@ async fn sessions_sending_the_same_ids_see_only_their_own_answers() {
             async move {
                 for round in 0..10 {
                     let text = format!("session {n} round {round}");
-                    let (status, answer) =
-                        post(&c, &url, Some(sid), call(json!(1), "echo", json!({"text": text})))
-                            .await;
+                    let (status, answer) = post(
+                        &c,
+                        &url,
+                        Some(sid),
+                        call(json!(1), "echo", json!({"text": text})),
+                    )
+                    .await;
                     assert_eq!(status, 200, "{answer}");
                     assert_eq!(answer["id"], json!(1));
-                    assert_eq!(tool_text(&answer), text, "{isolation}: another session's answer");
+                    assert_eq!(
+                        tool_text(&answer),
+                        text,
+                        "{isolation}: another session's answer"
+                    );
                 }
             }
         }));
@@ -219,8 +254,13 @@ async fn a_child_that_crashes_mid_call_fails_the_call_and_its_session_is_gone() 
     assert_eq!(status, 404, "the session of a dead child: {answer}");
     // The client initialises again and goes on.
     let (sid, _) = h::open_session(&c, &url).await;
-    let (status, answer) =
-        post(&c, &url, Some(&sid), call(json!(7), "echo", json!({"text": "again"}))).await;
+    let (status, answer) = post(
+        &c,
+        &url,
+        Some(&sid),
+        call(json!(7), "echo", json!({"text": "again"})),
+    )
+    .await;
     assert_eq!((status, tool_text(&answer).as_str()), (200, "again"));
 }
 
@@ -232,16 +272,27 @@ async fn a_line_too_long_fails_only_its_request_and_non_json_is_never_forwarded(
     let url = format!("{}/mcp/fake", dir.base());
     let c = h::client();
     let (sid, _) = h::open_session(&c, &url).await;
-    let (status, answer) =
-        post(&c, &url, Some(&sid), call(json!(2), "huge", json!({"mib": 20}))).await;
+    let (status, answer) = post(
+        &c,
+        &url,
+        Some(&sid),
+        call(json!(2), "huge", json!({"mib": 20})),
+    )
+    .await;
     assert_eq!(status, 200);
     assert_eq!(answer["error"]["code"], json!(-32603), "{answer}");
     assert!(
-        answer["error"]["message"].as_str().unwrap_or_default().contains("16 MiB"),
+        answer["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("16 MiB"),
         "{answer}"
     );
     let (status, answer) = post(&c, &url, Some(&sid), call(json!(3), "garbage", json!({}))).await;
-    assert_eq!((status, tool_text(&answer).as_str()), (200, "after garbage"));
+    assert_eq!(
+        (status, tool_text(&answer).as_str()),
+        (200, "after garbage")
+    );
     let (status, answer) = post(
         &c,
         &url,
@@ -250,15 +301,28 @@ async fn a_line_too_long_fails_only_its_request_and_non_json_is_never_forwarded(
     )
     .await;
     assert_eq!((status, tool_text(&answer).as_str()), (200, "spammed"));
-    let (status, answer) =
-        post(&c, &url, Some(&sid), call(json!(5), "echo", json!({"text": "still here"}))).await;
+    let (status, answer) = post(
+        &c,
+        &url,
+        Some(&sid),
+        call(json!(5), "echo", json!({"text": "still here"})),
+    )
+    .await;
     assert_eq!((status, tool_text(&answer).as_str()), (200, "still here"));
     assert_eq!(stdio_total(&dir, "oversized_lines"), 1);
     assert_eq!(stdio_total(&dir, "non_json_lines"), 1);
-    assert_eq!(stdio_total(&dir, "children"), 1, "the child survived all of it");
+    assert_eq!(
+        stdio_total(&dir, "children"),
+        1,
+        "the child survived all of it"
+    );
     // stderr went to the server's log file, not to the client.
     let log = std::fs::read_to_string(dir.path().join("logs/fake/fake-0.log")).unwrap_or_default();
-    assert!(log.contains("stderr line 4999"), "stderr not in the log: {}", log.len());
+    assert!(
+        log.contains("stderr line 4999"),
+        "stderr not in the log: {}",
+        log.len()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -291,7 +355,11 @@ async fn progress_and_notifications_reach_the_stream_of_their_call() {
         .collect();
     assert_eq!(events.len(), 2, "{text}");
     assert_eq!(events[0]["method"], json!("notifications/progress"));
-    assert_eq!(events[0]["params"]["progressToken"], json!("tok-a"), "token put back");
+    assert_eq!(
+        events[0]["params"]["progressToken"],
+        json!("tok-a"),
+        "token put back"
+    );
     assert_eq!(events[1]["id"], json!("call-a"), "id put back");
     // A notification the child sends during a call travels on that call's stream.
     let resp = c
@@ -355,15 +423,31 @@ async fn a_client_that_stops_reading_cannot_stall_the_other_sessions_of_a_shared
         .expect("GET stream");
     assert_eq!(stalled.status().as_u16(), 200);
     // 48 MiB of notifications to every session: far more than the sockets hold.
-    let (status, answer) =
-        post(&c, &url, Some(&a), call(json!(1), "flood", json!({"n": 6000, "size": 8192}))).await;
+    let (status, answer) = post(
+        &c,
+        &url,
+        Some(&a),
+        call(json!(1), "flood", json!({"n": 6000, "size": 8192})),
+    )
+    .await;
     assert_eq!((status, tool_text(&answer).as_str()), (200, "flooded"));
-    wait_for("the stalled session to be closed", Duration::from_secs(20), || {
-        (stdio_total(&dir, "slow_closed") >= 1).then_some(())
-    });
-    let (status, answer) =
-        post(&c, &url, Some(&a), call(json!(2), "echo", json!({"text": "on"}))).await;
-    assert_eq!((status, tool_text(&answer).as_str()), (200, "on"), "session a stalled");
+    wait_for(
+        "the stalled session to be closed",
+        Duration::from_secs(20),
+        || (stdio_total(&dir, "slow_closed") >= 1).then_some(()),
+    );
+    let (status, answer) = post(
+        &c,
+        &url,
+        Some(&a),
+        call(json!(2), "echo", json!({"text": "on"})),
+    )
+    .await;
+    assert_eq!(
+        (status, tool_text(&answer).as_str()),
+        (200, "on"),
+        "session a stalled"
+    );
     let (status, _) = post(&c, &url, Some(&b), call(json!(3), "echo", json!({}))).await;
     assert_eq!(status, 404, "the stalled session is closed");
     drop(stalled);
@@ -432,11 +516,16 @@ async fn idle_sessions_are_reaped_and_the_session_limit_answers_503() {
     assert_eq!(resp.status().as_u16(), 503);
     assert!(resp.headers().contains_key("retry-after"));
     let answer: Value = resp.json().await.expect("a JSON-RPC error body");
-    assert!(answer["error"]["message"].as_str().unwrap_or_default().contains("2 sessions"));
+    assert!(answer["error"]["message"]
+        .as_str()
+        .unwrap_or_default()
+        .contains("2 sessions"));
     // Nothing in flight, no stream: both are reaped and the process count is back to zero.
-    wait_for("idle children to be reaped", Duration::from_secs(15), || {
-        processes_with(&marker).is_empty().then_some(())
-    });
+    wait_for(
+        "idle children to be reaped",
+        Duration::from_secs(15),
+        || processes_with(&marker).is_empty().then_some(()),
+    );
     wait_for("both reaps to be counted", Duration::from_secs(10), || {
         (stdio_total(&dir, "reaps") == 2).then_some(())
     });
@@ -498,13 +587,16 @@ async fn no_process_outlives_serve_even_after_kill_9() {
         let c = h::client();
         for _ in 0..2 {
             let (sid, _) = h::open_session(&c, &url).await;
-            let (status, answer) = post(&c, &url, Some(&sid), call(json!(1), "fork", json!({}))).await;
+            let (status, answer) =
+                post(&c, &url, Some(&sid), call(json!(1), "fork", json!({}))).await;
             assert_eq!(status, 200, "{answer}");
         }
         // Two children, each with a grandchild in its own session.
-        wait_for("children and grandchildren", Duration::from_secs(10), || {
-            (processes_with(&marker).len() == 4).then_some(())
-        });
+        wait_for(
+            "children and grandchildren",
+            Duration::from_secs(10),
+            || (processes_with(&marker).len() == 4).then_some(()),
+        );
         if kill {
             common::signal(serve.pid(), 9);
         } else {
@@ -512,7 +604,10 @@ async fn no_process_outlives_serve_even_after_kill_9() {
         }
         serve.wait_exit(Duration::from_secs(30));
         wait_for(
-            &format!("no process left after {}", if kill { "kill -9" } else { "SIGTERM" }),
+            &format!(
+                "no process left after {}",
+                if kill { "kill -9" } else { "SIGTERM" }
+            ),
             Duration::from_secs(15),
             || processes_with(&marker).is_empty().then_some(()),
         );

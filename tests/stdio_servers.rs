@@ -50,7 +50,10 @@ fn fleet(categories: &[(&str, u16, String)]) -> FleetDir {
 /// Runs the Python SDK client; returns its JSON output.
 fn python_sdk(url: &str, args: &[&str]) -> Value {
     let out = Command::new("python3")
-        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/sdk_client.py"))
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/sdk_client.py"
+        ))
         .arg(url)
         .args(args)
         .env("PYTHONPATH", installed().join("py"))
@@ -88,7 +91,10 @@ async fn think(client: &common::mcp::Client, n: u64) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sequential_thinking_keeps_a_history_per_session_or_one_shared() {
-    let command = format!("command = [\"node\", \"{}\"]", npm_server("server-sequential-thinking"));
+    let command = format!(
+        "command = [\"node\", \"{}\"]",
+        npm_server("server-sequential-thinking")
+    );
     let dir = fleet(&[
         ("own", 1, format!("{command}\nisolation = \"session\"")),
         ("shared", 1, format!("{command}\nisolation = \"shared\"")),
@@ -131,7 +137,8 @@ async fn server_memory_keeps_each_servers_graph_in_its_file_across_restarts() {
         ),
     )]);
     let _serve = dir.serve();
-    let servers = common::plain::admin_call(dir.admin_port, &dir.admin_token(), "GET", "/servers").1;
+    let servers =
+        common::plain::admin_call(dir.admin_port, &dir.admin_token(), "GET", "/servers").1;
     let port = |i: usize| servers[i]["port"].as_u64().expect("port");
     // Each server is reached on its own address (the bridge listens there), to know which
     // server holds what.
@@ -150,8 +157,16 @@ async fn server_memory_keeps_each_servers_graph_in_its_file_across_restarts() {
         std::fs::read_to_string(graphs.path().join(format!("graph-memory-{i}.jsonl")))
             .unwrap_or_default()
     };
-    assert!(graph(0).contains("alpha") && !graph(0).contains("beta"), "{}", graph(0));
-    assert!(graph(1).contains("beta") && !graph(1).contains("alpha"), "{}", graph(1));
+    assert!(
+        graph(0).contains("alpha") && !graph(0).contains("beta"),
+        "{}",
+        graph(0)
+    );
+    assert!(
+        graph(1).contains("beta") && !graph(1).contains("alpha"),
+        "{}",
+        graph(1)
+    );
     // A restart of the server (and a new child) reads its graph back.
     let (code, out) = dir.cli(&["restart", "memory-0"]);
     assert_eq!(code, 0, "{out}");
@@ -228,7 +243,13 @@ async fn python_servers_and_the_python_sdk_through_the_bridge() {
         &["call", r#"get_current_time={"timezone": "Europe/Paris"}"#],
     );
     assert_eq!(out["is_error"], json!(false), "{out}");
-    assert!(out["text"].as_str().unwrap_or_default().contains("Europe/Paris"), "{out}");
+    assert!(
+        out["text"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("Europe/Paris"),
+        "{out}"
+    );
     let out = python_sdk(
         &format!("{}/mcp/files", dir.base()),
         &[
@@ -250,12 +271,17 @@ async fn python_servers_and_the_python_sdk_through_the_bridge() {
     let fast = dir.metric("mcp_fleet_request_paths_total{path=\"fast\"}") - fast_before;
     let pingora = dir.metric("mcp_fleet_request_paths_total{path=\"pingora\"}") - pingora_before;
     eprintln!("Python SDK session through the bridge: fast path {fast}, Pingora path {pingora}");
-    assert!(fast + pingora >= 23.0, "initialize, initialized, list, 20 calls");
+    assert!(
+        fast + pingora >= 23.0,
+        "initialize, initialized, list, 20 calls"
+    );
     // The shared child outlives its sessions; the filesystem session's child ended with it.
     let marker = installed().display().to_string();
     let serve_pid = serve.pid();
     drop(serve);
-    wait_for("every bridged child to end with serve", Duration::from_secs(15), || {
-        (!common::alive(serve_pid) && processes_with(&marker).is_empty()).then_some(())
-    });
+    wait_for(
+        "every bridged child to end with serve",
+        Duration::from_secs(15),
+        || (!common::alive(serve_pid) && processes_with(&marker).is_empty()).then_some(()),
+    );
 }

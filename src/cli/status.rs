@@ -65,12 +65,27 @@ fn print_bridges(servers: &[ServerInfo]) {
     println!();
     println!(
         "{:<20} {:>8} {:>8} {:>7} {:>6} {:>7} {:>4} {:>7} {:>8}",
-        "stdio category", "children", "sessions", "spawns", "reaps", "crashed", "oom", "refused", "outlived"
+        "stdio category",
+        "children",
+        "sessions",
+        "spawns",
+        "reaps",
+        "crashed",
+        "oom",
+        "refused",
+        "outlived"
     );
     for (c, t) in by {
         println!(
             "{c:<20} {:>8} {:>8} {:>7} {:>6} {:>7} {:>4} {:>7} {:>8}",
-            t.children, t.sessions, t.spawns, t.reaps, t.exits.crashed, t.exits.oom, t.refused, t.outlived
+            t.children,
+            t.sessions,
+            t.spawns,
+            t.reaps,
+            t.exits.crashed,
+            t.exits.oom,
+            t.refused,
+            t.outlived
         );
     }
 }

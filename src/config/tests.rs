@@ -229,5 +229,9 @@ ports = "53000-53001"
         .iter()
         .find(|e| e.key == "categories.web.isolation")
         .expect("web.isolation");
-    assert!(web.reason.contains("only for transport = \"stdio\""), "{}", web.reason);
+    assert!(
+        web.reason.contains("only for transport = \"stdio\""),
+        "{}",
+        web.reason
+    );
 }

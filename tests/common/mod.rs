@@ -146,7 +146,9 @@ pub fn processes_with(marker: &str) -> Vec<u32> {
         .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
         .filter(|pid| {
             std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| {
-                String::from_utf8_lossy(&c).replace('\0', " ").contains(marker)
+                String::from_utf8_lossy(&c)
+                    .replace('\0', " ")
+                    .contains(marker)
             }) && alive(*pid)
         })
         .collect()

@@ -376,7 +376,11 @@ pub static CATEGORY_KEYS: &[CategoryKey] = &[
         "resolved at once; servers the new answer lacks drain, new ones join when healthy",
         |c| c.discover
     ),
-    category_key!("transport", REPLACE, |c| if c.stdio.is_some() { "stdio" } else { "http" }),
+    category_key!("transport", REPLACE, |c| if c.stdio.is_some() {
+        "stdio"
+    } else {
+        "http"
+    }),
     category_key!("isolation", REPLACE, |c| c.stdio.map(|s| s.isolation)),
     category_key!("max_sessions", REPLACE, |c| c.stdio.map(|s| s.max_sessions)),
     category_key!("idle_timeout", REPLACE, |c| c.stdio.map(|s| s.idle_timeout)),

@@ -59,7 +59,10 @@ pub(in crate::config) fn stdio(
             &key("isolation"),
             c.isolation.as_deref(),
             Isolation::Session,
-            &[("session", Isolation::Session), ("shared", Isolation::Shared)],
+            &[
+                ("session", Isolation::Session),
+                ("shared", Isolation::Shared),
+            ],
             errors,
         ),
         max_sessions: bounded(
@@ -79,7 +82,10 @@ pub(in crate::config) fn stdio(
             &key("start"),
             c.start.as_deref(),
             StartMode::OnDemand,
-            &[("on-demand", StartMode::OnDemand), ("eager", StartMode::Eager)],
+            &[
+                ("on-demand", StartMode::OnDemand),
+                ("eager", StartMode::Eager),
+            ],
             errors,
         ),
     })

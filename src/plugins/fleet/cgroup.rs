@@ -185,7 +185,11 @@ impl Cgroups {
 impl Cgroups {
     /// The fleet's cgroup folders (what the watchdog empties if `serve` dies).
     pub fn dirs(&self) -> Vec<PathBuf> {
-        [&self.v1_memory, &self.v2].into_iter().flatten().cloned().collect()
+        [&self.v1_memory, &self.v2]
+            .into_iter()
+            .flatten()
+            .cloned()
+            .collect()
     }
 
     /// Removes the fleet's cgroup folders (called once every server has stopped).

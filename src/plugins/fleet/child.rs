@@ -116,7 +116,11 @@ pub fn spawn_stdio(
     cgroup_procs: &[std::ffi::CString],
     log: &super::logfile::Sink,
     prefix: String,
-) -> io::Result<(Child, tokio::process::ChildStdin, tokio::process::ChildStdout)> {
+) -> io::Result<(
+    Child,
+    tokio::process::ChildStdin,
+    tokio::process::ChildStdout,
+)> {
     let mut child = command(launch, cgroup_procs, Stdio::piped())?.spawn()?;
     let (Some(stdin), Some(stdout), Some(stderr)) =
         (child.stdin.take(), child.stdout.take(), child.stderr.take())

@@ -51,25 +51,25 @@ impl Fleet {
 
 /// Whether `n` more processes of about `per_server` bytes each keep the machine within `budget`.
 pub(super) fn budget_allows(budget: MemoryBudget, n: usize, per_server: u64) -> Result<(), String> {
-        let Some((total, available)) = meminfo() else {
-            return Ok(()); // no /proc/meminfo: nothing to measure against
-        };
-        let budget = match budget {
-            MemoryBudget::Percent(p) => total / 100 * u64::from(p),
-            MemoryBudget::Bytes(b) => b,
-        };
-        let used = total.saturating_sub(available);
-        let expected = used + per_server * n as u64;
-        if expected > budget {
-            return Err(format!(
+    let Some((total, available)) = meminfo() else {
+        return Ok(()); // no /proc/meminfo: nothing to measure against
+    };
+    let budget = match budget {
+        MemoryBudget::Percent(p) => total / 100 * u64::from(p),
+        MemoryBudget::Bytes(b) => b,
+    };
+    let used = total.saturating_sub(available);
+    let expected = used + per_server * n as u64;
+    if expected > budget {
+        return Err(format!(
                 "starting {n} servers would bring memory use to about {} MiB ({} MiB in use + {n} x {} MiB), over fleet.memory_budget of {} MiB",
                 expected >> 20,
                 used >> 20,
                 per_server >> 20,
                 budget >> 20
             ));
-        }
-        Ok(())
+    }
+    Ok(())
 }
 
 impl Fleet {

@@ -24,8 +24,12 @@ pub(super) fn mirror(servers: &[crate::api::ServerInfo]) {
         t.outlived += i.outlived;
     }
     for (c, t) in by {
-        m.stdio_children.with_label_values(&[c]).set(t.children as i64);
-        m.stdio_sessions.with_label_values(&[c]).set(t.sessions as i64);
+        m.stdio_children
+            .with_label_values(&[c])
+            .set(t.children as i64);
+        m.stdio_sessions
+            .with_label_values(&[c])
+            .set(t.sessions as i64);
         metrics::mirror(&m.stdio_spawns.with_label_values(&[c]), t.spawns);
         metrics::mirror(&m.stdio_reaps.with_label_values(&[c]), t.reaps);
         for (cause, n) in [

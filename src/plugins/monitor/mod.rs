@@ -429,7 +429,13 @@ impl Monitor {
             for s in f.servers() {
                 if let Some(i) = &s.stdio {
                     let b = bridges.entry(s.category.clone()).or_default();
-                    for (t, v) in b.iter_mut().zip([i.children, i.sessions, i.spawns, i.reaps, i.exits.crashed + i.exits.oom]) {
+                    for (t, v) in b.iter_mut().zip([
+                        i.children,
+                        i.sessions,
+                        i.spawns,
+                        i.reaps,
+                        i.exits.crashed + i.exits.oom,
+                    ]) {
                         *t += v;
                     }
                 }
@@ -566,4 +572,3 @@ impl Monitor {
         }
     }
 }
-

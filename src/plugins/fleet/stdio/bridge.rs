@@ -24,7 +24,9 @@ const HANDSHAKE: Duration = Duration::from_secs(30);
 pub enum Refusal {
     #[error("this server holds its limit of {0} sessions; try again later")]
     Sessions(usize),
-    #[error("the fleet runs its limit of {0} stdio children (fleet.max_children); try again later")]
+    #[error(
+        "the fleet runs its limit of {0} stdio children (fleet.max_children); try again later"
+    )]
     Children(usize),
     #[error("{0}")]
     Memory(String),
@@ -594,7 +596,9 @@ impl Bridge {
                 Ok(Ok(v)) if v.get("result").is_some() => Ok(()),
                 Ok(Ok(v)) => Err(format!("ping answered {v}")),
                 Ok(Err(e)) => Err(e),
-                Err(_) => Err(format!("the shared child did not answer ping within {timeout:?}")),
+                Err(_) => Err(format!(
+                    "the shared child did not answer ping within {timeout:?}"
+                )),
             };
         }
         startable(&self.spawner.launch)
@@ -632,7 +636,10 @@ fn startable(launch: &super::super::child::Launch) -> Result<(), String> {
             .env
             .iter()
             .find(|(k, _)| k == "PATH")
-            .is_some_and(|(_, path)| path.split(':').any(|d| executable(&std::path::Path::new(d).join(program))))
+            .is_some_and(|(_, path)| {
+                path.split(':')
+                    .any(|d| executable(&std::path::Path::new(d).join(program)))
+            })
     };
     if found {
         Ok(())

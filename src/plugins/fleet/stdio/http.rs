@@ -183,25 +183,24 @@ async fn post(
             )
         }
     };
-    let msg: Msg = match serde_json::from_slice::<Value>(&body) {
-        Ok(Value::Object(m)) => m,
-        Ok(Value::Array(_)) => {
-            return rpc_error(
+    let msg: Msg =
+        match serde_json::from_slice::<Value>(&body) {
+            Ok(Value::Object(m)) => m,
+            Ok(Value::Array(_)) => return rpc_error(
                 StatusCode::BAD_REQUEST,
                 Value::Null,
                 message::INVALID_REQUEST,
                 "JSON-RPC batches are not part of MCP since 2025-06-18: send one message per POST",
-            )
-        }
-        _ => {
-            return rpc_error(
-                StatusCode::BAD_REQUEST,
-                Value::Null,
-                message::PARSE_ERROR,
-                "the body is not a JSON-RPC message",
-            )
-        }
-    };
+            ),
+            _ => {
+                return rpc_error(
+                    StatusCode::BAD_REQUEST,
+                    Value::Null,
+                    message::PARSE_ERROR,
+                    "the body is not a JSON-RPC message",
+                )
+            }
+        };
     let id = msg.get("id").cloned().unwrap_or(Value::Null);
     let Some(shape) = message::shape(&msg) else {
         return rpc_error(
@@ -341,7 +340,12 @@ fn accepted() -> Response<Body> {
 /// `server/discover` of a stateless client: asked of the shared child (one that speaks
 /// 2026-07-28 answers it); a child that does not know it is described from its `initialize`
 /// answer to the bridge.
-async fn discover(bridge: &Bridge, link: &super::link::Link, msg: Msg, id: Value) -> Response<Body> {
+async fn discover(
+    bridge: &Bridge,
+    link: &super::link::Link,
+    msg: Msg,
+    id: Value,
+) -> Response<Body> {
     let asked = async {
         let (_, mut rx) = link.call(msg, None).await.ok()?;
         rx.recv().await

@@ -102,7 +102,11 @@ impl Link {
         });
         let (close_stdin, stdin_closed) = tokio::sync::oneshot::channel::<()>();
         tokio::spawn(write_lines(stdin, from_bridge, stdin_closed));
-        let reader = tokio::spawn(read_lines(Arc::clone(&link), stdout, Arc::clone(&start.stats)));
+        let reader = tokio::spawn(read_lines(
+            Arc::clone(&link),
+            stdout,
+            Arc::clone(&start.stats),
+        ));
         let keeper_link = Arc::clone(&link);
         tokio::spawn(async move {
             let link = keeper_link;
@@ -114,7 +118,10 @@ impl Link {
             if stopped {
                 // The stdio transport's shutdown: close stdin, wait, SIGTERM, wait, SIGKILL.
                 drop(close_stdin);
-                if tokio::time::timeout(start.grace, child.wait()).await.is_err() {
+                if tokio::time::timeout(start.grace, child.wait())
+                    .await
+                    .is_err()
+                {
                     super::super::child::stop(&mut child, start.grace).await;
                 }
             }
@@ -130,7 +137,10 @@ impl Link {
                 }
             }
             start.cgroup.remove();
-            start.stats.outlived.fetch_add(start.cgroup.process_count() as u64, Ordering::Relaxed);
+            start
+                .stats
+                .outlived
+                .fetch_add(start.cgroup.process_count() as u64, Ordering::Relaxed);
             let exit = if stopped {
                 Exit::Stopped
             } else if start.cgroup.oom_kills() > oom_before {
@@ -142,8 +152,14 @@ impl Link {
             };
             // Every line it wrote before it died is delivered before its requests are failed.
             // (bounded: without cgroups a helper that left the group may hold stdout open).
-            if tokio::time::timeout(Duration::from_secs(1), reader).await.is_err() {
-                tracing::debug!(child = link.number, "a helper still holds the child's stdout");
+            if tokio::time::timeout(Duration::from_secs(1), reader)
+                .await
+                .is_err()
+            {
+                tracing::debug!(
+                    child = link.number,
+                    "a helper still holds the child's stdout"
+                );
             }
             link.fail_all("the server process has exited");
             start.stats.exited(exit);
@@ -173,7 +189,9 @@ impl Link {
             let mut st = lock(&self.state);
             st.next_id += 1;
             let id = st.next_id;
-            let client_id = msg.insert("id".into(), Value::from(id)).unwrap_or(Value::Null);
+            let client_id = msg
+                .insert("id".into(), Value::from(id))
+                .unwrap_or(Value::Null);
             let client_token = message::progress_token(&msg).cloned();
             if client_token.is_some() {
                 message::set_progress_token(&mut msg, Value::from(id));

@@ -81,11 +81,11 @@ pub fn set_progress_token(m: &mut Msg, token: Value) {
 pub fn sniff_id(head: &[u8], tail: &[u8]) -> Option<u64> {
     let after = |hay: &[u8], last: bool| -> Option<u64> {
         let key = b"\"id\":";
-        let positions = hay.windows(key.len()).enumerate().filter(|(_, w)| w == key);
+        let mut positions = hay.windows(key.len()).enumerate().filter(|(_, w)| w == key);
         let at = if last {
-            positions.last()
+            positions.next_back()
         } else {
-            positions.into_iter().next()
+            positions.next()
         }?
         .0 + key.len();
         let digits: Vec<u8> = hay[at..]
@@ -118,7 +118,9 @@ mod tests {
             Some(Shape::Request)
         );
         assert_eq!(
-            shape(&msg(json!({"jsonrpc":"2.0","method":"notifications/initialized"}))),
+            shape(&msg(
+                json!({"jsonrpc":"2.0","method":"notifications/initialized"})
+            )),
             Some(Shape::Notification)
         );
         assert_eq!(
@@ -139,10 +141,26 @@ mod tests {
 
     #[test]
     fn the_id_of_a_long_line_is_found_at_either_end() {
-        assert_eq!(sniff_id(b"{\"jsonrpc\":\"2.0\",\"id\": 42,\"result\":{\"x\":\"", b"xx\"}}"), Some(42));
-        assert_eq!(sniff_id(b"{\"result\":{\"text\":\"aaa", b"aaa\"}},\"jsonrpc\":\"2.0\",\"id\":7}"), Some(7));
+        assert_eq!(
+            sniff_id(
+                b"{\"jsonrpc\":\"2.0\",\"id\": 42,\"result\":{\"x\":\"",
+                b"xx\"}}"
+            ),
+            Some(42)
+        );
+        assert_eq!(
+            sniff_id(
+                b"{\"result\":{\"text\":\"aaa",
+                b"aaa\"}},\"jsonrpc\":\"2.0\",\"id\":7}"
+            ),
+            Some(7)
+        );
         assert_eq!(sniff_id(b"{\"result\":\"", b"\"}"), None);
         let nested = b"{\"result\":{\"content\":[{\"type\":\"text\",\"id\":5,\"text\":\"a\"}";
-        assert_eq!(sniff_id(nested, b"...\"}"), None, "a nested id is not the answer's");
+        assert_eq!(
+            sniff_id(nested, b"...\"}"),
+            None,
+            "a nested id is not the answer's"
+        );
     }
 }

@@ -18,7 +18,6 @@ mod link;
 mod message;
 mod stats;
 
-
 use super::supervisor::{fail_start, FirstStart, RunEnd, SharedStatus, Want};
 use super::{Inner, ServerSpec};
 use crate::api::ServerState;
@@ -73,7 +72,13 @@ pub(super) async fn serve(
 ) -> RunEnd {
     let rt = match runtime() {
         Ok(rt) => rt,
-        Err(e) => return fail_start(status, format!("cannot start the bridge's threads: {e}"), first),
+        Err(e) => {
+            return fail_start(
+                status,
+                format!("cannot start the bridge's threads: {e}"),
+                first,
+            )
+        }
     };
     let (spec, status_c, inner, settings) = (
         spec.clone(),
