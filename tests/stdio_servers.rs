@@ -261,6 +261,21 @@ async fn python_servers_and_the_python_sdk_through_the_bridge() {
         ],
     );
     assert_eq!(out["text"], json!("bridged"), "{out}");
+    // A 2026-07-28 stateless request: the shared child was initialised in the handshake era,
+    // and the Python SDK's server refuses a request with the stateless envelope on it; the
+    // bridge takes the envelope off.
+    let (status, body) = common::http::stateless_tool(
+        &common::http::client(),
+        &format!("{}/mcp/time", dir.base()),
+        "get_current_time",
+        json!({"timezone": "Asia/Tokyo"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body.contains("Asia/Tokyo") && !body.contains("\"error\""),
+        "{body}"
+    );
     // The SDK's whole session life (initialize, list, 20 calls, DELETE), then the path counts.
     let fast_before = dir.metric("mcp_fleet_request_paths_total{path=\"fast\"}");
     let pingora_before = dir.metric("mcp_fleet_request_paths_total{path=\"pingora\"}");

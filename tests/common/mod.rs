@@ -706,6 +706,34 @@ pub mod http {
         (status, resp.text().await.unwrap_or_default())
     }
 
+    /// A 2026-07-28 stateless `tools/call` of `tool`; returns (status, body).
+    pub async fn stateless_tool(
+        c: &reqwest::Client,
+        url: &str,
+        tool: &str,
+        args: serde_json::Value,
+    ) -> (u16, String) {
+        let body = serde_json::json!({
+            "jsonrpc": "2.0", "id": 7, "method": "tools/call",
+            "params": {"name": tool, "arguments": args,
+                "_meta": {"io.modelcontextprotocol/protocolVersion": "2026-07-28",
+                          "io.modelcontextprotocol/clientInfo": {"name": "raw-test", "version": "1"},
+                          "io.modelcontextprotocol/clientCapabilities": {}}}
+        });
+        let resp = c
+            .post(url)
+            .header("accept", ACCEPT)
+            .header("mcp-protocol-version", "2026-07-28")
+            .header("mcp-method", "tools/call")
+            .header("mcp-name", tool)
+            .json(&body)
+            .send()
+            .await
+            .expect("send");
+        let status = resp.status().as_u16();
+        (status, resp.text().await.unwrap_or_default())
+    }
+
     /// Sends a stateless echo; returns (status, body).
     pub async fn stateless_call(c: &reqwest::Client, url: &str, text: &str) -> (u16, String) {
         let resp = c

@@ -5,17 +5,15 @@
 
 use super::link::{Link, LinkError, Router, Start};
 use super::message::{self, Msg, Shape};
+use super::session::{new_session_id, Session};
 use super::stats::{Exit, Stats};
 use crate::config::{Isolation, StartMode, StdioConfig};
 use serde_json::{json, Value};
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
-use std::time::{Duration, Instant};
-use tokio::sync::mpsc;
+use std::time::Duration;
 
-/// Messages kept for a session that has no stream open to take them; the oldest go first.
-const BACKLOG: usize = 256;
 /// How long the bridge waits for a child to answer its own `initialize` (shared children).
 const HANDSHAKE: Duration = Duration::from_secs(30);
 
@@ -46,93 +44,6 @@ impl From<LinkError> for Refusal {
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-/// Where messages for a session wait for its client.
-#[derive(Default)]
-struct Outbox {
-    stream: Option<mpsc::Sender<Value>>,
-    backlog: VecDeque<Value>,
-}
-
-pub struct Session {
-    pub id: Arc<str>,
-    /// Its own child (`isolation = "session"`).
-    pub link: Option<Arc<Link>>,
-    outbox: Mutex<Outbox>,
-    /// Resource URIs it subscribed to (shared children: updates go to subscribers only).
-    subscriptions: Mutex<HashSet<String>>,
-    last_used: Mutex<Instant>,
-}
-
-impl Session {
-    fn new(id: Arc<str>, link: Option<Arc<Link>>) -> Self {
-        Self {
-            id,
-            link,
-            outbox: Mutex::default(),
-            subscriptions: Mutex::default(),
-            last_used: Mutex::new(Instant::now()),
-        }
-    }
-
-    pub fn touch(&self) {
-        *lock(&self.last_used) = Instant::now();
-    }
-
-    /// Opens the session's stream (`GET`): what waited in the backlog comes first. `None`
-    /// when one is open already.
-    pub fn open_stream(&self) -> Option<mpsc::Receiver<Value>> {
-        let mut out = lock(&self.outbox);
-        if out.stream.as_ref().is_some_and(|s| !s.is_closed()) {
-            return None;
-        }
-        let (tx, rx) = mpsc::channel(super::link::STREAM_QUEUE);
-        while let Some(m) = out.backlog.pop_front() {
-            if tx.try_send(m).is_err() {
-                break;
-            }
-        }
-        out.stream = Some(tx);
-        Some(rx)
-    }
-
-    fn has_stream(&self) -> bool {
-        lock(&self.outbox)
-            .stream
-            .as_ref()
-            .is_some_and(|s| !s.is_closed())
-    }
-
-    /// Queues `msg` for the client. `false`: its stream is full (the client stopped reading).
-    pub fn push(&self, msg: Value) -> bool {
-        let mut out = lock(&self.outbox);
-        if let Some(tx) = out.stream.as_ref().filter(|s| !s.is_closed()) {
-            return match tx.try_send(msg) {
-                Ok(()) => true,
-                Err(mpsc::error::TrySendError::Full(_)) => {
-                    out.stream = None;
-                    false
-                }
-                Err(mpsc::error::TrySendError::Closed(m)) => {
-                    out.stream = None;
-                    out.backlog.push_back(m);
-                    true
-                }
-            };
-        }
-        out.backlog.push_back(msg);
-        while out.backlog.len() > BACKLOG {
-            out.backlog.pop_front();
-        }
-        true
-    }
-
-    fn idle(&self, timeout: Duration) -> bool {
-        lock(&self.last_used).elapsed() >= timeout
-            && !self.has_stream()
-            && self.link.as_ref().is_none_or(|l| l.in_flight() == 0)
-    }
 }
 
 /// The shared child with what it answered the bridge's `initialize`.
@@ -294,6 +205,14 @@ impl Bridge {
     /// The shared child's `initialize` answer (for `server/discover` of stateless clients).
     pub async fn shared_init(&self) -> Result<Value, Refusal> {
         Ok(self.shared_link().await?.1)
+    }
+
+    /// Whether the shared child negotiated 2026-07-28 (then a stateless request's envelope is
+    /// passed on as it is).
+    pub async fn shared_speaks_stateless(&self) -> bool {
+        self.shared.lock().await.as_ref().is_some_and(|s| {
+            s.init.get("protocolVersion").and_then(Value::as_str) == Some(message::STATELESS)
+        })
     }
 
     /// The shared child, started and initialised by the bridge when there is none.
@@ -646,20 +565,4 @@ fn startable(launch: &super::super::child::Launch) -> Result<(), String> {
     } else {
         Err(format!("{} is not an executable file", program.display()))
     }
-}
-
-/// A session id nobody can guess: 128 random bits, hex.
-fn new_session_id() -> String {
-    let mut bytes = [0u8; 16];
-    if getrandom::getrandom(&mut bytes).is_err() {
-        // No randomness from the kernel: a counter and the clock still never repeat here.
-        static N: AtomicU64 = AtomicU64::new(0);
-        let n = N.fetch_add(1, Ordering::Relaxed);
-        let t = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as u64);
-        bytes[..8].copy_from_slice(&n.to_le_bytes());
-        bytes[8..].copy_from_slice(&t.to_le_bytes());
-    }
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

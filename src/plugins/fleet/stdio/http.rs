@@ -4,8 +4,9 @@
 //! when the child's answer is all there is, and an event stream when the child sends anything
 //! first (progress, its own requests).
 
-use super::bridge::{Bridge, Refusal, Session};
+use super::bridge::{Bridge, Refusal};
 use super::message::{self, Msg, Shape};
+use super::session::Session;
 use bytes::Bytes;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{combinators::BoxBody, BodyExt, Full, Limited, StreamBody};
@@ -262,6 +263,10 @@ async fn post(
     };
     if stateless && method == "server/discover" {
         return discover(&bridge, &link, msg, id).await;
+    }
+    let mut msg = msg;
+    if stateless && !bridge.shared_speaks_stateless().await {
+        message::strip_envelope(&mut msg);
     }
     let session_key = session.as_ref().map(|s| Arc::clone(&s.id));
     let (call_id, mut rx) = match link.call(msg, session_key).await {

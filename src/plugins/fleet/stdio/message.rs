@@ -75,6 +75,34 @@ pub fn set_progress_token(m: &mut Msg, token: Value) {
     }
 }
 
+/// The `_meta` keys a 2026-07-28 request carries its protocol envelope in.
+const ENVELOPE: [&str; 3] = [
+    "io.modelcontextprotocol/protocolVersion",
+    "io.modelcontextprotocol/clientInfo",
+    "io.modelcontextprotocol/clientCapabilities",
+];
+
+/// Takes a stateless request's envelope off, for a child that was initialised in the
+/// handshake era (2025-11-25): such servers refuse a request carrying it (the Python SDK's do),
+/// and the bridge already told the child who it talks to at `initialize`.
+pub fn strip_envelope(m: &mut Msg) {
+    let Some(params) = m.get_mut("params").and_then(Value::as_object_mut) else {
+        return;
+    };
+    let empty = match params.get_mut("_meta").and_then(Value::as_object_mut) {
+        Some(meta) => {
+            for k in ENVELOPE {
+                meta.remove(k);
+            }
+            meta.is_empty()
+        }
+        None => false,
+    };
+    if empty {
+        params.remove("_meta");
+    }
+}
+
 /// The bridge's own id of an answer line too long to parse: its ids are numbers, and children
 /// write `"id"` either first or last (the TypeScript SDK puts it after the result), so the
 /// first bytes and the last bytes of the line are searched.
@@ -137,6 +165,23 @@ mod tests {
         let l = line(&m);
         assert_eq!(l.iter().filter(|&&b| b == b'\n').count(), 1);
         assert_eq!(l.last(), Some(&b'\n'));
+    }
+
+    #[test]
+    fn the_stateless_envelope_comes_off_and_the_rest_of_meta_stays() {
+        let mut m = msg(
+            json!({"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"t",
+            "_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28",
+                     "io.modelcontextprotocol/clientCapabilities":{},"progressToken":"p"}}}),
+        );
+        strip_envelope(&mut m);
+        assert_eq!(m["params"]["_meta"], json!({"progressToken": "p"}));
+        let mut m = msg(
+            json!({"jsonrpc":"2.0","id":1,"method":"tools/list","params":{
+            "_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28"}}}),
+        );
+        strip_envelope(&mut m);
+        assert_eq!(m["params"], json!({}));
     }
 
     #[test]

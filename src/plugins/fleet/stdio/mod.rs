@@ -8,7 +8,8 @@
 //! child is in its own process group and cgroup with the category's memory limit.
 //!
 //! Rooms: `message` (JSON-RPC as the bridge handles it), `link` (one child and the channel to
-//! it), `bridge` (sessions, children, limits, routing of what children send), `http` (the
+//! it), `bridge` (children, limits, routing of what children send), `session` (one session
+//! and its queue), `http` (the
 //! Streamable HTTP side), `stats` (what `/servers` shows). The supervisor calls `run` in place of
 //! starting an HTTP server process.
 
@@ -16,6 +17,7 @@ mod bridge;
 mod http;
 mod link;
 mod message;
+mod session;
 mod stats;
 
 use super::supervisor::{fail_start, FirstStart, RunEnd, SharedStatus, Want};
