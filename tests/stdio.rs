@@ -474,6 +474,16 @@ async fn closing_a_stateless_stream_cancels_the_call_at_the_child() {
             .json(&body)
             .send()
     };
+    // The shared child is started (and initialised) by a first request.
+    let (status, _) = tokio::time::timeout(Duration::from_secs(30), async {
+        let r = send(stateless(3, "echo", json!({"text": "warm"})), "echo")
+            .await
+            .expect("warm-up");
+        (r.status().as_u16(), r.text().await)
+    })
+    .await
+    .expect("warm-up answered");
+    assert_eq!(status, 200);
     // The client gives up after 300 ms of a 10 s call: its stream closes.
     let gave_up = tokio::time::timeout(
         Duration::from_millis(300),
@@ -531,6 +541,61 @@ async fn idle_sessions_are_reaped_and_the_session_limit_answers_503() {
     });
     let (status, _) = post(&c, &url, Some(&a), call(json!(1), "echo", json!({}))).await;
     assert_eq!(status, 404, "a reaped session is gone");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fleet_max_children_counts_every_stdio_child() {
+    let marker = format!("fake-{}", common::free_port());
+    let category = format!(
+        "transport = \"stdio\"\ncommand = [\"python3\", \"{FAKE}\", \"--marker\", \"{marker}\"]"
+    );
+    let dir = FleetDir::with_sections(
+        &[("a", 1), ("b", 1)],
+        &[],
+        &Sections {
+            proxy: "first_byte_timeout = \"30s\"",
+            fleet: "max_children = 1",
+            categories: vec![("a", category.clone()), ("b", category)],
+            ..Sections::default()
+        },
+    );
+    let _serve = dir.serve();
+    let c = h::client();
+    let (sid, _) = h::open_session(&c, &format!("{}/mcp/a", dir.base())).await;
+    let initialize_b = || {
+        c.post(format!("{}/mcp/b", dir.base()))
+            .header("accept", ACCEPT)
+            .json(&h::initialize_body())
+            .send()
+    };
+    // The fleet's one child is taken: a server of another category cannot start one.
+    let resp = initialize_b().await.expect("initialize b");
+    assert_eq!(resp.status().as_u16(), 503);
+    assert!(resp.headers().contains_key("retry-after"));
+    let body = resp.text().await.unwrap_or_default();
+    assert!(body.contains("fleet.max_children"), "{body}");
+    assert_eq!(processes_with(&marker).len(), 1);
+    // Once it ends, the place is free again.
+    let r = c
+        .delete(format!("{}/mcp/a", dir.base()))
+        .header("mcp-session-id", &sid)
+        .send()
+        .await
+        .expect("DELETE");
+    assert_eq!(r.status().as_u16(), 200);
+    let mut status = 0;
+    for _ in 0..100 {
+        status = initialize_b()
+            .await
+            .expect("initialize b")
+            .status()
+            .as_u16();
+        if status == 200 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(status, 200, "b never got the freed place");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -602,14 +667,36 @@ async fn no_process_outlives_serve_even_after_kill_9() {
         } else {
             common::signal(serve.pid(), 15);
         }
+        let pid = serve.pid();
         serve.wait_exit(Duration::from_secs(30));
+        let how = if kill { "kill -9" } else { "SIGTERM" };
         wait_for(
-            &format!(
-                "no process left after {}",
-                if kill { "kill -9" } else { "SIGTERM" }
-            ),
+            &format!("no process left after {how}"),
             Duration::from_secs(15),
             || processes_with(&marker).is_empty().then_some(()),
         );
+        // The watchdog did its work and left, and so did the fleet's cgroups.
+        let fleet_cgroups = format!("mcp-fleet-{pid}");
+        wait_for(
+            &format!("the watchdog to exit after {how}"),
+            Duration::from_secs(15),
+            || {
+                processes_with("reap-cgroups")
+                    .into_iter()
+                    .all(|p| {
+                        !std::fs::read(format!("/proc/{p}/cmdline"))
+                            .is_ok_and(|c| String::from_utf8_lossy(&c).contains(&fleet_cgroups))
+                    })
+                    .then_some(())
+            },
+        );
+        for root in [
+            "/sys/fs/cgroup/unified",
+            "/sys/fs/cgroup/memory",
+            "/sys/fs/cgroup",
+        ] {
+            let left = std::path::Path::new(root).join(&fleet_cgroups);
+            assert!(!left.exists(), "{} left behind after {how}", left.display());
+        }
     }
 }

@@ -54,8 +54,20 @@ pub fn wait_for<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Opt
     }
 }
 
-/// PIDs of the direct children of `pid`, from /proc.
+/// PIDs of the direct children of `pid` but the fleet's watchdog (`mcp-fleet reap-cgroups`):
+/// the servers `serve` runs.
 pub fn children_of(pid: u32) -> Vec<u32> {
+    every_child_of(pid)
+        .into_iter()
+        .filter(|kid| {
+            !std::fs::read(format!("/proc/{kid}/cmdline"))
+                .is_ok_and(|c| String::from_utf8_lossy(&c).contains("reap-cgroups"))
+        })
+        .collect()
+}
+
+/// PIDs of every direct child of `pid`, from /proc.
+pub fn every_child_of(pid: u32) -> Vec<u32> {
     let mut out = Vec::new();
     let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
         return out;
@@ -116,7 +128,7 @@ impl Proc {
 impl Drop for Proc {
     fn drop(&mut self) {
         let pid = self.child.id();
-        let kids = children_of(pid);
+        let kids = every_child_of(pid);
         let _ = self.child.kill();
         let _ = self.child.wait();
         // Children end with it (PDEATHSIG), and the fleet's watchdog ends what they forked

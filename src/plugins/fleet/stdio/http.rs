@@ -80,6 +80,14 @@ pub async fn handle(
     health_timeout: std::time::Duration,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
+    if !host_allowed(req.headers().get(header::HOST)) {
+        return Ok(rpc_error(
+            StatusCode::FORBIDDEN,
+            Value::Null,
+            message::INVALID_REQUEST,
+            "Host is not this server's address (a DNS-rebinding defence): reach it by IP or localhost",
+        ));
+    }
     let path = req.uri().path();
     if path == HEALTH_PATH && req.method() == Method::GET {
         return Ok(match bridge.healthy(health_timeout).await {
@@ -132,6 +140,49 @@ pub async fn handle(
             r
         }
     })
+}
+
+/// Whether `Host` names this server by address (an IP literal, or `localhost`): the proxy and
+/// the health checker send its address, while a page using DNS rebinding to reach a loopback
+/// port sends its own domain name.
+fn host_allowed(host: Option<&HeaderValue>) -> bool {
+    let Some(host) = host.and_then(|h| h.to_str().ok()) else {
+        return true; // HTTP/1.0 without Host: nothing a browser sends
+    };
+    if host.starts_with('[') {
+        return host
+            .split_once(']')
+            .is_some_and(|(ip, _)| ip[1..].parse::<std::net::Ipv6Addr>().is_ok());
+    }
+    let name = host.rsplit_once(':').map_or(host, |(name, _)| name);
+    name.eq_ignore_ascii_case("localhost") || name.parse::<std::net::IpAddr>().is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn only_addresses_and_localhost_are_accepted_as_host() {
+        let ok =
+            |h: &str| super::host_allowed(Some(&http::HeaderValue::from_str(h).expect("value")));
+        for h in [
+            "127.0.0.1:51000",
+            "127.0.0.2",
+            "localhost:51000",
+            "[::1]:51000",
+            "10.0.0.7:80",
+        ] {
+            assert!(ok(h), "{h}");
+        }
+        for h in [
+            "evil.example:51000",
+            "rebind.attacker.test",
+            "[nonsense]:1",
+            "localhost.evil",
+        ] {
+            assert!(!ok(h), "{h}");
+        }
+        assert!(super::host_allowed(None));
+    }
 }
 
 /// `GET`: the session's stream of what its child sends outside any call.
