@@ -158,33 +158,6 @@ fn host_allowed(host: Option<&HeaderValue>) -> bool {
     name.eq_ignore_ascii_case("localhost") || name.parse::<std::net::IpAddr>().is_ok()
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn only_addresses_and_localhost_are_accepted_as_host() {
-        let ok =
-            |h: &str| super::host_allowed(Some(&http::HeaderValue::from_str(h).expect("value")));
-        for h in [
-            "127.0.0.1:51000",
-            "127.0.0.2",
-            "localhost:51000",
-            "[::1]:51000",
-            "10.0.0.7:80",
-        ] {
-            assert!(ok(h), "{h}");
-        }
-        for h in [
-            "evil.example:51000",
-            "rebind.attacker.test",
-            "[nonsense]:1",
-            "localhost.evil",
-        ] {
-            assert!(!ok(h), "{h}");
-        }
-        assert!(super::host_allowed(None));
-    }
-}
-
 /// `GET`: the session's stream of what its child sends outside any call.
 fn get(bridge: &Bridge, session_id: Option<&str>) -> Response<Body> {
     let Some(id) = session_id else {
@@ -493,4 +466,31 @@ fn sse(rx: mpsc::Receiver<Value>, first: Option<Value>, guard: Option<Cancel>) -
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     h.insert("x-accel-buffering", HeaderValue::from_static("no"));
     r
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn only_addresses_and_localhost_are_accepted_as_host() {
+        let ok =
+            |h: &str| super::host_allowed(Some(&http::HeaderValue::from_str(h).expect("value")));
+        for h in [
+            "127.0.0.1:51000",
+            "127.0.0.2",
+            "localhost:51000",
+            "[::1]:51000",
+            "10.0.0.7:80",
+        ] {
+            assert!(ok(h), "{h}");
+        }
+        for h in [
+            "evil.example:51000",
+            "rebind.attacker.test",
+            "[nonsense]:1",
+            "localhost.evil",
+        ] {
+            assert!(!ok(h), "{h}");
+        }
+        assert!(super::host_allowed(None));
+    }
 }
