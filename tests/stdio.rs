@@ -544,6 +544,70 @@ async fn idle_sessions_are_reaped_and_the_session_limit_answers_503() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_child_over_its_memory_limit_is_ended_by_the_memory_policy() {
+    // The watcher, not the kernel, enforces here (kernel_memory_limit = false), every 200 ms.
+    let marker = format!("fake-{}", common::free_port());
+    let dir = FleetDir::with_sections(
+        &[("fake", 1)],
+        &[],
+        &Sections {
+            proxy: "first_byte_timeout = \"30s\"",
+            fleet: "memory_interval = \"200ms\"\nkernel_memory_limit = false",
+            categories: vec![(
+                "fake",
+                format!(
+                    "transport = \"stdio\"\nmax_memory_mb = 40\n\
+                     command = [\"python3\", \"{FAKE}\", \"--marker\", \"{marker}\"]"
+                ),
+            )],
+            ..Sections::default()
+        },
+    );
+    let _serve = dir.serve();
+    let url = format!("{}/mcp/fake", dir.base());
+    let c = h::client();
+    let (sid, _) = h::open_session(&c, &url).await;
+    // Sampled: the server's memory is its child's.
+    let sampled = wait_for("a sample of the child", Duration::from_secs(10), || {
+        servers(&dir)[0]["memory_bytes"].as_u64().filter(|&b| b > 0)
+    });
+    assert!(sampled < 40 << 20, "an idle child over 40 MiB: {sampled}");
+    let (status, answer) = post(
+        &c,
+        &url,
+        Some(&sid),
+        call(json!(1), "grow", json!({"mib": 80})),
+    )
+    .await;
+    assert_eq!((status, tool_text(&answer).as_str()), (200, "grown"));
+    wait_for("the child to be ended", Duration::from_secs(15), || {
+        processes_with(&marker).is_empty().then_some(())
+    });
+    let (status, _) = post(&c, &url, Some(&sid), call(json!(2), "echo", json!({}))).await;
+    assert_eq!(status, 404, "its session ended with it");
+    let (code, memory) =
+        common::plain::admin_call(dir.admin_port, &dir.admin_token(), "GET", "/memory");
+    assert_eq!(code, 200);
+    let events = memory["events"].as_array().cloned().unwrap_or_default();
+    assert!(
+        events
+            .iter()
+            .any(|e| e["id"] == "fake-0.1" && e["action"] == "restart"),
+        "{memory}"
+    );
+    // A new session gets a new child.
+    let (sid, _) = h::open_session(&c, &url).await;
+    let (status, answer) = post(
+        &c,
+        &url,
+        Some(&sid),
+        call(json!(3), "echo", json!({"text": "new"})),
+    )
+    .await;
+    assert_eq!((status, tool_text(&answer).as_str()), (200, "new"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fleet_max_children_counts_every_stdio_child() {
     let marker = format!("fake-{}", common::free_port());
     let category = format!(

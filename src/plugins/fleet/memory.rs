@@ -25,6 +25,9 @@ pub struct MemoryTarget {
     pub action: MemoryAction,
     /// The watcher's last sample (PSS), if it has taken one.
     pub bytes: Option<u64>,
+    /// A child of a stdio server (its number; `id` is `{server}.{number}`): the policy acts on
+    /// the child, not on the bridge.
+    pub child: Option<u64>,
 }
 
 impl Fleet {
@@ -81,46 +84,95 @@ impl Fleet {
             .iter()
             .map(|s| (Arc::clone(&s.id), (s.memory_limit, s.memory_action)))
             .collect();
-        lock(&self.inner.servers)
-            .values()
-            .filter_map(|m| {
-                let st = m.status.read();
-                let pid = st.pid.filter(|_| st.state == ServerState::Running)?;
-                let (limit, action) = policy
-                    .get(&m.spec.id)
-                    .copied()
-                    .unwrap_or((m.spec.memory_limit, m.spec.memory_action));
-                Some(MemoryTarget {
-                    id: Arc::clone(&m.spec.id),
-                    category: Arc::clone(&m.spec.category),
-                    pid,
-                    limit,
-                    action,
-                    bytes: st.memory,
-                })
-            })
-            .collect()
+        let mut targets = Vec::new();
+        for m in lock(&self.inner.servers).values() {
+            let st = m.status.read();
+            let (limit, action) = policy
+                .get(&m.spec.id)
+                .copied()
+                .unwrap_or((m.spec.memory_limit, m.spec.memory_action));
+            // A stdio server's processes are its children, each held to the category's policy.
+            if let Some(bridge) = &st.bridge {
+                for (number, pid, bytes) in bridge.children() {
+                    targets.push(MemoryTarget {
+                        id: format!("{}.{number}", m.spec.id).into(),
+                        category: Arc::clone(&m.spec.category),
+                        pid,
+                        limit,
+                        action,
+                        bytes,
+                        child: Some(number),
+                    });
+                }
+                continue;
+            }
+            let Some(pid) = st.pid.filter(|_| st.state == ServerState::Running) else {
+                continue;
+            };
+            targets.push(MemoryTarget {
+                id: Arc::clone(&m.spec.id),
+                category: Arc::clone(&m.spec.category),
+                pid,
+                limit,
+                action,
+                bytes: st.memory,
+                child: None,
+            });
+        }
+        targets
+    }
+
+    /// The server a memory target belongs to (a child's id is `{server}.{number}`).
+    fn server_of(id: &str) -> &str {
+        id.rsplit_once('.').map_or(id, |(server, _)| server)
     }
 
     /// Keeps the watcher's samples, shown by `GET /servers`, `/memory`, the metrics and the
     /// dashboard (one sampling loop for all of them).
     pub fn record_memory(&self, samples: &[(Arc<str>, u64)]) {
         let servers = lock(&self.inner.servers);
+        let mut bridged: HashMap<&str, u64> = HashMap::new();
         for (id, bytes) in samples {
             if let Some(m) = servers.get(id) {
                 m.status.read().memory = Some(*bytes);
+            } else if let Some((server, number)) = id.rsplit_once('.') {
+                let Some(m) = servers.get(server) else {
+                    continue;
+                };
+                if let (Some(bridge), Ok(n)) = (&m.status.read().bridge, number.parse()) {
+                    bridge.record_memory(n, *bytes);
+                }
+                *bridged.entry(server).or_default() += bytes;
+            }
+        }
+        // A bridged server takes what its children take.
+        for m in servers.values() {
+            let mut st = m.status.read();
+            if st.bridge.is_some() {
+                st.memory = bridged.get(m.spec.id.as_ref()).copied();
             }
         }
     }
 
     /// The memory policy acts on `id`: restart it (drain first) or only record the alert.
     pub fn memory_action(&self, target: &MemoryTarget, bytes: u64) {
-        let action = match target.action {
-            MemoryAction::Restart => {
+        let action = match (target.action, target.child) {
+            (MemoryAction::Restart, None) => {
                 self.want(&target.id, Want::Restart);
                 MemoryActionTaken::Restart
             }
-            MemoryAction::Alert => MemoryActionTaken::Alert,
+            // A child is ended: its session gets 404 and the client's next session starts a
+            // new one (a shared child is started again by the next request).
+            (MemoryAction::Restart, Some(number)) => {
+                let servers = lock(&self.inner.servers);
+                if let Some(m) = servers.get(Self::server_of(&target.id)) {
+                    if let Some(bridge) = &m.status.read().bridge {
+                        bridge.end_child(number);
+                    }
+                }
+                MemoryActionTaken::Restart
+            }
+            (MemoryAction::Alert, _) => MemoryActionTaken::Alert,
         };
         tracing::warn!(
             server = %target.id,

@@ -523,6 +523,54 @@ impl Bridge {
         startable(&self.spawner.launch)
     }
 
+    /// Every live child: (number, pid, last memory sample), for the memory watcher.
+    pub fn children(&self) -> Vec<(u64, u32, Option<u64>)> {
+        self.links()
+            .iter()
+            .filter(|l| !l.is_gone())
+            .filter_map(|l| Some((l.number, l.pid?, l.memory())))
+            .collect()
+    }
+
+    /// The memory watcher's sample of child `number`.
+    pub fn record_memory(&self, number: u64, bytes: u64) {
+        if let Some(l) = self.links().iter().find(|l| l.number == number) {
+            l.set_memory(bytes);
+        }
+    }
+
+    /// Ends child `number` (the memory policy's restart): its session ends with it.
+    pub fn end_child(&self, number: u64) {
+        let own = lock(&self.sessions)
+            .values()
+            .find(|s| s.link.as_ref().is_some_and(|l| l.number == number))
+            .map(|s| Arc::clone(&s.id));
+        match own {
+            Some(id) => {
+                self.end_session(&id, false);
+            }
+            None => {
+                if let Some(l) = self.links().iter().find(|l| l.number == number) {
+                    l.stop();
+                }
+            }
+        }
+    }
+
+    /// The children: sessions' own, the spare, the shared one (when its lock is free; the
+    /// watcher takes it next round otherwise).
+    fn links(&self) -> Vec<Arc<Link>> {
+        let mut links: Vec<Arc<Link>> = lock(&self.sessions)
+            .values()
+            .filter_map(|s| s.link.clone())
+            .collect();
+        links.extend(lock(&self.spare).clone());
+        if let Ok(shared) = self.shared.try_lock() {
+            links.extend(shared.as_ref().map(|s| Arc::clone(&s.link)));
+        }
+        links
+    }
+
     /// Stops every child and refuses new ones (the server is stopping).
     pub async fn close(&self) {
         self.closing.store(true, Ordering::Release);

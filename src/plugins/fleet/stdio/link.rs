@@ -62,6 +62,8 @@ pub struct Link {
     ended: watch::Sender<bool>,
     last_active: Mutex<Instant>,
     router: Router,
+    /// The memory watcher's last sample (PSS bytes; 0: none yet).
+    memory: std::sync::atomic::AtomicU64,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -99,6 +101,7 @@ impl Link {
             ended,
             last_active: Mutex::new(Instant::now()),
             router: start.router,
+            memory: std::sync::atomic::AtomicU64::new(0),
         });
         let (close_stdin, stdin_closed) = tokio::sync::oneshot::channel::<()>();
         tokio::spawn(write_lines(stdin, from_bridge, stdin_closed));
@@ -168,6 +171,14 @@ impl Link {
             link.ended.send_replace(true);
         });
         link
+    }
+
+    pub fn memory(&self) -> Option<u64> {
+        Some(self.memory.load(Ordering::Relaxed)).filter(|&b| b > 0)
+    }
+
+    pub fn set_memory(&self, bytes: u64) {
+        self.memory.store(bytes, Ordering::Relaxed);
     }
 
     pub fn is_gone(&self) -> bool {
