@@ -109,6 +109,22 @@ fn call(id: Value, tool: &str, args: Value) -> Value {
            "params": {"name": tool, "arguments": args}})
 }
 
+/// An `echo` of `text` in session `sid` that must come back whole.
+async fn assert_echo(c: &reqwest::Client, url: &str, sid: &str, text: &str) {
+    let (status, answer) = post(
+        c,
+        url,
+        Some(sid),
+        call(json!(99), "echo", json!({"text": text})),
+    )
+    .await;
+    assert_eq!(
+        (status, tool_text(&answer).as_str()),
+        (200, text),
+        "{answer}"
+    );
+}
+
 fn tool_text(answer: &Value) -> String {
     answer["result"]["content"][0]["text"]
         .as_str()
@@ -254,14 +270,7 @@ async fn a_child_that_crashes_mid_call_fails_the_call_and_its_session_is_gone() 
     assert_eq!(status, 404, "the session of a dead child: {answer}");
     // The client initialises again and goes on.
     let (sid, _) = h::open_session(&c, &url).await;
-    let (status, answer) = post(
-        &c,
-        &url,
-        Some(&sid),
-        call(json!(7), "echo", json!({"text": "again"})),
-    )
-    .await;
-    assert_eq!((status, tool_text(&answer).as_str()), (200, "again"));
+    assert_echo(&c, &url, &sid, "again").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -301,14 +310,7 @@ async fn a_line_too_long_fails_only_its_request_and_non_json_is_never_forwarded(
     )
     .await;
     assert_eq!((status, tool_text(&answer).as_str()), (200, "spammed"));
-    let (status, answer) = post(
-        &c,
-        &url,
-        Some(&sid),
-        call(json!(5), "echo", json!({"text": "still here"})),
-    )
-    .await;
-    assert_eq!((status, tool_text(&answer).as_str()), (200, "still here"));
+    assert_echo(&c, &url, &sid, "still here").await;
     assert_eq!(stdio_total(&dir, "oversized_lines"), 1);
     assert_eq!(stdio_total(&dir, "non_json_lines"), 1);
     assert_eq!(
@@ -597,14 +599,7 @@ async fn a_child_over_its_memory_limit_is_ended_by_the_memory_policy() {
     );
     // A new session gets a new child.
     let (sid, _) = h::open_session(&c, &url).await;
-    let (status, answer) = post(
-        &c,
-        &url,
-        Some(&sid),
-        call(json!(3), "echo", json!({"text": "new"})),
-    )
-    .await;
-    assert_eq!((status, tool_text(&answer).as_str()), (200, "new"));
+    assert_echo(&c, &url, &sid, "new").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

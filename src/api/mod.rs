@@ -78,6 +78,26 @@ pub struct StdioInfo {
     pub refused: u64,
 }
 
+impl std::ops::AddAssign<&StdioInfo> for StdioInfo {
+    /// Totals over servers (a category's, for `status` and `/metrics`).
+    fn add_assign(&mut self, i: &StdioInfo) {
+        self.children += i.children;
+        self.sessions += i.sessions;
+        self.spawns += i.spawns;
+        self.spawn_failures += i.spawn_failures;
+        self.reaps += i.reaps;
+        self.exits.stopped += i.exits.stopped;
+        self.exits.exited += i.exits.exited;
+        self.exits.crashed += i.exits.crashed;
+        self.exits.oom += i.exits.oom;
+        self.non_json_lines += i.non_json_lines;
+        self.oversized_lines += i.oversized_lines;
+        self.outlived += i.outlived;
+        self.slow_closed += i.slow_closed;
+        self.refused += i.refused;
+    }
+}
+
 /// Children's exits by cause.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StdioExits {

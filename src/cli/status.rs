@@ -48,15 +48,7 @@ fn print_bridges(servers: &[ServerInfo]) {
     let mut by: BTreeMap<&str, StdioInfo> = BTreeMap::new();
     for s in servers {
         if let Some(i) = &s.stdio {
-            let t = by.entry(s.category.as_str()).or_default();
-            t.children += i.children;
-            t.sessions += i.sessions;
-            t.spawns += i.spawns;
-            t.reaps += i.reaps;
-            t.exits.crashed += i.exits.crashed;
-            t.exits.oom += i.exits.oom;
-            t.refused += i.refused;
-            t.outlived += i.outlived;
+            *by.entry(s.category.as_str()).or_default() += i;
         }
     }
     if by.is_empty() {

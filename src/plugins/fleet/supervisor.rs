@@ -184,6 +184,25 @@ async fn wait_ready(
     }
 }
 
+/// An operator's restart: no new requests; wait for those in flight, bounded by the drain
+/// timeout.
+pub(super) async fn drain(
+    spec: &ServerSpec,
+    status: &SharedStatus,
+    inner: &Inner,
+    settings: &super::FleetSettings,
+) {
+    lock(status).state = ServerState::Draining;
+    inner.registry.set_ready(&[(spec.addr, false)]);
+    let deadline = Instant::now() + settings.drain_timeout;
+    // One atomic of this server's live state, not a scan of the registry.
+    if let Some(live) = inner.registry.live_state(spec.addr) {
+        while live.in_flight() > 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
 /// Reports the first start's outcome to whoever deployed the server.
 pub(super) struct FirstStart(Option<oneshot::Sender<Result<(), String>>>);
 
@@ -444,16 +463,7 @@ async fn run_child(
                     break RunEnd::Stop;
                 }
                 if d.want == Want::Restart && d.generation != generation {
-                    // Drain: no new requests; wait for those in flight, bounded by the drain timeout.
-                    lock(status).state = ServerState::Draining;
-                    inner.registry.set_ready(&[(spec.addr, false)]);
-                    let deadline = Instant::now() + settings.drain_timeout;
-                    // One atomic of this server's live state, not a scan of the registry.
-                    if let Some(live) = inner.registry.live_state(spec.addr) {
-                        while live.in_flight() > 0 && Instant::now() < deadline {
-                            tokio::time::sleep(Duration::from_millis(20)).await;
-                        }
-                    }
+                    drain(spec, status, inner, settings).await;
                     child::stop(&mut process, settings.stop_grace).await;
                     break RunEnd::Restart;
                 }

@@ -10,18 +10,7 @@ pub(super) fn mirror(servers: &[crate::api::ServerInfo]) {
     let mut by: BTreeMap<&str, crate::api::StdioInfo> = BTreeMap::new();
     for s in servers {
         let Some(i) = &s.stdio else { continue };
-        let t = by.entry(s.category.as_str()).or_default();
-        t.children += i.children;
-        t.sessions += i.sessions;
-        t.spawns += i.spawns;
-        t.reaps += i.reaps;
-        t.exits.stopped += i.exits.stopped;
-        t.exits.exited += i.exits.exited;
-        t.exits.crashed += i.exits.crashed;
-        t.exits.oom += i.exits.oom;
-        t.non_json_lines += i.non_json_lines;
-        t.oversized_lines += i.oversized_lines;
-        t.outlived += i.outlived;
+        *by.entry(s.category.as_str()).or_default() += i;
     }
     for (c, t) in by {
         m.stdio_children

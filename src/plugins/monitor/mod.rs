@@ -424,20 +424,11 @@ impl Monitor {
         let now = clock::now_ms();
         let failed: std::collections::HashSet<String> = self.failed_ids().into_iter().collect();
         let mut memory_by: BTreeMap<String, u64> = BTreeMap::new();
-        let mut bridges: BTreeMap<String, [u64; 5]> = BTreeMap::new();
+        let mut bridges: BTreeMap<String, crate::api::StdioInfo> = BTreeMap::new();
         if let Some(f) = &self.fleet {
             for s in f.servers() {
                 if let Some(i) = &s.stdio {
-                    let b = bridges.entry(s.category.clone()).or_default();
-                    for (t, v) in b.iter_mut().zip([
-                        i.children,
-                        i.sessions,
-                        i.spawns,
-                        i.reaps,
-                        i.exits.crashed + i.exits.oom,
-                    ]) {
-                        *t += v;
-                    }
+                    *bridges.entry(s.category.clone()).or_default() += i;
                 }
                 *memory_by.entry(s.category).or_default() += s.memory_bytes.unwrap_or(0);
             }
@@ -481,8 +472,9 @@ impl Monitor {
                 "total": set.all.len(),
                 "requests": set.all.iter().map(|b| b.state.requests()).sum::<u64>(),
                 "memory_bytes": memory,
-                "stdio": bridges.get(set.name.as_ref()).map(|[children, sessions, spawns, reaps, failed]| json!({
-                    "children": children, "sessions": sessions, "spawns": spawns, "reaps": reaps, "failed": failed,
+                "stdio": bridges.get(set.name.as_ref()).map(|b| json!({
+                    "children": b.children, "sessions": b.sessions, "spawns": b.spawns,
+                    "reaps": b.reaps, "failed": b.exits.crashed + b.exits.oom,
                 })),
                 "points": points,
             }));

@@ -203,14 +203,7 @@ async fn run(
                     break RunEnd::Stop;
                 }
                 if d.want == Want::Restart && d.generation != generation {
-                    status.write().state = ServerState::Draining;
-                    inner.registry.set_ready(&[(spec.addr, false)]);
-                    let deadline = Instant::now() + settings.drain_timeout;
-                    if let Some(live) = inner.registry.live_state(spec.addr) {
-                        while live.in_flight() > 0 && Instant::now() < deadline {
-                            tokio::time::sleep(Duration::from_millis(20)).await;
-                        }
-                    }
+                    super::supervisor::drain(spec, status, inner, settings).await;
                     break RunEnd::Restart;
                 }
             }
