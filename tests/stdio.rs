@@ -125,6 +125,16 @@ async fn assert_echo(c: &reqwest::Client, url: &str, sid: &str, text: &str) {
     );
 }
 
+/// The next chunk of an event stream (one event, as the bridge writes one per chunk).
+async fn first_event(stream: &mut reqwest::Response) -> String {
+    let chunk = tokio::time::timeout(Duration::from_secs(10), stream.chunk())
+        .await
+        .expect("an event within 10 s")
+        .expect("read")
+        .expect("a chunk");
+    String::from_utf8_lossy(&chunk).into_owned()
+}
+
 fn tool_text(answer: &Value) -> String {
     answer["result"]["content"][0]["text"]
         .as_str()
@@ -396,12 +406,7 @@ async fn a_shared_childs_notifications_reach_every_sessions_stream() {
     let (status, answer) = post(&c, &url, Some(&a), call(json!(1), "notify", json!({}))).await;
     assert_eq!((status, tool_text(&answer).as_str()), (200, "notified"));
     let mut stream = stream;
-    let chunk = tokio::time::timeout(Duration::from_secs(10), stream.chunk())
-        .await
-        .expect("an event within 10 s")
-        .expect("read")
-        .expect("a chunk");
-    let text = String::from_utf8_lossy(&chunk);
+    let text = first_event(&mut stream).await;
     assert!(text.contains("notifications/tools/list_changed"), "{text}");
 }
 
@@ -453,6 +458,103 @@ async fn a_client_that_stops_reading_cannot_stall_the_other_sessions_of_a_shared
     let (status, _) = post(&c, &url, Some(&b), call(json!(3), "echo", json!({}))).await;
     assert_eq!(status, 404, "the stalled session is closed");
     drop(stalled);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shared_childs_own_requests_are_refused_and_discover_is_answered_for_it() {
+    let (dir, _marker) = fleet(1, "isolation = \"shared\"", &[]);
+    let _serve = dir.serve();
+    let url = format!("{}/mcp/fake", dir.base());
+    let c = h::client();
+    let (sid, _) = h::open_session(&c, &url).await;
+    // Which session would answer a shared child's sampling request? None: the bridge says so.
+    let (status, answer) = post(&c, &url, Some(&sid), call(json!(1), "ask", json!({}))).await;
+    assert_eq!(status, 200);
+    let asked: Value = serde_json::from_str(&tool_text(&answer)).expect("the child's view");
+    assert_eq!(asked["error"]["code"], json!(-32601), "{asked}");
+    assert!(
+        asked["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("isolation = \"session\""),
+        "{asked}"
+    );
+    // A stateless client's server/discover: the fake server does not know it (-32601), so the
+    // bridge describes it from its initialize answer.
+    let resp = c
+        .post(&url)
+        .header("accept", ACCEPT)
+        .header("mcp-protocol-version", "2026-07-28")
+        .header("mcp-method", "server/discover")
+        .json(
+            &json!({"jsonrpc": "2.0", "id": "d", "method": "server/discover",
+            "params": {"_meta": {"io.modelcontextprotocol/protocolVersion": "2026-07-28"}}}),
+        )
+        .send()
+        .await
+        .expect("discover");
+    assert_eq!(resp.status().as_u16(), 200);
+    let d: Value = resp.json().await.expect("json");
+    assert_eq!(d["id"], json!("d"));
+    assert!(
+        d["result"]["supportedVersions"]
+            .as_array()
+            .is_some_and(|v| v.contains(&json!("2026-07-28"))),
+        "{d}"
+    );
+    assert_eq!(
+        d["result"]["capabilities"]["tools"]["listChanged"],
+        json!(true),
+        "{d}"
+    );
+    assert_eq!(
+        d["result"]["_meta"]["io.modelcontextprotocol/serverInfo"]["name"],
+        json!("fake-stdio")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shared_childs_resource_updates_reach_only_the_subscribed_session() {
+    let (dir, _marker) = fleet(1, "isolation = \"shared\"", &[]);
+    let _serve = dir.serve();
+    let url = format!("{}/mcp/fake", dir.base());
+    let c = h::client();
+    let (a, _) = h::open_session(&c, &url).await;
+    let (b, _) = h::open_session(&c, &url).await;
+    let subscribe = json!({"jsonrpc": "2.0", "id": 5, "method": "resources/subscribe",
+                           "params": {"uri": "file:///watched"}});
+    let (status, answer) = post(&c, &url, Some(&a), subscribe).await;
+    assert_eq!(status, 200, "{answer}");
+    let open = |sid: String| {
+        c.get(&url)
+            .header("accept", "text/event-stream")
+            .header("mcp-session-id", sid)
+            .send()
+    };
+    let (mut stream_a, mut stream_b) = (
+        open(a.clone()).await.expect("a"),
+        open(b.clone()).await.expect("b"),
+    );
+    let (status, answer) = post(
+        &c,
+        &url,
+        Some(&b),
+        call(json!(1), "update", json!({"uri": "file:///watched"})),
+    )
+    .await;
+    assert_eq!((status, tool_text(&answer).as_str()), (200, "updated"));
+    // The child sent the update, then list_changed: a sees both, b (not subscribed) only the
+    // second. Events come in the child's order, so b's first event tells.
+    let a_first = first_event(&mut stream_a).await;
+    assert!(
+        a_first.contains("notifications/resources/updated"),
+        "{a_first}"
+    );
+    let b_first = first_event(&mut stream_b).await;
+    assert!(
+        b_first.contains("list_changed") && !b_first.contains("resources/updated"),
+        "{b_first}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -389,7 +389,7 @@ async fn discover(
 }
 
 fn described(init: &Value) -> Value {
-    serde_json::json!({
+    let mut d = serde_json::json!({
         "resultType": "complete",
         "supportedVersions": [message::PROTOCOL, message::STATELESS],
         "capabilities": init.get("capabilities").cloned().unwrap_or_else(|| serde_json::json!({})),
@@ -397,7 +397,11 @@ fn described(init: &Value) -> Value {
         "ttlMs": 0,
         "cacheScope": "public",
         "_meta": {"io.modelcontextprotocol/serverInfo": init.get("serverInfo")},
-    })
+    });
+    if let Some(m) = d.as_object_mut() {
+        m.retain(|_, v| !v.is_null());
+    }
+    d
 }
 
 /// Tells the child a stateless request was abandoned when its stream is dropped unanswered.
