@@ -263,6 +263,27 @@ async fn sessions_sending_the_same_ids_see_only_their_own_answers() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_a_child_sends_before_its_initialize_answer_waits_for_the_session() {
+    let (dir, _marker) = fleet(1, "", &["--log-on-initialize"]);
+    let _serve = dir.serve();
+    let url = format!("{}/mcp/fake", dir.base());
+    let c = h::client();
+    // The child logs before it answers: the answer is still the initialize result ...
+    let (sid, body) = h::open_session(&c, &url).await;
+    assert!(body.contains("fake-stdio"), "{body}");
+    // ... and the log line is on the session's stream when it opens.
+    let mut stream = c
+        .get(&url)
+        .header("accept", "text/event-stream")
+        .header("mcp-session-id", &sid)
+        .send()
+        .await
+        .expect("GET stream");
+    let event = first_event(&mut stream).await;
+    assert!(event.contains("starting up"), "{event}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_child_that_crashes_mid_call_fails_the_call_and_its_session_is_gone() {
     let (dir, _marker) = fleet(1, "", &[]);
     let _serve = dir.serve();

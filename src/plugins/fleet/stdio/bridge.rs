@@ -10,7 +10,7 @@ use super::stats::{Exit, Stats};
 use crate::config::{Isolation, StartMode, StdioConfig};
 use serde_json::{json, Value};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
@@ -70,8 +70,19 @@ pub struct Bridge {
     /// A started child waiting for the next session (`start = "eager"`, session isolation).
     spare: Mutex<Option<Arc<Link>>>,
     next_child: AtomicU64,
+    /// Sessions being opened (counted against `max_sessions` with those open).
+    opening: AtomicUsize,
     closing: AtomicBool,
     me: Weak<Bridge>,
+}
+
+/// Gives back the place an opening session took.
+struct Opening<'a>(&'a AtomicUsize);
+
+impl Drop for Opening<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 impl std::fmt::Debug for Bridge {
@@ -93,6 +104,7 @@ impl Bridge {
             shared: tokio::sync::Mutex::new(None),
             spare: Mutex::new(None),
             next_child: AtomicU64::new(0),
+            opening: AtomicUsize::new(0),
             closing: AtomicBool::new(false),
             me: me.clone(),
         })
@@ -131,10 +143,17 @@ impl Bridge {
     /// A new session: its own child (session isolation) or a place at the shared child. The
     /// `initialize` answer comes back with the client's id.
     pub async fn open_session(&self, init: Msg) -> Result<(Arc<Session>, Value), Refusal> {
-        if self.session_count() >= self.config.max_sessions {
-            self.stats.refused.fetch_add(1, Ordering::Relaxed);
-            return Err(Refusal::Sessions(self.config.max_sessions));
+        // The place is taken under the table's lock, so sessions opening at once on both
+        // threads cannot pass `max_sessions` together; it is given back when the opening ends.
+        {
+            let sessions = lock(&self.sessions);
+            if sessions.len() + self.opening.load(Ordering::Acquire) >= self.config.max_sessions {
+                self.stats.refused.fetch_add(1, Ordering::Relaxed);
+                return Err(Refusal::Sessions(self.config.max_sessions));
+            }
+            self.opening.fetch_add(1, Ordering::AcqRel);
         }
+        let _opened = Opening(&self.opening);
         let id: Arc<str> = new_session_id().into();
         let client_id = init.get("id").cloned().unwrap_or(Value::Null);
         match self.config.isolation {
@@ -156,7 +175,15 @@ impl Bridge {
                 lock(&self.sessions).insert(Arc::clone(&id), Arc::clone(&session));
                 let answer = async {
                     let (_, mut rx) = link.call(init, Some(Arc::clone(&id))).await?;
-                    rx.recv().await.ok_or(Refusal::Gone)
+                    // What the child sends before its answer (a log line, a request of its
+                    // own) waits for the session's stream; the answer is what comes back.
+                    loop {
+                        let m = rx.recv().await.ok_or(Refusal::Gone)?;
+                        if m.as_object().and_then(message::shape) == Some(Shape::Response) {
+                            break Ok(m);
+                        }
+                        session.push(m);
+                    }
                 }
                 .await;
                 if let Some(me) = self.me.upgrade() {
