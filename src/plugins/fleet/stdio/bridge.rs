@@ -153,7 +153,7 @@ impl Bridge {
             }
             self.opening.fetch_add(1, Ordering::AcqRel);
         }
-        let _opened = Opening(&self.opening);
+        let opened = Opening(&self.opening);
         let id: Arc<str> = new_session_id().into();
         let client_id = init.get("id").cloned().unwrap_or(Value::Null);
         match self.config.isolation {
@@ -161,7 +161,11 @@ impl Bridge {
                 let guard = self.shared_link().await?;
                 let result = guard.1;
                 let session = Arc::new(Session::new(Arc::clone(&id), None));
-                lock(&self.sessions).insert(id, Arc::clone(&session));
+                {
+                    let mut table = lock(&self.sessions);
+                    table.insert(id, Arc::clone(&session));
+                    drop(opened); // counted in the table now, under the same lock as the check
+                }
                 Ok((session, message::result(client_id, result)))
             }
             Isolation::Session => {
@@ -172,7 +176,11 @@ impl Bridge {
                 };
                 // The spare was started for no session yet: this one is its session now.
                 let session = Arc::new(Session::new(Arc::clone(&id), Some(Arc::clone(&link))));
-                lock(&self.sessions).insert(Arc::clone(&id), Arc::clone(&session));
+                {
+                    let mut table = lock(&self.sessions);
+                    table.insert(Arc::clone(&id), Arc::clone(&session));
+                    drop(opened);
+                }
                 let answer = async {
                     let (_, mut rx) = link.call(init, Some(Arc::clone(&id))).await?;
                     // What the child sends before its answer (a log line, a request of its
