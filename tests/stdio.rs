@@ -781,6 +781,44 @@ async fn fleet_max_children_counts_every_stdio_child() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_changes_session_limits_in_place_and_keeps_the_children() {
+    let (dir, marker) = fleet(1, "max_sessions = 1", &[]);
+    let _serve = dir.serve();
+    let url = format!("{}/mcp/fake", dir.base());
+    let c = h::client();
+    let (a, _) = h::open_session(&c, &url).await;
+    let (_, answer) = post(&c, &url, Some(&a), call(json!(1), "whoami", json!({}))).await;
+    let pid = tool_text(&answer);
+    let second = || {
+        c.post(&url)
+            .header("accept", ACCEPT)
+            .json(&h::initialize_body())
+            .send()
+    };
+    assert_eq!(second().await.expect("second").status().as_u16(), 503);
+    let text = std::fs::read_to_string(dir.config()).expect("config");
+    std::fs::write(
+        dir.config(),
+        text.replace("max_sessions = 1", "max_sessions = 2"),
+    )
+    .expect("write");
+    let (status, report) =
+        common::plain::admin_call(dir.admin_port, &dir.admin_token(), "POST", "/reload");
+    assert_eq!(status, 200, "{report}");
+    assert!(
+        report["changes"]
+            .as_array()
+            .is_some_and(|c| c.iter().any(|c| c["key"] == "categories.fake.max_sessions")),
+        "{report}"
+    );
+    assert_eq!(second().await.expect("second").status().as_u16(), 200);
+    // The first session's child is the one it had: the server was not replaced.
+    let (status, answer) = post(&c, &url, Some(&a), call(json!(2), "whoami", json!({}))).await;
+    assert_eq!((status, tool_text(&answer)), (200, pid));
+    assert_eq!(processes_with(&marker).len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hundred_concurrent_sessions_on_one_server() {
     // A hundred children start at once on two cores (about 10 s of CPU for a hundred Python
     // interpreters here): more than the default 5 s to first byte, and longer than the

@@ -382,8 +382,16 @@ pub static CATEGORY_KEYS: &[CategoryKey] = &[
         "http"
     }),
     category_key!("isolation", REPLACE, |c| c.stdio.map(|s| s.isolation)),
-    category_key!("max_sessions", REPLACE, |c| c.stdio.map(|s| s.max_sessions)),
-    category_key!("idle_timeout", REPLACE, |c| c.stdio.map(|s| s.idle_timeout)),
+    category_key!(
+        "max_sessions",
+        "at once: running bridges take the new limit (open sessions are kept)",
+        |c| c.stdio.map(|s| s.max_sessions)
+    ),
+    category_key!(
+        "idle_timeout",
+        "at once: running bridges reap by the new timeout",
+        |c| c.stdio.map(|s| s.idle_timeout)
+    ),
     category_key!("start", REPLACE, |c| c.stdio.map(|s| s.start)),
 ];
 

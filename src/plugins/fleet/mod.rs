@@ -148,6 +148,15 @@ impl Inner {
         lock(&self.settings).clone()
     }
 
+    /// Server `id`'s bridge settings in the current plan (a reload may have changed its
+    /// limits since its spec was taken).
+    pub(crate) fn planned_stdio(&self, id: &str) -> Option<crate::config::StdioConfig> {
+        lock(&self.plan)
+            .iter()
+            .find(|s| s.id.as_ref() == id)
+            .and_then(|s| s.stdio)
+    }
+
     pub(crate) fn census_up(&self, id: &str) {
         let now = self.ready.fetch_add(1, Ordering::AcqRel) + 1;
         let total = lock(&self.servers).len();
@@ -309,6 +318,16 @@ impl Fleet {
             servers.iter().map(|(id, m)| (id, &m.spec)).collect();
         let diff = plan::diff(&old, &new, &running);
         let spawned = members(&new);
+        // Running bridges take new session limits in place (a change of isolation or start
+        // replaces the server instead: `diff` says so).
+        for planned in &new {
+            let Some(m) = servers.get(&planned.id) else {
+                continue;
+            };
+            if let (Some(bridge), Some(stdio)) = (&m.status.read().bridge, planned.stdio) {
+                bridge.set_limits(stdio::Limits::of(&stdio));
+            }
+        }
         drop(servers);
         // Running servers keep the spec they were started with until they are replaced.
         *old = new;

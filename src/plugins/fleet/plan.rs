@@ -118,10 +118,12 @@ pub fn members(specs: &[ServerSpec]) -> Vec<SpawnedMember> {
 }
 
 /// Whether a running server already is what `planned` describes (the rest of a spec, memory
-/// policy and log rotation, is read from the plan or applies at the next start).
+/// policy and log rotation, is read from the plan or applies at the next start; a bridge's
+/// `max_sessions` and `idle_timeout` are handed to it by `Fleet::replan`).
 fn same_process(running: &ServerSpec, planned: &ServerSpec) -> bool {
     running.addr == planned.addr
-        && running.stdio == planned.stdio
+        && running.stdio.map(|s| (s.isolation, s.start))
+            == planned.stdio.map(|s| (s.isolation, s.start))
         && running.mcp_path == planned.mcp_path
         && running.launch.program == planned.launch.program
         && running.launch.args == planned.launch.args

@@ -62,7 +62,10 @@ pub struct Spawner {
 }
 
 pub struct Bridge {
+    /// As the server started; `max_sessions` and `idle_timeout` are read from `limits`, which
+    /// a reload changes in place.
     pub config: StdioConfig,
+    limits: Mutex<Limits>,
     pub stats: Arc<Stats>,
     spawner: Spawner,
     sessions: Mutex<HashMap<Arc<str>, Arc<Session>>>,
@@ -74,6 +77,22 @@ pub struct Bridge {
     opening: AtomicUsize,
     closing: AtomicBool,
     me: Weak<Bridge>,
+}
+
+/// What a reload changes in a running bridge without replacing it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    pub max_sessions: usize,
+    pub idle_timeout: Duration,
+}
+
+impl Limits {
+    pub fn of(config: &StdioConfig) -> Self {
+        Self {
+            max_sessions: config.max_sessions,
+            idle_timeout: config.idle_timeout,
+        }
+    }
 }
 
 /// Gives back the place an opening session took.
@@ -98,6 +117,7 @@ impl Bridge {
     pub fn new(config: StdioConfig, spawner: Spawner) -> Arc<Self> {
         Arc::new_cyclic(|me| Self {
             config,
+            limits: Mutex::new(Limits::of(&config)),
             stats: Arc::new(Stats::default()),
             spawner,
             sessions: Mutex::default(),
@@ -108,6 +128,16 @@ impl Bridge {
             closing: AtomicBool::new(false),
             me: me.clone(),
         })
+    }
+
+    pub fn limits(&self) -> Limits {
+        *lock(&self.limits)
+    }
+
+    /// A reload's new `max_sessions` and `idle_timeout`: taken at once; sessions open beyond a
+    /// lowered limit are kept (new ones wait for places).
+    pub fn set_limits(&self, limits: Limits) {
+        *lock(&self.limits) = limits;
     }
 
     pub fn session(&self, id: &str) -> Option<Arc<Session>> {
@@ -147,9 +177,10 @@ impl Bridge {
         // threads cannot pass `max_sessions` together; it is given back when the opening ends.
         {
             let sessions = lock(&self.sessions);
-            if sessions.len() + self.opening.load(Ordering::Acquire) >= self.config.max_sessions {
+            let max = self.limits().max_sessions;
+            if sessions.len() + self.opening.load(Ordering::Acquire) >= max {
                 self.stats.refused.fetch_add(1, Ordering::Relaxed);
-                return Err(Refusal::Sessions(self.config.max_sessions));
+                return Err(Refusal::Sessions(max));
             }
             self.opening.fetch_add(1, Ordering::AcqRel);
         }
@@ -505,7 +536,7 @@ impl Bridge {
 
     /// Ends idle sessions (and their children), and an on-demand shared child nobody uses.
     pub async fn reap(&self) {
-        let timeout = self.config.idle_timeout;
+        let timeout = self.limits().idle_timeout;
         let idle: Vec<Arc<str>> = lock(&self.sessions)
             .values()
             .filter(|s| s.idle(timeout))

@@ -28,7 +28,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
-pub use bridge::Bridge;
+pub use bridge::{Bridge, Limits};
 
 /// How long a health check's `ping` of the shared child may take.
 const PING_TIMEOUT: Duration = Duration::from_secs(2);
@@ -127,7 +127,7 @@ async fn run(
     shutdown: &mut watch::Receiver<bool>,
     first: &mut FirstStart,
 ) -> RunEnd {
-    let Some(config) = spec.stdio else {
+    let Some(config) = inner.planned_stdio(&spec.id).or(spec.stdio) else {
         return fail_start(status, "not a stdio server".into(), first);
     };
     let listener = match bind(spec.addr) {
@@ -172,8 +172,11 @@ async fn run(
     tracing::debug!(server = %spec.id, addr = %spec.addr, isolation = ?config.isolation, "stdio bridge listening");
     let mcp_path: Arc<str> = spec.mcp_path.clone();
     let mut connections = tokio::task::JoinSet::new();
-    let tick = (config.idle_timeout / 4).clamp(Duration::from_millis(100), Duration::from_secs(5));
-    let mut reaper = tokio::time::interval(tick);
+    // Reaping looks a quarter of the idle timeout apart (read each time: a reload changes it).
+    let tick = |b: &Bridge| {
+        (b.limits().idle_timeout / 4).clamp(Duration::from_millis(100), Duration::from_secs(5))
+    };
+    let mut next_reap = Instant::now() + tick(&bridge);
     let generation = desired.borrow().generation;
     let end = loop {
         tokio::select! {
@@ -195,7 +198,10 @@ async fn run(
                 });
             }
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
-            _ = reaper.tick() => bridge.reap().await,
+            _ = tokio::time::sleep_until(next_reap.into()) => {
+                bridge.reap().await;
+                next_reap = Instant::now() + tick(&bridge);
+            }
             _ = shutdown.changed() => break RunEnd::Stop,
             changed = desired.changed() => {
                 let d = *desired.borrow();
