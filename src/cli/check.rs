@@ -12,16 +12,38 @@ fn ephemeral_range() -> Option<std::ops::RangeInclusive<u16>> {
     Some(lo..=hi)
 }
 
-pub fn warn_ephemeral(config: &config::ValidConfig) -> Vec<String> {
-    ephemeral_range()
+pub fn warnings(config: &config::ValidConfig) -> Vec<String> {
+    let mut out: Vec<String> = ephemeral_range()
         .map(|r| config::ephemeral_warnings(config, r))
-        .unwrap_or_default()
+        .unwrap_or_default();
+    let base = config.source.parent().unwrap_or(Path::new("."));
+    out.extend(config::stdio_warnings(config, |program| {
+        runnable(program, base)
+    }));
+    out
+}
+
+/// Whether `program` names an executable file: a path (relative ones from the config's
+/// folder), or a bare name found in PATH.
+fn runnable(program: &str, base: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    let executable = |p: &Path| {
+        std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    };
+    if program == config::SELF_COMMAND {
+        return true;
+    }
+    if program.contains('/') {
+        return executable(&base.join(program));
+    }
+    std::env::var_os("PATH")
+        .is_some_and(|path| std::env::split_paths(&path).any(|d| executable(&d.join(program))))
 }
 
 pub fn check(path: &Path) -> ExitCode {
     match config::load(path) {
         Ok(config) => {
-            for w in warn_ephemeral(&config) {
+            for w in warnings(&config) {
                 eprintln!("warning: {w}");
             }
             let servers: usize = config.categories.iter().map(|c| c.servers as usize).sum();

@@ -26,7 +26,7 @@ pub fn serve(format: LogFormat, path: &Path) -> ExitCode {
         Ok(c) => c,
         Err(e) => return report_load_error(&e),
     };
-    for w in super::check::warn_ephemeral(&config) {
+    for w in super::check::warnings(&config) {
         tracing::warn!("{w}");
     }
     match mcp_fleet::serve::run(config).with_context(|| format!("cannot serve {}", path.display()))

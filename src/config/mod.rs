@@ -25,7 +25,7 @@ pub use error::{ConfigError, LoadError};
 pub use model::*;
 pub use origin::{AllowedOrigin, OriginPort};
 pub use units::{parse_duration, parse_port_range, parse_size};
-pub use warnings::ephemeral_warnings;
+pub use warnings::{ephemeral_warnings, stdio_warnings};
 
 use raw::RawConfig;
 use std::path::{Path, PathBuf};

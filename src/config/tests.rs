@@ -235,3 +235,27 @@ ports = "53000-53001"
         web.reason
     );
 }
+
+#[test]
+fn stdio_categories_warn_of_a_short_first_byte_timeout_and_a_missing_program() {
+    let c = check(
+        r#"
+[categories.memory]
+transport = "stdio"
+command = ["nodejs-typo", "/opt/mcp/server-memory/dist/index.js"]
+ports = "51000-51009"
+"#,
+    )
+    .expect("valid");
+    let w = stdio_warnings(&c, |p| p == "node");
+    assert_eq!(w.len(), 2, "{w:?}");
+    assert!(
+        w[0].contains("proxy.first_byte_timeout") && w[0].contains("memory"),
+        "{w:?}"
+    );
+    assert!(
+        w[1].contains("categories.memory.command") && w[1].contains("nodejs-typo"),
+        "{w:?}"
+    );
+    assert!(stdio_warnings(&check(MINIMAL).expect("valid"), |_| false).is_empty());
+}
