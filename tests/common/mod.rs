@@ -17,10 +17,23 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_mcp-fleet");
 
 /// A free loopback port (the OS picks; the listener is dropped before use).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
+    // The kernel may hand the same free port to two tests of this process that ask before
+    // either binds it (one test's proxy then answered another's health checks with 404): a
+    // port is given out once per process.
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("a free port");
+        let mut given = GIVEN
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
 }
 
 static NEXT_BLOCK: AtomicU16 = AtomicU16::new(0);
