@@ -135,8 +135,18 @@ where
 
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
         if req.uri().path() == "/mcp" {
+            let delete = req.method() == http::Method::DELETE;
             let fut = self.inner.call(req);
-            Box::pin(fut)
+            Box::pin(async move {
+                let mut resp = fut.await?;
+                // rmcp answers a session's DELETE with 202; the official Python SDK takes only
+                // 200 or 204 as success and reports "Session termination failed: 202". The
+                // session is ended either way: say so with 200, as the TypeScript SDK does.
+                if delete && resp.status() == http::StatusCode::ACCEPTED {
+                    *resp.status_mut() = http::StatusCode::OK;
+                }
+                Ok(resp)
+            })
         } else {
             Box::pin(async {
                 let body = Full::new(bytes::Bytes::from_static(b"not found")).boxed();
