@@ -1,0 +1,132 @@
+#!/usr/bin/env bash
+# Memory per open, idle MCP event stream (the 2025-11-25 session's GET stream), mcp-fleet beside
+# nginx and HAProxy (Debian's, one worker each, buffering off) in front of the same built-in
+# server, one proxy at a time: STREAMS sessions are initialized through the proxy, each opens its
+# GET stream, and the proxy's RSS with all of them open is compared with its RSS before
+# (fresh proxy, warmed by the same number of plain requests). Reported, not asserted.
+# Every stream holds a client socket and an upstream socket in the proxy, and open files are
+# capped at 20000 here, so STREAMS stays below ~9000.
+# Usage: load-tests/streams.sh [--streams 3000] [--rounds 2]
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+streams=3000 rounds=2
+parse_opts streams rounds -- "$@"
+ensure_build
+need_apt nginx haproxy
+ulimit -n "$(ulimit -Hn)"
+
+BACKEND_PORT=21500 FLEET_PORT=18080 NGINX_PORT=18081 HAPROXY_PORT=18082
+"$BIN" backend --port "$BACKEND_PORT" --category api >/dev/null 2>&1 &
+started $!
+wait_port "$BACKEND_PORT"
+
+write_static_config "$WORK/fleet.toml" "$FLEET_PORT" "\"127.0.0.1:$BACKEND_PORT\"" \
+    "$(printf 'max_sse_streams = 20000\nmax_connections = 9500')"
+mkdir -p "$WORK/nginx"
+cat >"$WORK/nginx.conf" <<EOF
+worker_processes 1; pid $WORK/nginx/nginx.pid; error_log $WORK/nginx/error.log warn;
+worker_rlimit_nofile 20000;
+events { worker_connections 19000; }
+http { access_log off; client_body_temp_path $WORK/nginx; proxy_temp_path $WORK/nginx;
+  upstream mcp { server 127.0.0.1:$BACKEND_PORT; keepalive 64; }
+  server { listen 127.0.0.1:$NGINX_PORT;
+    location = /mcp/api { proxy_pass http://mcp/mcp; proxy_http_version 1.1;
+      proxy_set_header Connection ""; proxy_set_header Host 127.0.0.1;
+      proxy_buffering off; proxy_read_timeout 600s; } } }
+EOF
+cat >"$WORK/haproxy.cfg" <<EOF
+global
+  nbthread 1
+  maxconn 9500
+defaults
+  mode http
+  timeout connect 1s
+  timeout client 600s
+  timeout server 600s
+  option http-keep-alive
+frontend fe
+  bind 127.0.0.1:$HAPROXY_PORT
+  default_backend be
+backend be
+  http-request set-path /mcp
+  http-request set-header Host 127.0.0.1
+  server s0 127.0.0.1:$BACKEND_PORT
+EOF
+
+# start PROXY: starts it, sets PIDS (its processes) and PORT.
+start() {
+    case $1 in
+    mcp-fleet)
+        "$BIN" serve --config "$WORK/fleet.toml" >"$WORK/fleet.log" 2>&1 &
+        PIDS=$!; PORT=$FLEET_PORT ;;
+    nginx)
+        nginx -c "$WORK/nginx.conf" -g 'daemon off;' 2>"$WORK/nginx.log" &
+        PIDS=$!; PORT=$NGINX_PORT ;;
+    haproxy)
+        haproxy -f "$WORK/haproxy.cfg" -db >"$WORK/haproxy.log" 2>&1 &
+        PIDS=$!; PORT=$HAPROXY_PORT ;;
+    esac
+    started "$PIDS"
+    wait_port "$PORT"
+    sleep 0.5
+    [ "$1" = nginx ] && PIDS="$PIDS $(pgrep -P "$PIDS" | tr '\n' ' ')"
+    return 0
+}
+
+# hold PORT N READY_FILE: opens N sessions with their GET streams and holds them until killed.
+hold() {
+    python3 - "$1" "$2" "$3" <<'EOF'
+import http.client, json, socket, sys, time
+port, n, ready_file = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+init = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+    "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "streams.sh", "version": "1"}}})
+notify = json.dumps({"jsonrpc": "2.0", "method": "notifications/initialized"})
+accept = "application/json, text/event-stream"
+conn = http.client.HTTPConnection("127.0.0.1", port)
+held, failed = [], 0
+for i in range(n):
+    conn.request("POST", "/mcp/api", init, {"Content-Type": "application/json", "Accept": accept})
+    r = conn.getresponse(); r.read()
+    sid = r.getheader("mcp-session-id")
+    if r.status != 200 or not sid:
+        failed += 1; continue
+    conn.request("POST", "/mcp/api", notify, {"Content-Type": "application/json", "Accept": accept, "Mcp-Session-Id": sid})
+    r = conn.getresponse(); r.read()
+    s = socket.create_connection(("127.0.0.1", port))
+    s.sendall(f"GET /mcp/api HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\nMcp-Session-Id: {sid}\r\nMcp-Protocol-Version: 2025-11-25\r\n\r\n".encode())
+    head = s.recv(4096)
+    if not head.startswith(b"HTTP/1.1 200"):
+        failed += 1; s.close(); continue
+    held.append(s)
+open(ready_file, "w").write(f"{len(held)} {failed}\n")
+time.sleep(3600)
+EOF
+}
+
+echo "round proxy streams failed rss_before_kib rss_open_kib kib_per_stream"
+for round in $(seq "$rounds"); do
+    for p in mcp-fleet nginx haproxy; do
+        start "$p"
+        # shellcheck disable=SC2086
+        before=$(rss_sum_kib $PIDS)
+        rm -f "$WORK/ready"
+        hold "$PORT" "$streams" "$WORK/ready" &
+        holder=$!
+        started "$holder"
+        while [ ! -s "$WORK/ready" ] && kill -0 "$holder" 2>/dev/null; do sleep 0.5; done
+        read -r open failed <"$WORK/ready"
+        sleep 1
+        # shellcheck disable=SC2086
+        during=$(rss_sum_kib $PIDS)
+        per=$(awk -v a="$during" -v b="$before" -v n="$open" 'BEGIN {printf "%.1f", n ? (a - b) / n : 0}')
+        echo "$round $p $open $failed $before $during $per"
+        # The holder is a subshell running python: end both.
+        pkill -P "$holder" 2>/dev/null || true
+        kill "$holder" 2>/dev/null || true
+        wait "$holder" 2>/dev/null || true
+        # shellcheck disable=SC2086
+        kill $PIDS 2>/dev/null || true
+        for pid in $PIDS; do wait "$pid" 2>/dev/null || true; done
+        sleep 1
+    done
+done
