@@ -6,6 +6,7 @@
 pub mod dns;
 pub mod fake;
 pub mod raw;
+pub mod stdio;
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};

@@ -8,8 +8,8 @@
 //! child is in its own process group and cgroup with the category's memory limit.
 //!
 //! Rooms: `message` (JSON-RPC as the bridge handles it), `link` (one child and the channel to
-//! it), `bridge` (children, limits, routing of what children send), `session` (one session
-//! and its queue), `http` (the
+//! it), `bridge` (children, limits), `route` (where what children send goes), `session` (one
+//! session and its queue), `http` (the
 //! Streamable HTTP side), `stats` (what `/servers` shows). The supervisor calls `run` in place of
 //! starting an HTTP server process.
 
@@ -17,6 +17,7 @@ mod bridge;
 mod http;
 mod link;
 mod message;
+mod route;
 mod session;
 mod stats;
 
