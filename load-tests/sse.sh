@@ -17,34 +17,7 @@ servers = $servers"
 serve=$SERVE base=$BASE monitor=$MONITOR
 before=$(rss_kib "$serve")
 
-python3 - "${PROXY_PORT:-18080}" "$streams" "$hold" "$WORK/ready" <<'EOF' &
-import http.client, json, socket, sys, time
-port, n, hold, ready_file = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
-init = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
-    "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "sse.sh", "version": "1"}}})
-notify = json.dumps({"jsonrpc": "2.0", "method": "notifications/initialized"})
-accept = "application/json, text/event-stream"
-conn = http.client.HTTPConnection("127.0.0.1", port)
-held, failed = [], 0
-for i in range(n):
-    conn.request("POST", "/mcp/api", init, {"Content-Type": "application/json", "Accept": accept})
-    r = conn.getresponse(); r.read()
-    sid = r.getheader("mcp-session-id")
-    if r.status != 200 or not sid:
-        failed += 1; continue
-    conn.request("POST", "/mcp/api", notify, {"Content-Type": "application/json", "Accept": accept, "Mcp-Session-Id": sid})
-    r = conn.getresponse(); r.read()
-    s = socket.create_connection(("127.0.0.1", port))
-    s.sendall(f"GET /mcp/api HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\nMcp-Session-Id: {sid}\r\nMcp-Protocol-Version: 2025-11-25\r\n\r\n".encode())
-    head = s.recv(4096)
-    if not head.startswith(b"HTTP/1.1 200"):
-        failed += 1; s.close(); continue
-    held.append(s)
-open(ready_file, "w").write(f"{len(held)} {failed}\n")
-time.sleep(hold)
-for s in held:
-    s.close()
-EOF
+hold_streams "${PROXY_PORT:-18080}" "$streams" "$hold" "$WORK/ready" &
 holder=$!
 started "$holder"
 while [ ! -s "$WORK/ready" ] && kill -0 "$holder" 2>/dev/null; do sleep 0.5; done

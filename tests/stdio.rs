@@ -454,48 +454,26 @@ async fn closing_a_stateless_stream_cancels_the_call_at_the_child() {
     let _serve = dir.serve();
     let url = format!("{}/mcp/fake", dir.base());
     let c = h::client();
-    let stateless = |id: u64, tool: &str, args: Value| {
-        json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
-            "params": {"name": tool, "arguments": args,
-                "_meta": {"io.modelcontextprotocol/protocolVersion": "2026-07-28",
-                          "io.modelcontextprotocol/clientCapabilities": {}}}})
-    };
-    let send = |body: Value, tool: &'static str| {
-        c.post(&url)
-            .header("accept", ACCEPT)
-            .header("mcp-protocol-version", "2026-07-28")
-            .header("mcp-method", "tools/call")
-            .header("mcp-name", tool)
-            .json(&body)
-            .send()
-    };
     // The shared child is started (and initialised) by a first request.
-    let (status, _) = tokio::time::timeout(Duration::from_secs(30), async {
-        let r = send(stateless(3, "echo", json!({"text": "warm"})), "echo")
-            .await
-            .expect("warm-up");
-        (r.status().as_u16(), r.text().await)
-    })
+    let (status, _) = tokio::time::timeout(
+        Duration::from_secs(30),
+        h::stateless_tool(&c, &url, "echo", json!({"text": "warm"})),
+    )
     .await
     .expect("warm-up answered");
     assert_eq!(status, 200);
     // The client gives up after 300 ms of a 10 s call: its stream closes.
     let gave_up = tokio::time::timeout(
         Duration::from_millis(300),
-        send(stateless(1, "slow", json!({"ms": 10_000})), "slow"),
+        h::stateless_tool(&c, &url, "slow", json!({"ms": 10_000})),
     )
     .await;
     assert!(gave_up.is_err(), "the slow call answered early");
     let cancelled = wait_for("the child to be told", Duration::from_secs(10), || {
         let rt = tokio::runtime::Handle::current();
-        let body = tokio::task::block_in_place(|| {
-            rt.block_on(async {
-                let r = send(stateless(2, "cancelled", json!({})), "cancelled")
-                    .await
-                    .ok()?;
-                r.text().await.ok()
-            })
-        })?;
+        let (_, body) = tokio::task::block_in_place(|| {
+            rt.block_on(h::stateless_tool(&c, &url, "cancelled", json!({})))
+        });
         let list: Vec<Value> = serde_json::from_str(&tool_text(&answer_of(&body))).ok()?;
         (!list.is_empty()).then_some(list)
     });

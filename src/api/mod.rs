@@ -98,6 +98,19 @@ impl std::ops::AddAssign<&StdioInfo> for StdioInfo {
     }
 }
 
+impl StdioInfo {
+    /// The bridges of `servers` summed per category (`status`, `/metrics`, the dashboard).
+    pub fn by_category(servers: &[ServerInfo]) -> std::collections::BTreeMap<&str, StdioInfo> {
+        let mut by = std::collections::BTreeMap::<&str, StdioInfo>::new();
+        for s in servers {
+            if let Some(i) = &s.stdio {
+                *by.entry(s.category.as_str()).or_default() += i;
+            }
+        }
+        by
+    }
+}
+
 /// Children's exits by cause.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StdioExits {

@@ -2,7 +2,6 @@
 
 use mcp_fleet::admin::client::{AdminClient, ClientError};
 use mcp_fleet::api::{ServerInfo, Status, StdioInfo};
-use std::collections::BTreeMap;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -45,12 +44,7 @@ pub fn run(c: &AdminClient) -> Result<ExitCode, ClientError> {
 
 /// The stdio categories' bridges: children, sessions and what became of the children.
 fn print_bridges(servers: &[ServerInfo]) {
-    let mut by: BTreeMap<&str, StdioInfo> = BTreeMap::new();
-    for s in servers {
-        if let Some(i) = &s.stdio {
-            *by.entry(s.category.as_str()).or_default() += i;
-        }
-    }
+    let by = StdioInfo::by_category(servers);
     if by.is_empty() {
         return;
     }

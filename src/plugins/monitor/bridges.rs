@@ -2,17 +2,11 @@
 //! source) at each scrape.
 
 use crate::metrics::{self, metrics};
-use std::collections::BTreeMap;
 
 /// The stdio bridges' counts, summed per category (from `/servers`, their one source).
 pub(super) fn mirror(servers: &[crate::api::ServerInfo]) {
     let m = metrics();
-    let mut by: BTreeMap<&str, crate::api::StdioInfo> = BTreeMap::new();
-    for s in servers {
-        let Some(i) = &s.stdio else { continue };
-        *by.entry(s.category.as_str()).or_default() += i;
-    }
-    for (c, t) in by {
+    for (c, t) in crate::api::StdioInfo::by_category(servers) {
         m.stdio_children
             .with_label_values(&[c])
             .set(t.children as i64);

@@ -424,15 +424,11 @@ impl Monitor {
         let now = clock::now_ms();
         let failed: std::collections::HashSet<String> = self.failed_ids().into_iter().collect();
         let mut memory_by: BTreeMap<String, u64> = BTreeMap::new();
-        let mut bridges: BTreeMap<String, crate::api::StdioInfo> = BTreeMap::new();
-        if let Some(f) = &self.fleet {
-            for s in f.servers() {
-                if let Some(i) = &s.stdio {
-                    *bridges.entry(s.category.clone()).or_default() += i;
-                }
-                *memory_by.entry(s.category).or_default() += s.memory_bytes.unwrap_or(0);
-            }
+        let servers = self.fleet.as_ref().map(|f| f.servers()).unwrap_or_default();
+        for s in &servers {
+            *memory_by.entry(s.category.clone()).or_default() += s.memory_bytes.unwrap_or(0);
         }
+        let bridges = crate::api::StdioInfo::by_category(&servers);
         let series = lock(&self.series);
         let samples: Vec<&series::Sample> = series.samples.iter().collect();
         let mut categories = Vec::new();
