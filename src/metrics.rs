@@ -101,6 +101,12 @@ pub struct Metrics {
     pub stdio_exits: IntCounterVec,
     pub stdio_lines_refused: IntCounterVec,
     pub stdio_outlived: IntCounterVec,
+    pub auth_refused: IntCounterVec,
+    pub auth_keys: IntGaugeVec,
+    pub auth_key_fetch_failures: IntCounterVec,
+    pub rate_limited: IntCounterVec,
+    pub policy_refused: IntCounterVec,
+    pub list_filtered: IntCounterVec,
     pub alerts_firing: IntGaugeVec,
     pub alerts_fired: IntCounterVec,
     pub uptime: Gauge,
@@ -190,6 +196,12 @@ pub fn metrics() -> &'static Metrics {
             stdio_exits: counter(&r, "mcp_fleet_stdio_exits_total", "Children of stdio servers that ended, by cause: stopped (by the bridge), exited (status 0), crashed, oom.", &["category", "cause"]),
             stdio_lines_refused: counter(&r, "mcp_fleet_stdio_lines_refused_total", "Stdout lines of stdio children not forwarded, by reason: not_json (logged), oversized (over 16 MiB; its request failed).", &["category", "reason"]),
             stdio_outlived: counter(&r, "mcp_fleet_stdio_outlived_processes_total", "Processes found alive after their stdio child was ended and its cgroup killed (expected 0).", &["category"]),
+            auth_refused: counter(&r, "mcp_fleet_auth_refused_total", "Requests refused for their credentials, by reason (missing, not_bearer, unknown_key, malformed, algorithm, unknown_kid, signature, expired, not_yet_valid, issuer, audience, no_keys, scope, category).", &["reason"]),
+            auth_keys: gauge(&r, "mcp_fleet_auth_signing_keys", "Signing keys of the OAuth issuer in force.", &["state"]),
+            auth_key_fetch_failures: counter(&r, "mcp_fleet_auth_key_fetch_failures_total", "Fetches of the issuer's metadata or key set that failed.", &["source"]),
+            rate_limited: counter(&r, "mcp_fleet_rate_limited_total", "Requests refused with 429, by bucket kind (principal, anonymous).", &["kind"]),
+            policy_refused: counter(&r, "mcp_fleet_policy_refused_total", "Requests refused by a category's allow-lists or for routing fields that disagree with the body, by category and reason (tool, prompt, resource, mismatch, unreadable).", &["category", "reason"]),
+            list_filtered: counter(&r, "mcp_fleet_list_items_hidden_total", "Entries of tools/list, prompts/list and resources/list answers left out because the caller may not use them, by category.", &["category"]),
             alerts_firing: gauge(&r, "mcp_fleet_alert_firing", "1 while the alert fires.", &["alert"]),
             alerts_fired: counter(&r, "mcp_fleet_alerts_fired_total", "Times each alert started firing.", &["alert"]),
             uptime,
@@ -325,6 +337,43 @@ pub fn mirror(counter: &prometheus::IntCounter, total: u64) {
     } else {
         counter.inc_by(total);
     }
+}
+
+/// A request refused for its credentials or scopes; `reason` is a fixed label.
+pub fn auth_refused(reason: &'static str) {
+    metrics().auth_refused.with_label_values(&[reason]).inc();
+}
+
+pub fn auth_keys(n: usize) {
+    metrics()
+        .auth_keys
+        .with_label_values(&["loaded"])
+        .set(n as i64);
+}
+
+pub fn auth_key_fetch_failed() {
+    metrics()
+        .auth_key_fetch_failures
+        .with_label_values(&["issuer"])
+        .inc();
+}
+
+pub fn rate_limited(kind: &'static str) {
+    metrics().rate_limited.with_label_values(&[kind]).inc();
+}
+
+pub fn policy_refused(category: &str, reason: &'static str) {
+    metrics()
+        .policy_refused
+        .with_label_values(&[category, reason])
+        .inc();
+}
+
+pub fn list_filtered(category: &str, hidden: usize) {
+    metrics()
+        .list_filtered
+        .with_label_values(&[category])
+        .inc_by(hidden as u64);
 }
 
 #[cfg(test)]

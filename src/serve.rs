@@ -90,6 +90,7 @@ struct ControlParts {
     monitor: Arc<Monitor>,
     registry: Arc<Registry>,
     config: tokio::sync::watch::Receiver<Arc<ValidConfig>>,
+    auth: Arc<crate::auth::Authenticator>,
 }
 
 fn start_control(parts: ControlParts) -> Result<ControlPlane, ServeError> {
@@ -105,6 +106,7 @@ fn start_control(parts: ControlParts) -> Result<ControlPlane, ServeError> {
         monitor,
         registry,
         config,
+        auth,
     } = parts;
     let thread = std::thread::Builder::new()
         .name("control".into())
@@ -120,6 +122,7 @@ fn start_control(parts: ControlParts) -> Result<ControlPlane, ServeError> {
                     tokio::spawn(crate::plugins::memory::watch(f));
                 }
                 tokio::spawn(crate::upstream::discovery::run(registry, config));
+                tokio::spawn(auth.run_refresher());
                 match tokio::net::TcpListener::from_std(admin_listener) {
                     Ok(l) => {
                         tokio::spawn(Arc::clone(&admin).serve(l));
@@ -212,6 +215,7 @@ pub fn run(config: ValidConfig) -> Result<(), ServeError> {
     let codec: crate::proxy::session::SharedCodec = Arc::new(arc_swap::ArcSwap::from_pointee(
         crate::session_keys::load(&config.session)?,
     ));
+    let edge: crate::proxy::policy::SharedEdge = Arc::new(crate::proxy::policy::Edge::new(&config));
     let admin_token = token::for_server(&config)?;
     // Fail before spawning a thousand children if a port is taken.
     drop(bind("proxy.listen", config.proxy.listen)?);
@@ -256,9 +260,10 @@ pub fn run(config: ValidConfig) -> Result<(), ServeError> {
         Arc::clone(&registry),
         fleet.clone(),
         Arc::clone(&history),
-        vec![Box::new(crate::session_keys::SessionKeys(Arc::clone(
-            &codec,
-        )))],
+        vec![
+            Box::new(crate::session_keys::SessionKeys(Arc::clone(&codec))),
+            Box::new(crate::proxy::policy::access::EdgeReload(Arc::clone(&edge))),
+        ],
     ));
     let admin = Arc::new(AdminApi {
         fleet: fleet.clone(),
@@ -284,6 +289,7 @@ pub fn run(config: ValidConfig) -> Result<(), ServeError> {
         monitor,
         registry: Arc::clone(&registry),
         config: current_rx,
+        auth: Arc::clone(&edge.auth),
     })?)));
 
     let mut conf = ServerConf {
@@ -319,8 +325,13 @@ pub fn run(config: ValidConfig) -> Result<(), ServeError> {
         .into_owned();
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
-    let fast = FastPath::new(Arc::clone(&registry), Arc::clone(&codec));
-    let proxy = FleetProxy::new(Arc::clone(&registry), codec, Arc::clone(&traffic));
+    let fast = FastPath::new(Arc::clone(&registry), Arc::clone(&codec), Arc::clone(&edge));
+    let proxy = FleetProxy::new(
+        Arc::clone(&registry),
+        codec,
+        Arc::clone(&edge),
+        Arc::clone(&traffic),
+    );
     let gate = Gate::new(
         pingora::proxy::http_proxy(&server.configuration, proxy),
         fast,

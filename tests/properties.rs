@@ -143,6 +143,13 @@ proptest! {
             }
             Route::Health => prop_assert_eq!(path, "/health"),
             Route::Stats => prop_assert_eq!(path, "/stats"),
+            Route::ResourceMetadata(None) => {
+                prop_assert_eq!(path, "/.well-known/oauth-protected-resource")
+            }
+            Route::ResourceMetadata(Some(category)) => {
+                prop_assert!(!category.is_empty() && !category.contains('/'));
+                prop_assert_eq!(format!("/.well-known/oauth-protected-resource/mcp/{category}"), path);
+            }
             Route::NotFound => {}
         }
     }

@@ -8,7 +8,8 @@ const fn secs(n: u64) -> Duration {
 }
 
 // [proxy]
-pub const PROXY_LISTEN: &str = "0.0.0.0:8080";
+/// Loopback: a listener others can reach needs `[auth]` (or `auth.allow_anonymous = true`).
+pub const PROXY_LISTEN: &str = "127.0.0.1:8080";
 pub const THREADS: i64 = 2;
 pub const MAX_RETRIES: i64 = 3;
 pub const CONNECT_TIMEOUT: Duration = secs(1);
@@ -128,3 +129,15 @@ pub fn command() -> Vec<String> {
     .map(String::from)
     .to_vec()
 }
+
+// [auth], [proxy.rate_limit]
+/// Clock skew allowed on a token's `exp` and `nbf`.
+pub const AUTH_LEEWAY: Duration = secs(30);
+pub const AUTH_MAX_LEEWAY: Duration = secs(300);
+pub const JWKS_REFRESH: Duration = secs(300);
+/// An unknown `kid` fetches the key set again at most this often (a flood of forged `kid`s
+/// must not become a flood of fetches).
+pub const JWKS_COOLDOWN: Duration = secs(10);
+pub const TOKEN_CACHE: i64 = 10_000;
+/// A bucket holds one second's run at its rate.
+pub const RATE_BURST: Duration = secs(1);

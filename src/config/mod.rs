@@ -9,6 +9,7 @@
 //! Unknown keys are collected with `serde_ignored` rather than refused with
 //! `deny_unknown_fields`, so that a file with three misspelt keys gets three errors in one run.
 
+mod access;
 pub mod defaults;
 pub mod endpoint;
 mod error;
@@ -21,6 +22,7 @@ mod section;
 mod units;
 mod warnings;
 
+pub use access::*;
 pub use error::{ConfigError, LoadError};
 pub use model::*;
 pub use origin::{AllowedOrigin, OriginPort};

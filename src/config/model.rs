@@ -131,6 +131,7 @@ pub struct ValidConfig {
     pub health: HealthConfig,
     pub session: SessionConfig,
     pub dns: DnsConfig,
+    pub auth: super::access::AuthConfig,
     /// In the order of their port ranges (static-only categories last), as the seed lists them.
     pub categories: Vec<CategoryConfig>,
 }
@@ -221,6 +222,9 @@ pub struct ProxyConfig {
     /// Small MCP POSTs go through the fast path (the other engine); `false`: every request
     /// goes through Pingora's path. Both apply the same policy.
     pub fast_path: bool,
+    pub rate_limit: super::access::RateLimitConfig,
+    /// `None`: plain HTTP.
+    pub tls: Option<super::access::TlsConfig>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -321,6 +325,8 @@ pub struct CategoryConfig {
     /// `transport = "stdio"`: the servers speak JSON-RPC lines on stdin/stdout and mcp-fleet
     /// bridges each to Streamable HTTP on its address. `None`: they listen on `{port}` themselves.
     pub stdio: Option<StdioConfig>,
+    pub auth: super::access::CategoryAuth,
+    pub upstream_headers: Vec<super::access::UpstreamHeader>,
 }
 
 /// How a stdio category's servers are bridged.

@@ -15,7 +15,48 @@ pub struct RawConfig {
     pub health: RawHealth,
     pub session: RawSession,
     pub dns: RawDns,
+    pub auth: RawAuth,
     pub categories: BTreeMap<String, RawCategory>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct RawAuth {
+    pub mode: Option<String>,
+    pub issuer: Option<String>,
+    pub audience: Option<String>,
+    pub ca_file: Option<String>,
+    pub api_keys_file: Option<String>,
+    pub allow_anonymous: Option<bool>,
+    pub leeway: Option<String>,
+    pub jwks_refresh: Option<String>,
+    pub jwks_cooldown: Option<String>,
+    pub token_cache: Option<i64>,
+    pub audit: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct RawRateLimit {
+    pub per_principal: Option<String>,
+    pub per_ip_anonymous: Option<String>,
+    pub burst: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct RawTls {
+    pub cert: Option<String>,
+    pub key: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct RawCategoryAuth {
+    pub scopes: Option<Vec<String>>,
+    pub tools: Option<Vec<String>>,
+    pub prompts: Option<Vec<String>>,
+    pub resources: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -73,6 +114,8 @@ pub struct RawProxy {
     pub max_response_body: Option<String>,
     pub send_timeout: Option<String>,
     pub fast_path: Option<bool>,
+    pub rate_limit: RawRateLimit,
+    pub tls: RawTls,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -165,4 +208,6 @@ pub struct RawCategory {
     pub max_sessions: Option<i64>,
     pub idle_timeout: Option<String>,
     pub start: Option<String>,
+    pub auth: RawCategoryAuth,
+    pub upstream_headers: Option<BTreeMap<String, String>>,
 }

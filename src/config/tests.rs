@@ -21,7 +21,7 @@ servers = 100
 #[test]
 fn minimal_config_gets_the_defaults() {
     let c = check(MINIMAL).expect("valid");
-    assert_eq!(c.proxy.listen, "0.0.0.0:8080".parse().expect("addr"));
+    assert_eq!(c.proxy.listen, "127.0.0.1:8080".parse().expect("addr"));
     assert_eq!(c.proxy.threads, 2);
     assert_eq!(c.proxy.max_retries, 3);
     assert_eq!(c.proxy.shutdown_grace, Duration::from_secs(10));

@@ -46,7 +46,12 @@ impl Gate {
     /// it leaves to Pingora's path, until the whole head is there (or it is longer than any
     /// Pingora takes, which Pingora then refuses); None when the client closed (or broke) the
     /// connection first.
-    async fn next_plan(&self, stream: &mut Stream, buf: &mut Vec<u8>) -> Option<Plan> {
+    async fn next_plan(
+        &self,
+        stream: &mut Stream,
+        buf: &mut Vec<u8>,
+        client_ip: Option<std::net::IpAddr>,
+    ) -> Option<Plan> {
         // Once the fast path has said no, more bytes do not change its mind: from then on only
         // the end of the head is looked for, in the bytes not yet looked at.
         let mut deferred = false;
@@ -54,7 +59,7 @@ impl Gate {
         loop {
             if !buf.is_empty() {
                 if !deferred {
-                    match self.fast.plan(buf) {
+                    match self.fast.plan(buf, client_ip) {
                         Plan::Partial => {}
                         Plan::Defer => deferred = true,
                         taken => return Some(taken),
@@ -175,13 +180,18 @@ impl ServerApp for Gate {
         }
         let idle_secs = limits.client_idle_timeout.as_secs().max(1);
         let mut deadline = limits.header_timeout;
+        let client_ip = stream
+            .get_socket_digest()
+            .and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).map(|a| a.ip()));
         let mut stream = stream;
         let mut persistent: Option<HttpPersistentSettings> = None;
         let mut buf: Vec<u8> = Vec::new();
         loop {
             let head_deadline = Instant::now() + deadline;
-            let plan =
-                tokio::time::timeout_at(head_deadline, self.next_plan(&mut stream, &mut buf));
+            let plan = tokio::time::timeout_at(
+                head_deadline,
+                self.next_plan(&mut stream, &mut buf, client_ip),
+            );
             match plan.await {
                 Err(_) => {
                     crate::metrics::refused("header_timeout");

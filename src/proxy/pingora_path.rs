@@ -3,8 +3,8 @@
 //! moves bytes through Pingora's hooks and asks the policy core what each step means.
 
 use super::policy::{
-    self, admit, answer, refusal, Admission, Admitted, Attempts, BodyFraming, Failure, Head, Local,
-    Refusal, Verdict,
+    self, admit, answer, enter, filter::ListFilter, refusal, Admission, Admitted, Attempts,
+    BodyFraming, Context, Entry, Failure, Head, Local, Refusal, RoutingFields, SharedEdge, Verdict,
 };
 use super::{reply, session::SharedCodec, RequestGuard, Traffic};
 use crate::upstream::{clock, Backend, InFlight, Registry, UpstreamSet};
@@ -49,9 +49,10 @@ enum Preread {
     Refused(Refusal),
 }
 
-/// Reads a chunked request body whole, into Pingora's replay buffer, so that broken chunk
-/// framing is answered here and nothing of the request reaches a server.
-async fn preread_chunked(session: &mut Session, limit: Duration) -> Preread {
+/// Reads a request body whole (up to 64 KiB), into Pingora's replay buffer, before a server is
+/// chosen: a chunked body so that broken chunk framing is answered here, and a body the policy
+/// reads (`Admitted::wants_body`); nothing of such a request reaches a server until it is read.
+async fn preread(session: &mut Session, limit: Duration) -> Preread {
     session.as_downstream_mut().enable_retry_buffering();
     let read = tokio::time::timeout(limit, async {
         let mut total = 0usize;
@@ -92,16 +93,16 @@ async fn linger(session: &mut Session) {
     }
 }
 
-async fn respond(
+async fn respond<V: AsRef<str>>(
     session: &mut Session,
     status: u16,
     body: Vec<u8>,
-    fields: impl Iterator<Item = (&'static str, &'static str)>,
+    fields: impl Iterator<Item = (&'static str, V)>,
 ) -> Result<()> {
     let mut resp = ResponseHeader::build(status, Some(6))?;
     resp.insert_header("content-length", body.len())?;
     for (name, value) in fields {
-        resp.append_header(name, value)?;
+        resp.append_header(name, value.as_ref())?;
     }
     session.write_response_header(Box::new(resp), false).await?;
     session
@@ -127,16 +128,31 @@ async fn refuse(session: &mut Session, refusal: &Refusal, category: Option<&str>
 pub struct FleetProxy {
     registry: Arc<Registry>,
     codec: SharedCodec,
+    edge: SharedEdge,
     traffic: Arc<Traffic>,
 }
 
 impl FleetProxy {
-    pub fn new(registry: Arc<Registry>, codec: SharedCodec, traffic: Arc<Traffic>) -> Self {
+    pub fn new(
+        registry: Arc<Registry>,
+        codec: SharedCodec,
+        edge: SharedEdge,
+        traffic: Arc<Traffic>,
+    ) -> Self {
         Self {
             registry,
             codec,
+            edge,
             traffic,
         }
+    }
+}
+
+/// The routing fields of a request head.
+fn routing_fields(req: &RequestHeader) -> RoutingFields<'_> {
+    RoutingFields {
+        method: req.headers.get("mcp-method").map(|v| v.as_bytes()),
+        name: req.headers.get("mcp-name").map(|v| v.as_bytes()),
     }
 }
 
@@ -168,6 +184,10 @@ pub struct RequestCtx {
     /// Bytes of the answer so far, and its limit (`answer::body_limit`).
     response_bytes: u64,
     response_limit: Option<u64>,
+    /// The answer is a list the caller sees only the allowed part of.
+    filter: Option<ListFilter>,
+    /// The filtered answer is JSON, held until its end.
+    held: Option<Vec<u8>>,
 }
 
 impl RequestCtx {
@@ -248,31 +268,53 @@ impl ProxyHttp for FleetProxy {
         let snapshot = self.registry.load();
         let now = clock::now_ms();
         let framing = request_framing(session);
-        let req = session.req_header();
-        let uri = &req.uri;
-        let head = Head {
-            method: req.method.as_str(),
-            path: uri.path(),
-            query: uri.query(),
-            uri_len: uri.path_and_query().map_or(0, |p| p.as_str().len()),
-            fields: req.headers.len(),
-            field_bytes: req
-                .headers
-                .iter()
-                .map(|(k, v)| (k.as_str().len() + v.len()) as u64)
-                .sum(),
-            framing,
-            origin: req.headers.get(http::header::ORIGIN).map(|v| v.as_bytes()),
-            session: req.headers.get(answer::SESSION_FIELD).map(|v| v.as_bytes()),
+        let client_ip = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip());
+        let codec = self.codec.load();
+        let mut cx = Context {
+            codec: &codec,
+            edge: &self.edge,
+            now_ms: now,
+            keys_fetched: false,
         };
-        let admission = admit(
-            &snapshot,
-            &self.codec.load(),
-            &head,
-            |name| req.headers.get(name).map(|v| v.as_bytes()),
-            now,
-        );
-        let query = uri.query().map(Into::into);
+        let admission = loop {
+            let req = session.req_header();
+            let uri = &req.uri;
+            let head = Head {
+                method: req.method.as_str(),
+                path: uri.path(),
+                query: uri.query(),
+                uri_len: uri.path_and_query().map_or(0, |p| p.as_str().len()),
+                fields: req.headers.len(),
+                field_bytes: req
+                    .headers
+                    .iter()
+                    .map(|(k, v)| (k.as_str().len() + v.len()) as u64)
+                    .sum(),
+                framing,
+                origin: req.headers.get(http::header::ORIGIN).map(|v| v.as_bytes()),
+                session: req.headers.get(answer::SESSION_FIELD).map(|v| v.as_bytes()),
+                authorization: req
+                    .headers
+                    .get(http::header::AUTHORIZATION)
+                    .map(|v| v.as_bytes()),
+                client_ip,
+                routing: routing_fields(req),
+            };
+            match admit(&snapshot, &cx, &head, |name| {
+                req.headers.get(name).map(|v| v.as_bytes())
+            }) {
+                Admission::AwaitKeys if !cx.keys_fetched => {
+                    self.edge.auth.refresh_keys().await;
+                    cx.keys_fetched = true;
+                }
+                Admission::AwaitKeys => unreachable!("admission waits for keys once"),
+                other => break other,
+            }
+        };
+        let query = session.req_header().uri.query().map(Into::into);
         let admitted = match admission {
             Admission::Local(local) => {
                 let (status, body) = match local {
@@ -280,6 +322,20 @@ impl ProxyHttp for FleetProxy {
                         reply::health(&snapshot, self.traffic.draining(), &self.registry.labels())
                     }
                     Local::Stats => (200, reply::stats(&snapshot)),
+                    Local::ResourceMetadata(category) => {
+                        let doc = self.edge.auth.with_config(|auth| {
+                            reply::resource_metadata(&snapshot, auth, category.as_deref())
+                        });
+                        match doc {
+                            Some(doc) => (200, doc),
+                            None => {
+                                let refusal =
+                                    Refusal::no_such_endpoint(policy::categories(&snapshot));
+                                refuse(session, &refusal, None).await?;
+                                return Ok(true);
+                            }
+                        }
+                    }
                 };
                 respond(session, status, body, refusal::JSON_FIELDS.into_iter()).await?;
                 return Ok(true);
@@ -295,21 +351,37 @@ impl ProxyHttp for FleetProxy {
                 return Ok(true);
             }
             Admission::Admitted(admitted) => admitted,
+            Admission::AwaitKeys => unreachable!("handled above"),
         };
         ctx.counted = true;
         let set = Arc::clone(&admitted.set);
         ctx.set = Some(Arc::clone(&set));
         ctx.query = query;
         ctx.attempts = Attempts::new(admitted.target.is_some());
-        ctx.admitted = Some(admitted);
-        if framing == Ok(BodyFraming::Chunked) {
-            if let Preread::Refused(refusal) =
-                preread_chunked(session, set.proxy.body_timeout).await
-            {
+        let wants_body = admitted.wants_body;
+        if framing == Ok(BodyFraming::Chunked) || wants_body {
+            if let Preread::Refused(refusal) = preread(session, set.proxy.body_timeout).await {
                 refuse(session, &refusal, Some(&set.name)).await?;
                 return Ok(true);
             }
         }
+        let body = wants_body.then(|| session.as_downstream().get_retry_buffer());
+        let body = body.map(|b| b.unwrap_or_default());
+        match enter(
+            &admitted,
+            &cx,
+            &routing_fields(session.req_header()),
+            body.as_deref(),
+            true,
+        ) {
+            Entry::Go { filter } => ctx.filter = filter,
+            Entry::Refused(refusal) => {
+                refuse(session, &refusal, Some(&set.name)).await?;
+                return Ok(true);
+            }
+            Entry::Defer => unreachable!("this engine filters answers"),
+        }
+        ctx.admitted = Some(admitted);
         // A client that stalls while sending its body is cut off after body_timeout, and one
         // that stops reading its answer after send_timeout (the buffers between hold a few
         // hundred KiB per stream until then).
@@ -460,6 +532,12 @@ impl ProxyHttp for FleetProxy {
             upstream.insert_header(policy::FORWARDED_HOST, host)?;
         }
         upstream.insert_header(http::header::HOST, target.host.clone())?;
+        // A client's credential is for this proxy and never reaches a server; the category's
+        // own credential (if any) takes its place.
+        upstream.remove_header(&http::header::AUTHORIZATION);
+        for field in &set.access.upstream_headers {
+            upstream.insert_header(field.name.clone(), field.value.as_str())?;
+        }
         if let Some(inner) = ctx.admitted.as_ref().and_then(|a| a.inner_session.as_ref()) {
             let inner = HeaderValue::from_bytes(inner)
                 .map_err(|_| Error::explain(ErrorType::InternalError, "bad session id"))?;
@@ -474,12 +552,14 @@ impl ProxyHttp for FleetProxy {
         resp: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        if let (Some(inner), Some(set), Some(target)) = (
+        if let (Some(inner), Some(set), Some(target), Some(admitted)) = (
             resp.headers.get(answer::SESSION_FIELD),
             &ctx.set,
             &ctx.target,
+            &ctx.admitted,
         ) {
-            match answer::seal(&self.codec.load(), set, target, inner.as_bytes()) {
+            let caller = &admitted.caller;
+            match answer::seal(&self.codec.load(), set, caller, target, inner.as_bytes()) {
                 Some(token) => {
                     resp.insert_header(answer::SESSION_FIELD, token)?;
                 }
@@ -492,7 +572,54 @@ impl ProxyHttp for FleetProxy {
             let (name, value) = answer::ACCEL_BUFFERING;
             resp.insert_header(name, value)?;
         }
+        if ctx.filter.is_some() {
+            if resp.status != http::StatusCode::OK {
+                ctx.filter = None;
+            } else {
+                // The filtered answer is shorter: it is sent chunked (HTTP/1.1) or framed by
+                // the connection (HTTP/2).
+                resp.remove_header(&http::header::CONTENT_LENGTH);
+                if !ctx.event_stream {
+                    ctx.held = Some(Vec::new());
+                    if resp.version != http::Version::HTTP_2 {
+                        resp.insert_header(http::header::TRANSFER_ENCODING, "chunked")?;
+                    }
+                }
+            }
+        }
         Ok(())
+    }
+
+    fn response_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<Option<Duration>> {
+        let Some(filter) = ctx.filter.as_mut() else {
+            return Ok(None);
+        };
+        match ctx.held.as_mut() {
+            Some(held) => {
+                if let Some(chunk) = body.take() {
+                    held.extend_from_slice(&chunk);
+                }
+                if end_of_stream {
+                    *body = Some(Bytes::from(filter.json(held)));
+                }
+            }
+            None => {
+                let mut out = body.take().map_or_else(Vec::new, |c| filter.events(&c));
+                if end_of_stream {
+                    out.extend(filter.finish());
+                }
+                if !out.is_empty() {
+                    *body = Some(Bytes::from(out));
+                }
+            }
+        }
+        Ok(None)
     }
 
     fn fail_to_connect(

@@ -64,6 +64,19 @@ impl std::fmt::Debug for SessionCodec {
     }
 }
 
+/// What a tag covers besides the payload: the category and, for a caller-bound session, the
+/// caller's binding (absent for anonymous sessions, whose tags stay as they were before
+/// bindings existed).
+fn scope(mac: &mut Hmac<Sha256>, category: &str, binding: &[u8]) {
+    mac.update(DOMAIN);
+    mac.update(&(category.len() as u32).to_be_bytes());
+    mac.update(category.as_bytes());
+    if !binding.is_empty() {
+        mac.update(&[binding.len() as u8]);
+        mac.update(binding);
+    }
+}
+
 /// The spec: a session id holds only visible ASCII (0x21 to 0x7E).
 fn valid_inner(inner: &[u8]) -> bool {
     !inner.is_empty() && inner.len() <= MAX_INNER && inner.iter().all(|b| (0x21..=0x7e).contains(b))
@@ -104,11 +117,9 @@ impl SessionCodec {
         1 + self.previous.len()
     }
 
-    fn tag(&self, category: &str, payload: &[u8]) -> [u8; TAG_LEN] {
+    fn tag(&self, category: &str, binding: &[u8], payload: &[u8]) -> [u8; TAG_LEN] {
         let mut mac = self.mac.clone();
-        mac.update(DOMAIN);
-        mac.update(&(category.len() as u32).to_be_bytes());
-        mac.update(category.as_bytes());
+        scope(&mut mac, category, binding);
         mac.update(payload);
         let full = mac.finalize().into_bytes();
         let mut tag = [0u8; TAG_LEN];
@@ -120,6 +131,19 @@ impl SessionCodec {
     pub fn encode(
         &self,
         category: &str,
+        backend: SocketAddr,
+        inner: &[u8],
+    ) -> Result<String, SessionError> {
+        self.encode_bound(category, &[], backend, inner)
+    }
+
+    /// As [`Self::encode`], for the caller `binding` names (a principal's fingerprint): the
+    /// token opens only for the same binding, so a session cannot be taken over by another
+    /// caller who learns its id.
+    pub fn encode_bound(
+        &self,
+        category: &str,
+        binding: &[u8],
         backend: SocketAddr,
         inner: &[u8],
     ) -> Result<String, SessionError> {
@@ -139,7 +163,7 @@ impl SessionCodec {
         }
         payload.extend_from_slice(&backend.port().to_be_bytes());
         payload.extend_from_slice(inner);
-        let tag = self.tag(category, &payload);
+        let tag = self.tag(category, binding, &payload);
         payload.extend_from_slice(&tag);
         let mut token = String::with_capacity(MAX_TOKEN);
         token.push_str("f1");
@@ -151,6 +175,17 @@ impl SessionCodec {
     pub fn decode<'a>(
         &self,
         category: &str,
+        token: &[u8],
+        buf: &'a mut [u8; BUF_LEN],
+    ) -> Result<SessionRoute<'a>, SessionError> {
+        self.decode_bound(category, &[], token, buf)
+    }
+
+    /// As [`Self::decode`], for a token sealed with `encode_bound(.., binding, ..)`.
+    pub fn decode_bound<'a>(
+        &self,
+        category: &str,
+        binding: &[u8],
         token: &[u8],
         buf: &'a mut [u8; BUF_LEN],
     ) -> Result<SessionRoute<'a>, SessionError> {
@@ -174,9 +209,7 @@ impl SessionCodec {
         let (payload, tag) = bytes.split_at(bytes.len() - TAG_LEN);
         let verifies = |mac: &Hmac<Sha256>| {
             let mut check = mac.clone();
-            check.update(DOMAIN);
-            check.update(&(category.len() as u32).to_be_bytes());
-            check.update(category.as_bytes());
+            scope(&mut check, category, binding);
             check.update(payload);
             // verify_truncated_left compares in constant time.
             check.verify_truncated_left(tag).is_ok()
@@ -279,6 +312,23 @@ mod tests {
         );
         assert_eq!(
             codec(2).decode("database", token.as_bytes(), &mut buf),
+            Err(SessionError::Forged)
+        );
+        // A session bound to one caller opens for that caller only.
+        let bound = c
+            .encode_bound("database", &[7; 16], addr, b"abc")
+            .expect("encode");
+        assert!(c
+            .decode_bound("database", &[7; 16], bound.as_bytes(), &mut buf)
+            .is_ok());
+        for other in [&[8u8; 16][..], &[]] {
+            assert_eq!(
+                c.decode_bound("database", other, bound.as_bytes(), &mut buf),
+                Err(SessionError::Forged)
+            );
+        }
+        assert_eq!(
+            c.decode_bound("database", &[7; 16], token.as_bytes(), &mut buf),
             Err(SessionError::Forged)
         );
         // Flip every character in turn: none may decode to a route.

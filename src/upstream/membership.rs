@@ -70,6 +70,10 @@ pub(super) fn desired_members(
                     .hash_header
                     .as_deref()
                     .and_then(|h| http::HeaderName::from_bytes(h.as_bytes()).ok()),
+                access: Arc::new(super::CategoryAccess {
+                    auth: c.auth.clone(),
+                    upstream_headers: c.upstream_headers.clone(),
+                }),
                 proxy: Arc::clone(&proxy),
                 shared: Arc::default(),
                 members: spawned.chain(statics).collect(),

@@ -52,6 +52,8 @@ pub struct UpstreamSet {
     pub proxy: Arc<ProxyConfig>,
     /// Header consistent hashing keys on (lower case).
     pub hash_header: Option<http::HeaderName>,
+    /// Who may call the category, what they may use, and the proxy's own upstream fields.
+    pub access: Arc<CategoryAccess>,
     /// All members, eligible or not, in configuration order (for stats and session lookups).
     pub all: Vec<Backend>,
     /// Members the configuration describes (`all` less those leaving): what "below plan" is
@@ -196,6 +198,13 @@ pub struct Drained {
     pub replaced: Vec<Arc<str>>,
 }
 
+/// `categories.NAME.auth` and `upstream_headers`, shared by the snapshots of a config.
+#[derive(Debug, Default, PartialEq)]
+pub struct CategoryAccess {
+    pub auth: crate::config::CategoryAuth,
+    pub upstream_headers: Vec<crate::config::UpstreamHeader>,
+}
+
 #[derive(Debug)]
 struct CategoryMembers {
     name: Arc<str>,
@@ -205,6 +214,7 @@ struct CategoryMembers {
     bridged: bool,
     strategy: StrategyKind,
     hash_header: Option<http::HeaderName>,
+    access: Arc<CategoryAccess>,
     proxy: Arc<ProxyConfig>,
     shared: Arc<CategoryShared>,
     members: Vec<Member>,
@@ -241,6 +251,7 @@ impl Members {
                     strategy_kind: c.strategy,
                     proxy: Arc::clone(&c.proxy),
                     hash_header: c.hash_header.clone(),
+                    access: Arc::clone(&c.access),
                     by_addr: all.iter().enumerate().map(|(i, b)| (b.addr, i)).collect(),
                     strategy: strategy::build(c.strategy, &ready, &c.shared.memory),
                     ready,

@@ -76,6 +76,7 @@ const REPLACE: &str = "servers whose command changes drain, stop and start again
 const NEXT_START: &str =
     "servers started from now on (running servers keep theirs until they restart)";
 const MONITOR_NOW: &str = "at the monitor's next evaluation";
+const AUTH_NOW: &str = "at once: tokens verified before are checked again";
 
 fn health_path(c: &ValidConfig) -> String {
     match &c.health.kind {
@@ -162,6 +163,65 @@ pub static KEYS: &[Key] = &[
         .proxy
         .max_response_body),
     applied!("proxy.fast_path", NOW, |c| c.proxy.fast_path),
+    applied!("proxy.rate_limit.per_principal", NOW, |c| c
+        .proxy
+        .rate_limit
+        .per_principal
+        .as_ref()
+        .map(|r| r.text.clone())),
+    applied!("proxy.rate_limit.per_ip_anonymous", NOW, |c| c
+        .proxy
+        .rate_limit
+        .per_ip_anonymous
+        .as_ref()
+        .map(|r| r.text.clone())),
+    applied!("proxy.rate_limit.burst", NOW, |c| c
+        .proxy
+        .rate_limit
+        .per_principal
+        .as_ref()
+        .or(c.proxy.rate_limit.per_ip_anonymous.as_ref())
+        .map(|r| r.burst)),
+    applied!(
+        "proxy.tls.cert",
+        "read again on every reload: new handshakes use the renewed pair (turning TLS on or off needs a restart)",
+        |c| c.proxy.tls.as_ref().map(|t| t.cert.clone())
+    ),
+    applied!(
+        "proxy.tls.key",
+        "read again on every reload, with proxy.tls.cert",
+        |c| c.proxy.tls.as_ref().map(|t| t.key.clone())
+    ),
+    applied!("auth.mode", AUTH_NOW, |c| c.auth.mode),
+    applied!(
+        "auth.issuer",
+        "at once: the new issuer's keys are fetched, tokens verified before are checked again",
+        |c| c.auth.issuer
+    ),
+    applied!("auth.audience", AUTH_NOW, |c| c.auth.audience),
+    applied!(
+        "auth.ca_file",
+        "at once: the issuer's keys are fetched again with it",
+        |c| c.auth.ca_file
+    ),
+    applied!(
+        "auth.api_keys_file",
+        "read again on every reload (a bad file refuses the reload)",
+        |c| (
+            c.auth.api_keys_file.clone(),
+            c.auth.api_keys.iter().map(|k| k.name.clone()).collect::<Vec<_>>()
+        )
+    ),
+    applied!("auth.allow_anonymous", "checked against proxy.listen at every load", |c| c
+        .auth
+        .allow_anonymous),
+    applied!("auth.leeway", AUTH_NOW, |c| c.auth.leeway),
+    applied!("auth.jwks_refresh", "from the next fetch of the key set", |c| c
+        .auth
+        .jwks_refresh),
+    applied!("auth.jwks_cooldown", AUTH_NOW, |c| c.auth.jwks_cooldown),
+    applied!("auth.token_cache", AUTH_NOW, |c| c.auth.token_cache),
+    applied!("auth.audit", AUTH_NOW, |c| c.auth.audit),
     restart!(
         "monitor.listen",
         "the listening socket is opened at start",
@@ -347,6 +407,15 @@ macro_rules! category_key {
 }
 
 pub static CATEGORY_KEYS: &[CategoryKey] = &[
+    category_key!("auth.scopes", NOW, |c| c.auth.scopes),
+    category_key!("auth.tools", NOW, |c| c.auth.tools),
+    category_key!("auth.prompts", NOW, |c| c.auth.prompts),
+    category_key!("auth.resources", NOW, |c| c.auth.resources),
+    category_key!(
+        "upstream_headers",
+        "at once (values read again from their env or file on every reload)",
+        |c| c.upstream_headers
+    ),
     category_key!(
         "ports",
         "servers on new ports start, those on dropped ports drain",

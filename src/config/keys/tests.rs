@@ -48,6 +48,7 @@ fn the_table_names_every_key_of_the_file_format() {
             "health",
             "session",
             "dns",
+            "auth",
             "categories"
         ],
         "a new section needs its keys in the table"
@@ -58,7 +59,20 @@ fn the_table_names_every_key_of_the_file_format() {
             format.insert(format!("{name}.{k}"));
         }
     };
-    section("proxy", fields::<raw::RawProxy>());
+    let but = |keys: &[&'static str], nested: &str| -> Vec<&'static str> {
+        keys.iter().copied().filter(|k| *k != nested).collect()
+    };
+    section(
+        "proxy",
+        &but(fields::<raw::RawProxy>(), "rate_limit")
+            .into_iter()
+            .filter(|k| *k != "tls")
+            .collect::<Vec<_>>(),
+    );
+    section("proxy.rate_limit", fields::<raw::RawRateLimit>());
+    section("proxy.tls", fields::<raw::RawTls>());
+    section("auth", fields::<raw::RawAuth>());
+    section("categories.*.auth", fields::<raw::RawCategoryAuth>());
     section(
         "monitor",
         &fields::<raw::RawMonitor>()
@@ -73,7 +87,7 @@ fn the_table_names_every_key_of_the_file_format() {
     section("health", fields::<raw::RawHealth>());
     section("session", fields::<raw::RawSession>());
     section("dns", fields::<raw::RawDns>());
-    section("categories.*", fields::<raw::RawCategory>());
+    section("categories.*", &but(fields::<raw::RawCategory>(), "auth"));
     let table: BTreeSet<String> = names().into_iter().collect();
     assert_eq!(format, table);
     assert_eq!(

@@ -172,6 +172,13 @@ pub(in crate::config) fn category(
     );
     CategoryConfig {
         stdio,
+        auth: super::auth::category_auth(&name, &c.auth, errors),
+        upstream_headers: super::auth::upstream_headers(
+            &name,
+            c.upstream_headers.as_ref(),
+            base,
+            errors,
+        ),
         discover,
         env: env_table(&key("env"), c.env, errors),
         cwd: c.cwd.as_deref().map(|p| resolve(base, p)),

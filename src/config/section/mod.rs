@@ -1,6 +1,7 @@
 //! Validation, one file per section of the file, and the checks across sections (listen
 //! addresses that clash, port ranges that overlap, a backend listed twice).
 
+mod auth;
 mod category;
 mod dns;
 mod fleet;
@@ -24,7 +25,11 @@ pub(super) fn validate(
     base: &Path,
     errors: &mut Errors,
 ) -> ValidConfig {
-    let proxy = proxy::proxy(&raw.proxy, errors);
+    let mut proxy = proxy::proxy(&raw.proxy, errors);
+    proxy.rate_limit = auth::rate_limit(&raw.proxy.rate_limit, errors);
+    proxy.tls = auth::tls(&raw.proxy.tls, base, errors);
+    let auth = auth::auth(&raw.auth, base, errors);
+    auth::check_exposure(proxy.listen, &auth, errors);
     let health = health::health(&raw.health, errors);
     let (monitor_listen, monitor) = monitor::monitor(&raw.monitor, errors);
     let (admin_listen, admin_token_file) = monitor::admin(&raw.admin, base, errors);
@@ -73,6 +78,7 @@ pub(super) fn validate(
         health,
         session,
         dns,
+        auth,
         categories,
     }
 }

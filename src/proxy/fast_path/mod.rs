@@ -18,8 +18,8 @@ use relay::{deadline, read_at_least, send, write_all};
 mod scratch;
 
 use super::policy::{
-    self, admit, answer, Admission, Admitted, Attempts, BodyFraming, Failure, Head, Refusal,
-    Verdict,
+    self, admit, answer, enter, Admission, Admitted, Attempts, BodyFraming, Context, Entry,
+    Failure, Head, Refusal, RoutingFields, SharedEdge, Verdict,
 };
 use super::session::SharedCodec;
 use super::wire;
@@ -109,6 +109,7 @@ pub enum Outcome {
 pub struct FastPath {
     registry: Arc<Registry>,
     codec: SharedCodec,
+    edge: SharedEdge,
     pool: UpstreamPool,
 }
 
@@ -159,16 +160,17 @@ enum Sent {
 }
 
 impl FastPath {
-    pub fn new(registry: Arc<Registry>, codec: SharedCodec) -> Self {
+    pub fn new(registry: Arc<Registry>, codec: SharedCodec, edge: SharedEdge) -> Self {
         Self {
             registry,
             codec,
+            edge,
             pool: UpstreamPool::default(),
         }
     }
 
-    /// Decides on the head at the front of `buf`.
-    pub fn plan(&self, buf: &[u8]) -> Plan {
+    /// Decides on the head at the front of `buf`, from a client at `client_ip`.
+    pub fn plan(&self, buf: &[u8], client_ip: Option<std::net::IpAddr>) -> Plan {
         let mut fields = [httparse::EMPTY_HEADER; MAX_FIELDS];
         let mut req = httparse::Request::new(&mut fields);
         let head_len = match req.parse(buf) {
@@ -198,6 +200,8 @@ impl FastPath {
         let mut token = None;
         let mut origin = None;
         let mut method_field = None;
+        let mut name_field = None;
+        let mut authorization = None;
         let mut field_bytes = 0u64;
         let mut client_close = false;
         for f in req.headers.iter() {
@@ -221,6 +225,11 @@ impl FastPath {
                 (&mut origin, true)
             } else if is(name, "mcp-method") {
                 (&mut method_field, true)
+            } else if is(name, "mcp-name") {
+                (&mut name_field, true)
+            } else if is(name, "authorization") {
+                // The client's credential is this proxy's to check, never a server's.
+                (&mut authorization, false)
             } else if is(name, policy::FORWARDED_HOST) {
                 continue;
             } else if needs_pingora(name) {
@@ -255,6 +264,12 @@ impl FastPath {
             framing,
             origin,
             session: token,
+            authorization,
+            client_ip,
+            routing: RoutingFields {
+                method: method_field,
+                name: name_field,
+            },
         };
         let hash_field = |name: &http::HeaderName| {
             req.headers
@@ -262,22 +277,46 @@ impl FastPath {
                 .find(|f| is(f.name, name.as_str()))
                 .map(|f| f.value)
         };
-        let admitted = match admit(
-            &snapshot,
-            &self.codec.load(),
-            &head,
-            hash_field,
-            clock::now_ms(),
-        ) {
-            Admission::Admitted(a) => a,
-            // Refusals are Pingora's path's to answer (with lingering close where needed).
-            Admission::Refused { .. } | Admission::Local(_) => return Plan::Defer,
+        let codec = self.codec.load();
+        let cx = Context {
+            codec: &codec,
+            edge: &self.edge,
+            now_ms: clock::now_ms(),
+            keys_fetched: false,
         };
+        let admitted = match admit(&snapshot, &cx, &head, hash_field) {
+            Admission::Admitted(a) => a,
+            // Refusals are Pingora's path's to answer (with lingering close where needed), as
+            // is a token whose signing key must be fetched first.
+            Admission::Refused { .. } | Admission::Local(_) | Admission::AwaitKeys => {
+                return Plan::Defer
+            }
+        };
+        let body = if admitted.wants_body {
+            match buf.get(head_len..head_len + body_len) {
+                Some(body) => Some(body),
+                // The policy reads the body before a server is chosen: wait for all of it.
+                None => return Plan::Partial,
+            }
+        } else {
+            None
+        };
+        match enter(&admitted, &cx, &head.routing, body, false) {
+            Entry::Go { .. } => {}
+            Entry::Refused(_) | Entry::Defer => return Plan::Defer,
+        }
         if let Some(host) = host {
             wire::header(&mut upstream_head, policy::FORWARDED_HOST.as_bytes(), host);
         }
         if let Some(inner) = &admitted.inner_session {
             wire::header(&mut upstream_head, answer::SESSION_FIELD.as_bytes(), inner);
+        }
+        for field in &admitted.set.access.upstream_headers {
+            wire::header(
+                &mut upstream_head,
+                field.name.as_bytes(),
+                field.value.as_bytes(),
+            );
         }
         let head_start = request_line(&mut upstream_head, &admitted.set.mcp_path, query);
         Plan::Take(Exchange {

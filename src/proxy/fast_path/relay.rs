@@ -209,7 +209,9 @@ impl Run<'_> {
                 continue;
             }
             if is(f.name, answer::SESSION_FIELD) {
-                if let Some(token) = answer::seal(&self.path.codec.load(), set, backend, f.value) {
+                let caller = &self.ex.admitted.caller;
+                let codec = self.path.codec.load();
+                if let Some(token) = answer::seal(&codec, set, caller, backend, f.value) {
                     wire::header(down, f.name.as_bytes(), token.as_bytes());
                 }
                 continue;

@@ -3,6 +3,9 @@
 //! fast path takes a request only when it is admitted, and leaves every refusal to Pingora's
 //! path, which answers it. So a rule added here holds on both, and is answered in one way.
 
+use super::access::{self, Caller, Checked, Edge};
+use super::filter::ListFilter;
+use super::inspect::{self, Inspection, RoutingFields};
 use super::refusal::Refusal;
 use super::route::{self, Route};
 use crate::proxy::session::{self, SessionCodec, SessionError};
@@ -34,6 +37,9 @@ pub struct Head<'a> {
     pub framing: Result<BodyFraming, &'static str>,
     pub origin: Option<&'a [u8]>,
     pub session: Option<&'a [u8]>,
+    pub authorization: Option<&'a [u8]>,
+    pub client_ip: Option<std::net::IpAddr>,
+    pub routing: RoutingFields<'a>,
 }
 
 /// A single decimal Content-Length value (no sign, no spaces inside, no list): the one reading
@@ -90,18 +96,26 @@ pub struct Admitted {
     pub hash_key: Option<u64>,
     /// A standalone event stream's place among `proxy.max_sse_streams`.
     pub sse_slot: Option<SseSlot>,
+    pub caller: Caller,
+    /// The body must be read whole and passed to [`enter`] before a server is chosen.
+    pub wants_body: bool,
 }
 
 /// The proxy's own endpoints.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Local {
     Health,
     Stats,
+    /// RFC 9728 metadata: of the proxy, or of a category's endpoint.
+    ResourceMetadata(Option<Arc<str>>),
 }
 
 pub enum Admission {
     Admitted(Admitted),
     Local(Local),
+    /// The credential names a signing key not held yet: fetch keys, then admit again with
+    /// `keys_fetched` (Pingora's path does; the fast path leaves the request to it).
+    AwaitKeys,
     Refused {
         refusal: Refusal,
         /// The category, when the request named a known one (for its metrics).
@@ -119,15 +133,25 @@ fn refused(refusal: Refusal, set: Option<&Arc<UpstreamSet>>) -> Admission {
     }
 }
 
+/// What the proxy needs beside the snapshot to admit a request.
+pub struct Context<'a> {
+    pub codec: &'a SessionCodec,
+    pub edge: &'a Edge,
+    pub now_ms: u64,
+    /// Keys were fetched for this request already (see [`Admission::AwaitKeys`]).
+    pub keys_fetched: bool,
+}
+
 /// The ordered admission checks. `hash_field` gives the value of a field by name (the
 /// category's consistent-hash field, asked for only when the category has one).
 pub fn admit<'h>(
     snapshot: &Snapshot,
-    codec: &SessionCodec,
+    cx: &Context,
     head: &Head<'h>,
     hash_field: impl FnOnce(&http::HeaderName) -> Option<&'h [u8]>,
-    now_ms: u64,
 ) -> Admission {
+    let codec = cx.codec;
+    let now_ms = cx.now_ms;
     let limits = &snapshot.proxy;
     // 1-3: limits on the head itself, before it is interpreted.
     if head.fields > limits.max_headers || head.field_bytes > limits.max_header_bytes {
@@ -144,6 +168,9 @@ pub fn admit<'h>(
     let category = match route::parse(head.path, head.query) {
         Route::Health => return Admission::Local(Local::Health),
         Route::Stats => return Admission::Local(Local::Stats),
+        Route::ResourceMetadata(category) => {
+            return Admission::Local(Local::ResourceMetadata(category.map(Arc::from)))
+        }
         Route::NotFound => {
             return Admission::Refused {
                 refusal: Refusal::no_such_endpoint(super::categories(snapshot)),
@@ -166,6 +193,18 @@ pub fn admit<'h>(
             return refused(Refusal::origin_not_allowed(), Some(set));
         }
     }
+    // The caller: credentials, audience, category and scopes.
+    let caller = match access::check(
+        cx.edge,
+        set,
+        head.authorization,
+        head.client_ip,
+        cx.keys_fetched,
+    ) {
+        Checked::Caller(c) => c,
+        Checked::Refused(refusal) => return refused(refusal, Some(set)),
+        Checked::AwaitKeys => return Admission::AwaitKeys,
+    };
     if matches!(framing, BodyFraming::Length(n) if n > proxy.max_body) {
         return refused(Refusal::body_too_large(), Some(set));
     }
@@ -177,7 +216,8 @@ pub fn admit<'h>(
     let mut inner_session = None;
     if let Some(token) = head.session {
         let mut buf = session::decode_buffer();
-        let found = match codec.decode(&set.name, token, &mut buf) {
+        // Sealed for the caller that opened it: another caller's request gets 404.
+        let found = match codec.decode_bound(&set.name, caller.binding(), token, &mut buf) {
             Err(SessionError::Forged) => Err(Refusal::session_forged()),
             Err(SessionError::Malformed | SessionError::BadInner) => {
                 Err(Refusal::session_malformed())
@@ -210,13 +250,77 @@ pub fn admit<'h>(
         .as_ref()
         .and_then(hash_field)
         .map(hash_bytes);
+    let wants_body = inspect::wants_body(set, head.method, &head.routing);
+    // Routing fields on a body too large to hold are the server's to check (its MUST); a
+    // category with allow-lists cannot let an unread body through.
+    let too_large = matches!(framing, BodyFraming::Length(n) if n > inspect::INSPECT_LIMIT as u64);
+    if wants_body && too_large && set.access.auth.inspects_bodies() {
+        return refused(Refusal::too_large_to_inspect(), Some(set));
+    }
+    let wants_body = wants_body && !too_large;
     Admission::Admitted(Admitted {
         set: Arc::clone(set),
         target,
         inner_session,
         hash_key,
         sse_slot,
+        caller,
+        wants_body,
     })
+}
+
+/// The last steps, once the body is read (when `wants_body`): the allow-lists and routing
+/// fields (`inspect`), then the rate limit, charged last so a request one engine hands to the
+/// other is charged once.
+pub enum Entry {
+    Go {
+        /// The answer is a list to filter.
+        filter: Option<ListFilter>,
+    },
+    Refused(Refusal),
+    /// The answer needs filtering, which the asking engine does not do (`can_filter`): nothing
+    /// was charged or logged; the other engine takes the request.
+    Defer,
+}
+
+pub fn enter(
+    admitted: &Admitted,
+    cx: &Context,
+    routing: &RoutingFields,
+    body: Option<&[u8]>,
+    can_filter: bool,
+) -> Entry {
+    let set = &admitted.set;
+    let mut filter = None;
+    let mut call = (None, None);
+    if let Some(body) = body.filter(|_| admitted.wants_body) {
+        match inspect::inspect(set, routing, body) {
+            Inspection::Pass { method, name } => call = (method, name),
+            Inspection::Filter(_) if !can_filter => return Entry::Defer,
+            Inspection::Filter(f) => filter = Some(f),
+            Inspection::Refused(r) => {
+                let principal = admitted
+                    .caller
+                    .principal
+                    .as_ref()
+                    .map(|p| Arc::clone(&p.name));
+                return Entry::Refused(r.with(|d| d.principal = principal));
+            }
+        }
+    }
+    if let Err(refusal) = access::charge(set, &admitted.caller, cx.edge, cx.now_ms) {
+        return Entry::Refused(*refusal);
+    }
+    access::audit(
+        cx.edge,
+        &access::Decision {
+            caller: admitted.caller.name(),
+            category: &set.name,
+            method: call.0.as_deref().unwrap_or("-"),
+            name: call.1.as_deref().unwrap_or("-"),
+        },
+    );
+    Entry::Go { filter }
 }
 
 /// Standalone event streams (MCP `GET`) open now, across worker threads.

@@ -52,10 +52,11 @@ pub fn head_received(set: &UpstreamSet, backend: &Backend, status: u16, latency:
 pub fn seal(
     codec: &SessionCodec,
     set: &UpstreamSet,
+    caller: &super::Caller,
     backend: &Backend,
     inner: &[u8],
 ) -> Option<String> {
-    match codec.encode(&set.name, backend.addr, inner) {
+    match codec.encode_bound(&set.name, caller.binding(), backend.addr, inner) {
         Ok(token) => {
             crate::metrics::session_created(&set.name);
             Some(token)

@@ -12,15 +12,24 @@
 //! - the upstream request (below): its path, `Host` and forwarded fields; the pooling of
 //!   upstream connections; the first-byte wait.
 
+pub mod access;
 pub mod admit;
 pub mod answer;
 pub mod attempt;
+pub mod filter;
+pub mod inspect;
 pub mod origin;
+pub mod rate;
 pub mod refusal;
 pub mod route;
 
-pub use admit::{admit, content_length, framing, Admission, Admitted, BodyFraming, Head, Local};
+pub use access::{Caller, Edge, SharedEdge};
+pub use admit::{
+    admit, content_length, enter, framing, Admission, Admitted, BodyFraming, Context, Entry, Head,
+    Local,
+};
 pub use attempt::{Attempts, Failure, Verdict};
+pub use inspect::RoutingFields;
 pub use refusal::{code, Refusal, Tally};
 
 use crate::config::ProxyConfig;

@@ -8,6 +8,9 @@ pub enum Route<'a> {
     Health,
     /// `/stats`: answered by the proxy itself.
     Stats,
+    /// RFC 9728 Protected Resource Metadata: of the proxy (`None`), or of a category's endpoint
+    /// (`/.well-known/oauth-protected-resource/mcp/{category}`).
+    ResourceMetadata(Option<&'a str>),
     /// `/mcp/{category}`, with the raw query (if any) to pass on.
     Mcp {
         category: &'a str,
@@ -16,7 +19,32 @@ pub enum Route<'a> {
     NotFound,
 }
 
+/// Where RFC 9728 puts the metadata of a resource at `path` (inserted before the path).
+pub const RESOURCE_METADATA: &str = "/.well-known/oauth-protected-resource";
+
+/// The metadata URL of a category's endpoint, for `resource_metadata` in a challenge.
+pub fn resource_metadata_url(audience: &str, category: &str) -> String {
+    let audience = audience.trim_end_matches('/');
+    let (origin, path) = match audience.find("://").map(|i| i + 3) {
+        Some(start) => match audience[start..].find('/') {
+            Some(i) => audience.split_at(start + i),
+            None => (audience, ""),
+        },
+        None => (audience, ""),
+    };
+    format!("{origin}{RESOURCE_METADATA}{path}/mcp/{category}")
+}
+
 pub fn parse<'a>(path: &'a str, query: Option<&'a str>) -> Route<'a> {
+    if let Some(rest) = path.strip_prefix(RESOURCE_METADATA) {
+        return match rest {
+            "" => Route::ResourceMetadata(None),
+            _ => match rest.strip_prefix("/mcp/") {
+                Some(c) if !c.is_empty() && !c.contains('/') => Route::ResourceMetadata(Some(c)),
+                _ => Route::NotFound,
+            },
+        };
+    }
     match path {
         "/health" => Route::Health,
         "/stats" => Route::Stats,
@@ -39,6 +67,18 @@ mod tests {
     fn routes() {
         assert_eq!(parse("/health", None), Route::Health);
         assert_eq!(parse("/stats", None), Route::Stats);
+        assert_eq!(
+            parse("/.well-known/oauth-protected-resource", None),
+            Route::ResourceMetadata(None)
+        );
+        assert_eq!(
+            parse("/.well-known/oauth-protected-resource/mcp/db", None),
+            Route::ResourceMetadata(Some("db"))
+        );
+        assert_eq!(
+            resource_metadata_url("https://mcp.example.com/", "db"),
+            "https://mcp.example.com/.well-known/oauth-protected-resource/mcp/db"
+        );
         assert_eq!(
             parse("/mcp/database", Some("a=1")),
             Route::Mcp {
