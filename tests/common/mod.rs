@@ -3,6 +3,7 @@
 //! sleep), and kills every process it started, by PID, when dropped.
 #![allow(dead_code)]
 
+pub mod auth;
 pub mod dns;
 pub mod fake;
 pub mod raw;
@@ -249,6 +250,8 @@ pub struct Sections<'a> {
     pub proxy: &'a str,
     pub fleet: &'a str,
     pub health: &'a str,
+    /// Lines of an `[auth]` section (none when empty).
+    pub auth: &'a str,
     pub categories: Vec<(&'a str, String)>,
 }
 
@@ -322,6 +325,9 @@ impl FleetDir {
         };
         if spawned.is_empty() {
             text.push_str("enabled = false\n");
+        }
+        if !sections.auth.is_empty() {
+            text.push_str(&format!("[auth]\n{}\n", sections.auth));
         }
         for (name, n) in spawned {
             let start = free_port_block(*n);
