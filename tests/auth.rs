@@ -410,6 +410,40 @@ async fn oauth_tokens_scopes_allow_lists_and_sessions() {
         post(&db, Some(&new), &call_body("echo"), &[]).await.status,
         200
     );
+    // The official Python SDK with a bearer token: its session life works, it is shown only the
+    // allowed tools, and a refused tool is an error to it.
+    let fresh = idp.token("rs-client", "mcp:database", &db_resource).await;
+    let sdk = |scenario: &str, arg: Option<&str>| {
+        let py =
+            std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/stdio-servers/py");
+        let out = std::process::Command::new("python3")
+            .arg(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/tests/fixtures/sdk_client.py"
+            ))
+            .arg(&db)
+            .arg(scenario)
+            .args(arg)
+            .env("PYTHONPATH", &py)
+            .env("MCP_BEARER_TOKEN", &fresh)
+            .output()
+            .expect("run python3");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    let (ok, stdout, stderr) = sdk("list", None);
+    assert!(ok, "{stderr}");
+    assert!(
+        stdout.contains(r#""tools": ["echo", "recall"]"#),
+        "{stdout}"
+    );
+    let (ok, stdout, stderr) = sdk("session", Some(r#"echo={"text": "hi"}"#));
+    assert!(ok && stdout.contains("\"calls\": 20"), "{stdout}{stderr}");
+    let (ok, _, _) = sdk("call", Some(r#"remember={"key": "k", "value": "v"}"#));
+    assert!(!ok, "a refused tool fails the SDK's call");
     fleet.assert_engine();
 }
 
