@@ -322,6 +322,68 @@ fn changes(i: &Instance) -> Vec<(String, Edit)> {
             true,
         );
     }
+    add(
+        "categories.*.upstream_headers",
+        "[categories.walk]",
+        "upstream_headers = { \"X-Walk\" = \"env:PATH\" }".into(),
+        false,
+    );
+    for (k, v) in [
+        ("scopes", "[\"mcp:walk\"]"),
+        ("tools", "[\"echo\"]"),
+        ("prompts", "[\"p\"]"),
+        ("resources", "[\"file:///*\"]"),
+    ] {
+        add(
+            &format!("categories.*.auth.{k}"),
+            "[categories.walk.auth]",
+            format!("{k} = {v}"),
+            false,
+        );
+    }
+    for (k, v) in [
+        ("per_principal", "\"9/s\""),
+        ("per_ip_anonymous", "\"8/s\""),
+        ("burst", "\"3s\"\nper_principal = \"1/s\""),
+    ] {
+        add(
+            &format!("proxy.rate_limit.{k}"),
+            "[proxy.rate_limit]",
+            format!("{k} = {v}"),
+            false,
+        );
+    }
+    // An API key file, and an issuer that does not answer (its keys are simply never loaded).
+    let sha = "0".repeat(64);
+    std::fs::write(
+        i.dir.path().join("keys.toml"),
+        format!("[[key]]\nname = \"walk\"\nsha256 = \"{sha}\"\n"),
+    )
+    .expect("key file");
+    for (k, v) in [
+        (
+            "mode",
+            "\"api-key\"\napi_keys_file = \"keys.toml\"".to_string(),
+        ),
+        (
+            "issuer",
+            "\"http://127.0.0.1:1\"\nmode = \"oauth\"\naudience = \"http://127.0.0.1:2\"".into(),
+        ),
+        (
+            "audience",
+            "\"http://127.0.0.1:2\"\nmode = \"oauth\"\nissuer = \"http://127.0.0.1:1\"".into(),
+        ),
+        ("ca_file", "\"ca.pem\"".into()),
+        ("api_keys_file", "\"keys.toml\"\nmode = \"api-key\"".into()),
+        ("allow_anonymous", "true".into()),
+        ("leeway", "\"10s\"".into()),
+        ("jwks_refresh", "\"1m\"".into()),
+        ("jwks_cooldown", "\"5s\"".into()),
+        ("token_cache", "50".into()),
+        ("audit", "\"all\"".into()),
+    ] {
+        add(&format!("auth.{k}"), "[auth]", format!("{k} = {v}"), false);
+    }
     out
 }
 

@@ -1,6 +1,6 @@
 //! The model of who may call what: `[auth]` (credentials), `categories.NAME.auth` (scopes and
 //! allow-lists), `categories.NAME.upstream_headers` (the proxy's own credential toward a
-//! category's servers), `[proxy.rate_limit]` and `[proxy.tls]`. Plain data, like `model`.
+//! category's servers) and `[proxy.rate_limit]`. Plain data, like `model`.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -160,11 +160,4 @@ pub struct RateLimitConfig {
     pub per_principal: Option<Rate>,
     /// Per client IP address, for requests without credentials (`auth.mode = "none"`).
     pub per_ip_anonymous: Option<Rate>,
-}
-
-/// `[proxy.tls]`: the listener speaks TLS (HTTP/1.1 and HTTP/2 by ALPN).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TlsConfig {
-    pub cert: PathBuf,
-    pub key: PathBuf,
 }

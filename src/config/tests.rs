@@ -259,3 +259,81 @@ ports = "51000-51009"
     );
     assert!(stdio_warnings(&check(MINIMAL).expect("valid"), |_| false).is_empty());
 }
+
+#[test]
+fn a_listener_beyond_loopback_needs_authentication_or_words() {
+    let open = format!("[proxy]\nlisten = \"0.0.0.0:8080\"\n{MINIMAL}");
+    let e = errors_of(&open);
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert_eq!(e[0].key, "proxy.listen");
+    assert!(
+        e[0].reason.contains("auth.allow_anonymous"),
+        "{}",
+        e[0].reason
+    );
+    check(&format!("{open}\n[auth]\nallow_anonymous = true\n")).expect("said in words");
+    let oauth = "[auth]\nmode = \"oauth\"\nissuer = \"https://idp.example.com/\"\naudience = \"https://mcp.example.com\"\n";
+    let c = check(&format!("{open}\n{oauth}")).expect("authenticated");
+    assert_eq!(c.auth.issuer.as_deref(), Some("https://idp.example.com"));
+}
+
+#[test]
+fn auth_settings_are_refused_by_name() {
+    let cases = [
+        ("[auth]\nmode = \"oauth\"\n", "auth.issuer"),
+        (
+            "[auth]\nmode = \"oauth\"\nissuer = \"http://idp.example.com\"\naudience = \"https://m\"\n",
+            "auth.issuer",
+        ),
+        ("[auth]\nmode = \"api-key\"\n", "auth.api_keys_file"),
+        ("[auth]\nmode = \"token\"\n", "auth.mode"),
+        ("[auth]\nissuer = \"https://idp\"\n", "auth.issuer"),
+        ("[auth]\nleeway = \"1h\"\n", "auth.leeway"),
+        ("[proxy.rate_limit]\nper_principal = \"fast\"\n", "proxy.rate_limit.per_principal"),
+        (
+            "[categories.database.auth]\ntools = [\"*\"]\n",
+            "categories.database.auth.tools",
+        ),
+        (
+            "[categories.other]\nports = \"51000-51001\"\nupstream_headers = { \"X-Key\" = \"s3cret\" }\n",
+            "categories.other.upstream_headers.X-Key",
+        ),
+        (
+            "[categories.other]\nports = \"51000-51001\"\nupstream_headers = { \"Host\" = \"env:PATH\" }\n",
+            "categories.other.upstream_headers.Host",
+        ),
+    ];
+    for (extra, key) in cases {
+        let e = errors_of(&format!("{MINIMAL}\n{extra}"));
+        assert!(e.iter().any(|e| e.key == key), "{key}: {e:?}");
+    }
+}
+
+#[test]
+fn the_api_key_file_is_read_and_each_entry_checked() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("keys.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "[[key]]\nname = \"a\"\nsha256 = \"{}\"\nscopes = [\"s\"]\n[[key]]\nname = \"b\"\nsha256 = \"xyz\"\n",
+            "ab".repeat(32)
+        ),
+    )
+    .expect("write");
+    let text = format!(
+        "{MINIMAL}\n[auth]\nmode = \"api-key\"\napi_keys_file = \"{}\"\n",
+        file.display()
+    );
+    let e = errors_of(&text);
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert_eq!(e[0].key, "auth.api_keys_file[1] (b).sha256");
+    std::fs::write(
+        &file,
+        format!("[[key]]\nname = \"a\"\nsha256 = \"{}\"\n", "ab".repeat(32)),
+    )
+    .expect("write");
+    let c = check(&text).expect("valid");
+    assert_eq!(c.auth.api_keys.len(), 1);
+    assert_eq!(c.auth.api_keys[0].sha256, [0xab; 32]);
+}

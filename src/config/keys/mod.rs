@@ -182,16 +182,6 @@ pub static KEYS: &[Key] = &[
         .as_ref()
         .or(c.proxy.rate_limit.per_ip_anonymous.as_ref())
         .map(|r| r.burst)),
-    applied!(
-        "proxy.tls.cert",
-        "read again on every reload: new handshakes use the renewed pair (turning TLS on or off needs a restart)",
-        |c| c.proxy.tls.as_ref().map(|t| t.cert.clone())
-    ),
-    applied!(
-        "proxy.tls.key",
-        "read again on every reload, with proxy.tls.cert",
-        |c| c.proxy.tls.as_ref().map(|t| t.key.clone())
-    ),
     applied!("auth.mode", AUTH_NOW, |c| c.auth.mode),
     applied!(
         "auth.issuer",
@@ -209,16 +199,24 @@ pub static KEYS: &[Key] = &[
         "read again on every reload (a bad file refuses the reload)",
         |c| (
             c.auth.api_keys_file.clone(),
-            c.auth.api_keys.iter().map(|k| k.name.clone()).collect::<Vec<_>>()
+            c.auth
+                .api_keys
+                .iter()
+                .map(|k| k.name.clone())
+                .collect::<Vec<_>>()
         )
     ),
-    applied!("auth.allow_anonymous", "checked against proxy.listen at every load", |c| c
-        .auth
-        .allow_anonymous),
+    applied!(
+        "auth.allow_anonymous",
+        "checked against proxy.listen at every load",
+        |c| c.auth.allow_anonymous
+    ),
     applied!("auth.leeway", AUTH_NOW, |c| c.auth.leeway),
-    applied!("auth.jwks_refresh", "from the next fetch of the key set", |c| c
-        .auth
-        .jwks_refresh),
+    applied!(
+        "auth.jwks_refresh",
+        "from the next fetch of the key set",
+        |c| c.auth.jwks_refresh
+    ),
     applied!("auth.jwks_cooldown", AUTH_NOW, |c| c.auth.jwks_cooldown),
     applied!("auth.token_cache", AUTH_NOW, |c| c.auth.token_cache),
     applied!("auth.audit", AUTH_NOW, |c| c.auth.audit),
