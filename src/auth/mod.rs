@@ -59,7 +59,8 @@ impl Principal {
         let Some(audience) = audience else {
             return true;
         };
-        if self.audiences.is_empty() && self.name.starts_with("key:") {
+        // An API key is this proxy's own credential: it names no other resource.
+        if self.expires.is_none() && self.audiences.is_empty() {
             return true;
         }
         self.audiences.iter().any(|a| {

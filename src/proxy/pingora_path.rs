@@ -310,7 +310,6 @@ impl ProxyHttp for FleetProxy {
                     self.edge.auth.refresh_keys().await;
                     cx.keys_fetched = true;
                 }
-                Admission::AwaitKeys => unreachable!("admission waits for keys once"),
                 other => break other,
             }
         };
@@ -351,7 +350,12 @@ impl ProxyHttp for FleetProxy {
                 return Ok(true);
             }
             Admission::Admitted(admitted) => admitted,
-            Admission::AwaitKeys => unreachable!("handled above"),
+            // Only asked for without `keys_fetched`, which the loop above sets: never here,
+            // but an answer rather than a panic if it were.
+            Admission::AwaitKeys => {
+                refuse(session, &Refusal::keys_unavailable(), None).await?;
+                return Ok(true);
+            }
         };
         ctx.counted = true;
         let set = Arc::clone(&admitted.set);
@@ -379,7 +383,11 @@ impl ProxyHttp for FleetProxy {
                 refuse(session, &refusal, Some(&set.name)).await?;
                 return Ok(true);
             }
-            Entry::Defer => unreachable!("this engine filters answers"),
+            // Only for an engine that cannot filter; this one can.
+            Entry::Defer => {
+                refuse(session, &Refusal::internal(), Some(&set.name)).await?;
+                return Ok(true);
+            }
         }
         ctx.admitted = Some(admitted);
         // A client that stalls while sending its body is cut off after body_timeout, and one
