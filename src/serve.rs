@@ -45,6 +45,8 @@ pub enum ServeError {
     },
     #[error(transparent)]
     Fleet(#[from] FleetError),
+    #[error(transparent)]
+    Tls(#[from] crate::proxy::tls::TlsError),
     #[error("cannot start the {what}: {source}")]
     Thread {
         what: &'static str,
@@ -216,6 +218,13 @@ pub fn run(config: ValidConfig) -> Result<(), ServeError> {
         crate::session_keys::load(&config.session)?,
     ));
     let edge: crate::proxy::policy::SharedEdge = Arc::new(crate::proxy::policy::Edge::new(&config));
+    // The certificate is checked before anything starts: a bad pair fails `serve` at once.
+    let certs = match &config.proxy.tls {
+        Some(tls) => Some(Arc::new(crate::proxy::tls::Certs::new(
+            crate::proxy::tls::load_pair(tls)?,
+        ))),
+        None => None,
+    };
     let admin_token = token::for_server(&config)?;
     // Fail before spawning a thousand children if a port is taken.
     drop(bind("proxy.listen", config.proxy.listen)?);
@@ -254,16 +263,20 @@ pub fn run(config: ValidConfig) -> Result<(), ServeError> {
             .map_or("none (no fleet)", |f| f.memory_layer().name()),
     );
     let (current, current_rx) = tokio::sync::watch::channel(Arc::new(config.clone()));
+    let mut rereads: Vec<Box<dyn crate::reload::Reread>> = vec![
+        Box::new(crate::session_keys::SessionKeys(Arc::clone(&codec))),
+        Box::new(crate::proxy::policy::access::EdgeReload(Arc::clone(&edge))),
+    ];
+    if let Some(c) = &certs {
+        rereads.push(Box::new(crate::proxy::tls::TlsReload(Arc::clone(c))));
+    }
     let reloader = Arc::new(Reloader::new(
         config.source.clone(),
         current,
         Arc::clone(&registry),
         fleet.clone(),
         Arc::clone(&history),
-        vec![
-            Box::new(crate::session_keys::SessionKeys(Arc::clone(&codec))),
-            Box::new(crate::proxy::policy::access::EdgeReload(Arc::clone(&edge))),
-        ],
+        rereads,
     ));
     let admin = Arc::new(AdminApi {
         fleet: fleet.clone(),
@@ -332,10 +345,15 @@ pub fn run(config: ValidConfig) -> Result<(), ServeError> {
         Arc::clone(&edge),
         Arc::clone(&traffic),
     );
+    let tls = match certs {
+        Some(c) => Some(crate::proxy::tls::acceptor(c)?),
+        None => None,
+    };
     let gate = Gate::new(
         pingora::proxy::http_proxy(&server.configuration, proxy),
         fast,
         Arc::clone(&registry),
+        tls,
     );
     let mut service = Service::new("mcp-fleet proxy".to_string(), gate);
     service.add_tcp(&config.proxy.listen.to_string());

@@ -353,6 +353,15 @@ fn changes(i: &Instance) -> Vec<(String, Edit)> {
             false,
         );
     }
+    // TLS is chosen at start: both paths are reported as needing a restart.
+    for k in ["cert", "key"] {
+        add(
+            &format!("proxy.tls.{k}"),
+            "[proxy.tls]",
+            "cert = \"c.pem\"\nkey = \"k.pem\"".into(),
+            false,
+        );
+    }
     // An API key file, and an issuer that does not answer (its keys are simply never loaded).
     let sha = "0".repeat(64);
     std::fs::write(

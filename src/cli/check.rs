@@ -40,11 +40,48 @@ fn runnable(program: &str, base: &Path) -> bool {
         .is_some_and(|path| std::env::split_paths(&path).any(|d| executable(&d.join(program))))
 }
 
+/// Certificates closer to their end than this are warned about.
+const CERT_WARN_DAYS: u64 = 21;
+
+/// The `[proxy.tls]` pair: it must load (chain, key, matching); a warning when it ends soon.
+fn tls_check(config: &config::ValidConfig) -> Result<Option<String>, String> {
+    use mcp_fleet::proxy::tls;
+    let Some(pair) = &config.proxy.tls else {
+        return Ok(None);
+    };
+    let key = tls::load_pair(pair).map_err(|e| e.to_string())?;
+    let Some(end) = tls::not_after(&key) else {
+        return Ok(None);
+    };
+    let left = end
+        .duration_since(std::time::SystemTime::now())
+        .map(|d| d.as_secs() / 86_400);
+    Ok(match left {
+        Err(_) => Some(format!(
+            "proxy.tls.cert {} has expired: clients will refuse it",
+            pair.cert.display()
+        )),
+        Ok(days) if days < CERT_WARN_DAYS => Some(format!(
+            "proxy.tls.cert {} expires in {days} days: renew it and reload",
+            pair.cert.display()
+        )),
+        Ok(_) => None,
+    })
+}
+
 pub fn check(path: &Path) -> ExitCode {
     match config::load(path) {
         Ok(config) => {
             for w in warnings(&config) {
                 eprintln!("warning: {w}");
+            }
+            match tls_check(&config) {
+                Ok(Some(w)) => eprintln!("warning: {w}"),
+                Ok(None) => {}
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::FAILURE;
+                }
             }
             let servers: usize = config.categories.iter().map(|c| c.servers as usize).sum();
             let statics: usize = config

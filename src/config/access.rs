@@ -1,6 +1,6 @@
 //! The model of who may call what: `[auth]` (credentials), `categories.NAME.auth` (scopes and
 //! allow-lists), `categories.NAME.upstream_headers` (the proxy's own credential toward a
-//! category's servers) and `[proxy.rate_limit]`. Plain data, like `model`.
+//! category's servers), `[proxy.rate_limit]` and `[proxy.tls]`. Plain data, like `model`.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -160,4 +160,14 @@ pub struct RateLimitConfig {
     pub per_principal: Option<Rate>,
     /// Per client IP address, for requests without credentials (`auth.mode = "none"`).
     pub per_ip_anonymous: Option<Rate>,
+}
+
+/// `[proxy.tls]`: the listener speaks TLS (HTTP/1.1 and HTTP/2 by ALPN). The files are read at
+/// start and again on every reload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsConfig {
+    /// PEM: the certificate, then its chain.
+    pub cert: PathBuf,
+    /// PEM: its private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
 }

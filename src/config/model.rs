@@ -223,6 +223,8 @@ pub struct ProxyConfig {
     /// goes through Pingora's path. Both apply the same policy.
     pub fast_path: bool,
     pub rate_limit: super::access::RateLimitConfig,
+    /// `None`: plain HTTP.
+    pub tls: Option<super::access::TlsConfig>,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -45,6 +45,13 @@ pub struct RawRateLimit {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
+pub struct RawTls {
+    pub cert: Option<String>,
+    pub key: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
 pub struct RawCategoryAuth {
     pub scopes: Option<Vec<String>>,
     pub tools: Option<Vec<String>>,
@@ -108,6 +115,7 @@ pub struct RawProxy {
     pub send_timeout: Option<String>,
     pub fast_path: Option<bool>,
     pub rate_limit: RawRateLimit,
+    pub tls: RawTls,
 }
 
 #[derive(Debug, Default, Deserialize)]

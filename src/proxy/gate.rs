@@ -9,15 +9,20 @@
 //! the end of the previous answer for the next ones. Only a whole head is handed to an engine
 //! (the fast path, or Pingora's path with the bytes given back), so neither waits on a slow
 //! head; Pingora then bounds the body's reads by `proxy.body_timeout`.
+//!
+//! With `[proxy.tls]` the gate runs the TLS handshake first (within `proxy.header_timeout`):
+//! a connection that chose HTTP/2 by ALPN goes to Pingora's HTTP/2 server whole (each of its
+//! streams through Pingora's path); an HTTP/1.1 one takes the loop below, fast path included.
 
 use super::fast_path::{FastPath, Outcome, Plan};
 use super::policy::Refusal;
+use super::tls::TlsIo;
 use super::{wire, FleetProxy};
 use crate::upstream::Registry;
 use async_trait::async_trait;
 use pingora::apps::{HttpPersistentSettings, HttpServerApp, ServerApp};
 use pingora::protocols::http::ServerSession;
-use pingora::protocols::Stream;
+use pingora::protocols::{Ssl, Stream, ALPN};
 use pingora::proxy::HttpProxy;
 use pingora::server::ShutdownWatch;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -30,15 +35,22 @@ pub struct Gate {
     fast: FastPath,
     registry: Arc<Registry>,
     open: AtomicUsize,
+    tls: Option<tokio_rustls::TlsAcceptor>,
 }
 
 impl Gate {
-    pub fn new(proxy: HttpProxy<FleetProxy>, fast: FastPath, registry: Arc<Registry>) -> Self {
+    pub fn new(
+        proxy: HttpProxy<FleetProxy>,
+        fast: FastPath,
+        registry: Arc<Registry>,
+        tls: Option<tokio_rustls::TlsAcceptor>,
+    ) -> Self {
         Self {
             proxy: Arc::new(proxy),
             fast,
             registry,
             open: AtomicUsize::new(0),
+            tls,
         }
     }
 
@@ -108,13 +120,19 @@ fn unread(stream: Stream, bytes: &[u8]) -> Option<Stream> {
     if bytes.is_empty() {
         return Some(stream);
     }
-    match stream
-        .into_any()
-        .downcast::<pingora::protocols::l4::stream::Stream>()
-    {
+    let any = stream.into_any();
+    let any = match any.downcast::<pingora::protocols::l4::stream::Stream>() {
         Ok(mut l4) => {
             l4.rewind(bytes);
             let stream: Stream = l4;
+            return Some(stream);
+        }
+        Err(other) => other,
+    };
+    match any.downcast::<TlsIo>() {
+        Ok(mut tls) => {
+            tls.rewind(bytes);
+            let stream: Stream = tls;
             Some(stream)
         }
         Err(_) => {
@@ -178,6 +196,31 @@ impl ServerApp for Gate {
             refuse(stream).await;
             return None;
         }
+        let stream = match &self.tls {
+            None => stream,
+            Some(acceptor) => {
+                let handshake =
+                    tokio::time::timeout(limits.header_timeout, acceptor.accept(stream)).await;
+                let io = match handshake {
+                    Ok(Ok(tls)) => TlsIo::new(tls),
+                    Ok(Err(e)) => {
+                        crate::metrics::refused("tls_handshake");
+                        tracing::debug!(error = %e, "TLS handshake failed");
+                        return None;
+                    }
+                    Err(_) => {
+                        crate::metrics::refused("tls_handshake");
+                        return None;
+                    }
+                };
+                let h2 = matches!(io.selected_alpn_proto(), Some(ALPN::H2));
+                let stream: Stream = Box::new(io);
+                if h2 {
+                    return self.proxy.process_new(stream, shutdown).await;
+                }
+                stream
+            }
+        };
         let idle_secs = limits.client_idle_timeout.as_secs().max(1);
         let mut deadline = limits.header_timeout;
         let client_ip = stream

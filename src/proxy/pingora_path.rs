@@ -556,7 +556,7 @@ impl ProxyHttp for FleetProxy {
 
     async fn response_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         resp: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
@@ -589,7 +589,7 @@ impl ProxyHttp for FleetProxy {
                 resp.remove_header(&http::header::CONTENT_LENGTH);
                 if !ctx.event_stream {
                     ctx.held = Some(Vec::new());
-                    if resp.version != http::Version::HTTP_2 {
+                    if !session.as_downstream().is_http2() {
                         resp.insert_header(http::header::TRANSFER_ENCODING, "chunked")?;
                     }
                 }

@@ -76,6 +76,7 @@ const REPLACE: &str = "servers whose command changes drain, stop and start again
 const NEXT_START: &str =
     "servers started from now on (running servers keep theirs until they restart)";
 const MONITOR_NOW: &str = "at the monitor's next evaluation";
+const TLS_HOW: &str = "the listener's protocol and the files' paths are set at start; the files themselves are read again on every reload (a renewed certificate serves new handshakes, open connections stay)";
 const AUTH_NOW: &str = "at once: tokens verified before are checked again";
 
 fn health_path(c: &ValidConfig) -> String {
@@ -182,6 +183,20 @@ pub static KEYS: &[Key] = &[
         .as_ref()
         .or(c.proxy.rate_limit.per_ip_anonymous.as_ref())
         .map(|r| r.burst)),
+    Key {
+        name: "proxy.tls.cert",
+        reload: Reload::Restart,
+        how: TLS_HOW,
+        read: |c| show(&c.proxy.tls.as_ref().map(|t| &t.cert)),
+        keep: Some(|old, new| new.proxy.tls = old.proxy.tls.clone()),
+    },
+    Key {
+        name: "proxy.tls.key",
+        reload: Reload::Restart,
+        how: TLS_HOW,
+        read: |c| show(&c.proxy.tls.as_ref().map(|t| &t.key)),
+        keep: Some(|old, new| new.proxy.tls = old.proxy.tls.clone()),
+    },
     applied!("auth.mode", AUTH_NOW, |c| c.auth.mode),
     applied!(
         "auth.issuer",

@@ -62,8 +62,15 @@ fn the_table_names_every_key_of_the_file_format() {
     let but = |keys: &[&'static str], nested: &str| -> Vec<&'static str> {
         keys.iter().copied().filter(|k| *k != nested).collect()
     };
-    section("proxy", &but(fields::<raw::RawProxy>(), "rate_limit"));
+    section(
+        "proxy",
+        &but(fields::<raw::RawProxy>(), "rate_limit")
+            .into_iter()
+            .filter(|k| *k != "tls")
+            .collect::<Vec<_>>(),
+    );
     section("proxy.rate_limit", fields::<raw::RawRateLimit>());
+    section("proxy.tls", fields::<raw::RawTls>());
     section("auth", fields::<raw::RawAuth>());
     section("categories.*.auth", fields::<raw::RawCategoryAuth>());
     section(

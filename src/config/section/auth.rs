@@ -1,13 +1,13 @@
 //! `[auth]` with its API key file, `categories.NAME.auth`, `categories.NAME.upstream_headers`,
-//! and `[proxy.rate_limit]`: who may call what, and the edge's own credentials.
+//! `[proxy.rate_limit]` and `[proxy.tls]`: who may call what, and the edge's own credentials.
 
 use super::super::access::{
     ApiKey, AuditMode, AuthConfig, AuthMode, CategoryAuth, Pattern, Rate, RateLimitConfig,
-    UpstreamHeader,
+    TlsConfig, UpstreamHeader,
 };
 use super::super::defaults as d;
 use super::super::fields::{bounded, choice, duration, resolve, Errors};
-use super::super::raw::{RawAuth, RawCategoryAuth, RawRateLimit};
+use super::super::raw::{RawAuth, RawCategoryAuth, RawRateLimit, RawTls};
 use super::super::units::parse_duration;
 use super::super::ConfigError;
 use serde::Deserialize;
@@ -380,6 +380,32 @@ fn parse_rate(text: &str) -> Option<f64> {
         _ => return None,
     };
     (n.is_finite() && n > 0.0).then_some(n / per)
+}
+
+pub(in crate::config) fn tls(t: &RawTls, base: &Path, errors: &mut Errors) -> Option<TlsConfig> {
+    match (&t.cert, &t.key) {
+        (None, None) => None,
+        (Some(cert), Some(key)) => Some(TlsConfig {
+            cert: resolve(base, cert),
+            key: resolve(base, key),
+        }),
+        (Some(_), None) => {
+            errors.push(ConfigError::new(
+                "proxy.tls.key",
+                "(missing)",
+                "proxy.tls.cert needs its private key beside it",
+            ));
+            None
+        }
+        (None, Some(_)) => {
+            errors.push(ConfigError::new(
+                "proxy.tls.cert",
+                "(missing)",
+                "proxy.tls.key needs its certificate chain beside it",
+            ));
+            None
+        }
+    }
 }
 
 /// Secure by default: a listener beyond loopback with no authentication must be asked for.

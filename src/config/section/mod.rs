@@ -27,6 +27,7 @@ pub(super) fn validate(
 ) -> ValidConfig {
     let mut proxy = proxy::proxy(&raw.proxy, errors);
     proxy.rate_limit = auth::rate_limit(&raw.proxy.rate_limit, errors);
+    proxy.tls = auth::tls(&raw.proxy.tls, base, errors);
     let auth = auth::auth(&raw.auth, base, errors);
     auth::check_exposure(proxy.listen, &auth, errors);
     let health = health::health(&raw.health, errors);

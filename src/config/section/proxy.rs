@@ -166,6 +166,7 @@ pub(in crate::config) fn proxy(p: &RawProxy, errors: &mut Errors) -> ProxyConfig
         ),
         fast_path: p.fast_path.unwrap_or(d::FAST_PATH),
         rate_limit: Default::default(),
+        tls: None,
     };
     if proxy.first_byte_timeout > proxy.idle_timeout {
         errors.push(ConfigError::new(
