@@ -18,26 +18,11 @@ requests=20000 rounds=3 tokens=300
 parse_opts requests rounds tokens -- "$@"
 ensure_build
 ensure_oha
-AUTH_DIR=$ROOT/target/auth-server
-[ -d "$AUTH_DIR/node_modules/oidc-provider" ] || { log "oidc-provider is missing: bash .ci/setup"; exit 1; }
-
-AS_PORT=17801
 PROXY_PORT=17880
 AUD="http://127.0.0.1:$PROXY_PORT"
-node "$ROOT/tests/fixtures/jwt_tool.mjs" keys 1 >"$WORK/keys.json"
-(cd "$AUTH_DIR" && exec node "$ROOT/tests/fixtures/auth_server.mjs" "$AS_PORT" "$WORK/keys.json" "$AUD") \
-    >"$WORK/as.log" 2>&1 &
-started $!
-wait_port "$AS_PORT"
-token() {
-    curl -s -u rs-client:secret-rs-client -d grant_type=client_credentials \
-        -d scope=mcp:api --data-urlencode "resource=$AUD/mcp/api" \
-        "http://127.0.0.1:$AS_PORT/token" | python3 -c 'import json,sys; print(json.load(sys.stdin)["access_token"])'
-}
-KEY="bench-key-$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')"
-printf '[[key]]\nname = "bench"\nsha256 = "%s"\n' "$(printf %s "$KEY" | sha256sum | cut -d' ' -f1)" \
-    >"$WORK/api-keys.toml"
-chmod 600 "$WORK/api-keys.toml"
+start_auth_server 17801 "$AUD"
+token() { auth_token "$AUD/mcp/api"; }
+KEY=$(make_api_key "$WORK/api-keys.toml")
 
 CATEGORY="[categories.api]
 ports = \"17810-17813\""

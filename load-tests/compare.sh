@@ -6,11 +6,14 @@
 # run per proxy (oha -q RATE, latency-corrected) so latency is compared without coordinated
 # omission. CPU is user+system time from /proc of the proxy's processes (master and workers),
 # peak RSS their VmHWM.
-# Usage: load-tests/compare.sh [--backends 100] [--rounds 3] [--secs 15] [--conc 64] [--rate 4000]
+# --auth api-key | oauth: mcp-fleet checks every request's credential (an API key, or an RS256
+# token from oidc-provider, warm in the token cache); nginx and HAProxy get the same field and
+# pass it on, so all three carry the same bytes.
+# Usage: load-tests/compare.sh [--backends 100] [--rounds 3] [--secs 15] [--conc 64] [--rate 4000] [--auth none]
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
-backends=100 rounds=3 secs=15 conc=64 rate=4000
-parse_opts backends rounds secs conc rate -- "$@"
+backends=100 rounds=3 secs=15 conc=64 rate=4000 auth=none
+parse_opts backends rounds secs conc rate auth -- "$@"
 ensure_build
 ensure_oha
 need_apt nginx haproxy
@@ -30,6 +33,22 @@ log "$backends servers up on $first-$((first + backends - 1))"
 list=$(seq -s, -f "\"127.0.0.1:%g\"" $first $((first + backends - 1)))
 write_static_config "$WORK/fleet.toml" "$FLEET_PORT" "$list" \
     "$(printf 'strategy = "round-robin"\nupstream_keepalive = 1024')"
+case $auth in
+    none) ;;
+    api-key)
+        key=$(make_api_key "$WORK/api-keys.toml")
+        printf '[auth]\nmode = "api-key"\napi_keys_file = "%s"\n' "$WORK/api-keys.toml" >>"$WORK/fleet.toml"
+        export OHA_HEADER="Authorization: Bearer $key"
+        ;;
+    oauth)
+        start_auth_server 18090 "http://127.0.0.1:$FLEET_PORT"
+        printf '[auth]\nmode = "oauth"\nissuer = "http://127.0.0.1:18090"\naudience = "http://127.0.0.1:%s"\n' \
+            "$FLEET_PORT" >>"$WORK/fleet.toml"
+        export OHA_HEADER="Authorization: Bearer $(auth_token "http://127.0.0.1:$FLEET_PORT/mcp/api")"
+        ;;
+    *) echo "--auth: none, api-key or oauth" >&2; exit 2 ;;
+esac
+log "auth: $auth"
 
 mkdir -p "$WORK/nginx"
 {

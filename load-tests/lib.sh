@@ -253,3 +253,33 @@ for s in held:
     s.close()
 EOF
 }
+
+# start_auth_server PORT AUDIENCE: oidc-provider (tests/fixtures/auth_server.mjs, installed by
+# .ci/setup into target/auth-server) on PORT, signing with fresh keys; stopped at exit.
+start_auth_server() {
+    local dir=$ROOT/target/auth-server
+    [ -d "$dir/node_modules/oidc-provider" ] || { log "oidc-provider is missing: bash .ci/setup"; exit 1; }
+    AS_PORT=$1
+    AS_AUDIENCE=$2
+    node "$ROOT/tests/fixtures/jwt_tool.mjs" keys 1 >"$WORK/as-keys.json"
+    (cd "$dir" && exec node "$ROOT/tests/fixtures/auth_server.mjs" "$AS_PORT" "$WORK/as-keys.json" "$AS_AUDIENCE") \
+        >"$WORK/as.log" 2>&1 &
+    started $!
+    wait_port "$AS_PORT"
+}
+
+# auth_token RESOURCE: a client-credentials access token (RS256, scope mcp:api) for RESOURCE.
+auth_token() {
+    curl -s -u rs-client:secret-rs-client -d grant_type=client_credentials \
+        -d scope=mcp:api --data-urlencode "resource=$1" \
+        "http://127.0.0.1:$AS_PORT/token" | python3 -c 'import json,sys; print(json.load(sys.stdin)["access_token"])'
+}
+
+# make_api_key FILE: writes an api_keys_file (0600) with one key named "bench"; prints the key.
+make_api_key() {
+    local key
+    key="bench-key-$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+    printf '[[key]]\nname = "bench"\nsha256 = "%s"\n' "$(printf %s "$key" | sha256sum | cut -d' ' -f1)" >"$1"
+    chmod 600 "$1"
+    echo "$key"
+}
