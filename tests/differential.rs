@@ -23,6 +23,7 @@ const COMPARED: &[&str] = &[
     "allow",
     "x-accel-buffering",
     "link",
+    "www-authenticate",
 ];
 
 struct Instance {
@@ -32,10 +33,21 @@ struct Instance {
 
 impl Instance {
     fn start(statics: &[(&str, Vec<std::net::SocketAddr>)], fast_path: bool) -> Self {
+        Self::start_with(statics, fast_path, "", "", Vec::new())
+    }
+
+    /// With more `[proxy]` lines, an `[auth]` section and per-category lines.
+    fn start_with(
+        statics: &[(&str, Vec<std::net::SocketAddr>)],
+        fast_path: bool,
+        more_proxy: &str,
+        auth: &str,
+        categories: Vec<(&str, String)>,
+    ) -> Self {
         let proxy = format!(
             "fast_path = {fast_path}\nfirst_byte_timeout = \"1s\"\nmax_response_body = \"1MiB\"\n\
              max_body = \"32KiB\"\nmax_retries = 1\neject_after_5xx = 0\nmax_ejected_percent = 0\n\
-             allowed_origins = [\"http://localhost:3000\"]"
+             allowed_origins = [\"http://localhost:3000\"]\n{more_proxy}"
         );
         let dir = FleetDir::with_sections(
             &[],
@@ -43,6 +55,8 @@ impl Instance {
             &Sections {
                 proxy: &proxy,
                 health: "enabled = false",
+                auth,
+                categories,
                 ..Sections::default()
             },
         );
@@ -383,4 +397,112 @@ async fn both_engines_answer_every_request_alike() {
             .metric("mcp_fleet_request_paths_total{path=\"fast\"}"),
         0.0
     );
+}
+
+/// The edge's rules (credentials, scopes, allow-lists, routing fields, no passthrough, the
+/// proxy's own upstream field, rate limits) on both engines: API keys, so no authorization
+/// server is needed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn both_engines_apply_the_edge_alike() {
+    use sha2::Digest;
+    let (echo, echo_counts) = fake::spawn(Behaviour::Echo).await;
+    let statics = vec![("echo", vec![([127, 0, 0, 1], echo).into()])];
+    let keys_dir = tempfile::tempdir().expect("tempdir");
+    let sha = |k: &str| {
+        sha2::Sha256::digest(k.as_bytes())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    };
+    let keys = keys_dir.path().join("keys.toml");
+    std::fs::write(
+        &keys,
+        format!(
+            "[[key]]\nname = \"full\"\nsha256 = \"{}\"\nscopes = [\"mcp:echo\"]\n\
+             [[key]]\nname = \"bare\"\nsha256 = \"{}\"\n\
+             [[key]]\nname = \"limited\"\nsha256 = \"{}\"\nscopes = [\"mcp:echo\"]\n",
+            sha("key-full"),
+            sha("key-bare"),
+            sha("key-limited")
+        ),
+    )
+    .expect("keys");
+    std::env::set_var("DIFFERENTIAL_UPSTREAM_KEY", "proxy-own-credential");
+    let auth = format!("mode = \"api-key\"\napi_keys_file = \"{}\"", keys.display());
+    let categories = || {
+        vec![(
+            "echo",
+            "upstream_headers = { \"X-Service-Key\" = \"env:DIFFERENTIAL_UPSTREAM_KEY\" }\n\
+             [categories.echo.auth]\nscopes = [\"mcp:echo\"]\ntools = [\"echo\", \"read_*\"]"
+                .to_string(),
+        )]
+    };
+    // A burst of 3 per principal: the `limited` key's fourth request in a row is refused.
+    let limits = "[proxy.rate_limit]\nper_principal = \"1/m\"\nburst = \"180s\"";
+    let fast = Instance::start_with(&statics, true, limits, &auth, categories());
+    let pingora = Instance::start_with(&statics, false, limits, &auth, categories());
+
+    let body = call_body();
+    let named = |tool: &str| body.replace("\"echo\"", &format!("\"{tool}\""));
+    let bearer = |k: &str| format!("authorization: Bearer {k}\r\nmcp-name: echo\r\n");
+    let case = |name, request: String| Case {
+        name,
+        request,
+        counts: vec![Arc::clone(&echo_counts)],
+        release: None,
+        close_framed: false,
+    };
+    let list = r#"{"jsonrpc":"2.0","id":8,"method":"tools/list","params":{}}"#;
+    let cases = vec![
+        case("no credential", post("/mcp/echo", "", &body)),
+        case("not a bearer credential", post("/mcp/echo", "authorization: Basic a2V5\r\n", &body)),
+        case("unknown key", post("/mcp/echo", &bearer("key-nope"), &body)),
+        case("a key without the scope", post("/mcp/echo", &bearer("key-bare"), &body)),
+        case("allowed tool: no passthrough, the proxy's own field", post("/mcp/echo", &bearer("key-full"), &body)),
+        case(
+            "tool by prefix",
+            post("/mcp/echo", "authorization: Bearer key-full\r\nmcp-name: read_file\r\n", &named("read_file")),
+        ),
+        case(
+            "tool outside the allow-list",
+            post("/mcp/echo", "authorization: Bearer key-full\r\nmcp-name: drop\r\n", &named("drop")),
+        ),
+        case(
+            "Mcp-Name disagrees with the body",
+            post("/mcp/echo", "authorization: Bearer key-full\r\nmcp-name: echo\r\n", &named("drop")),
+        ),
+        case("a body that is not JSON-RPC", post("/mcp/echo", "authorization: Bearer key-full\r\n", "[1,2]")),
+        case(
+            "a list answer (filtered)",
+            format!(
+                "POST /mcp/echo HTTP/1.1\r\nhost: {{host}}\r\ncontent-type: application/json\r\n\
+                 accept: application/json, text/event-stream\r\nauthorization: Bearer key-full\r\n\
+                 mcp-method: tools/list\r\ncontent-length: {}\r\n\r\n{list}",
+                list.len()
+            ),
+        ),
+        case("rate limit 1", post("/mcp/echo", &bearer("key-limited"), &body)),
+        case("rate limit 2", post("/mcp/echo", &bearer("key-limited"), &body)),
+        case("rate limit 3", post("/mcp/echo", &bearer("key-limited"), &body)),
+        case("rate limit 4: refused", post("/mcp/echo", &bearer("key-limited"), &body)),
+    ];
+    let mut differences = Vec::new();
+    let mut statuses = Vec::new();
+    for case in &cases {
+        let a = run(&fast, case).await;
+        let b = run(&pingora, case).await;
+        statuses.push((case.name, a.status));
+        if a != b {
+            differences.push(format!("{}:\n  fast path: {a:?}\n  pingora:   {b:?}", case.name));
+        }
+        if case.name.starts_with("allowed tool") {
+            assert!(!a.body.contains("authorization"), "{}", a.body);
+            assert!(a.body.contains("x-service-key: proxy-own-credential"), "{}", a.body);
+        }
+    }
+    assert!(differences.is_empty(), "the engines differ:\n{}", differences.join("\n"));
+    let want = [401, 401, 401, 403, 200, 200, 403, 400, 400, 200, 200, 200, 200, 429];
+    let got: Vec<u16> = statuses.iter().map(|(_, s)| *s).collect();
+    assert_eq!(got, want, "{statuses:?}");
+    assert!(fast.dir.metric("mcp_fleet_request_paths_total{path=\"fast\"}") >= 3.0);
 }
