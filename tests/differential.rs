@@ -455,23 +455,47 @@ async fn both_engines_apply_the_edge_alike() {
     let list = r#"{"jsonrpc":"2.0","id":8,"method":"tools/list","params":{}}"#;
     let cases = vec![
         case("no credential", post("/mcp/echo", "", &body)),
-        case("not a bearer credential", post("/mcp/echo", "authorization: Basic a2V5\r\n", &body)),
+        case(
+            "not a bearer credential",
+            post("/mcp/echo", "authorization: Basic a2V5\r\n", &body),
+        ),
         case("unknown key", post("/mcp/echo", &bearer("key-nope"), &body)),
-        case("a key without the scope", post("/mcp/echo", &bearer("key-bare"), &body)),
-        case("allowed tool: no passthrough, the proxy's own field", post("/mcp/echo", &bearer("key-full"), &body)),
+        case(
+            "a key without the scope",
+            post("/mcp/echo", &bearer("key-bare"), &body),
+        ),
+        case(
+            "allowed tool: no passthrough, the proxy's own field",
+            post("/mcp/echo", &bearer("key-full"), &body),
+        ),
         case(
             "tool by prefix",
-            post("/mcp/echo", "authorization: Bearer key-full\r\nmcp-name: read_file\r\n", &named("read_file")),
+            post(
+                "/mcp/echo",
+                "authorization: Bearer key-full\r\nmcp-name: read_file\r\n",
+                &named("read_file"),
+            ),
         ),
         case(
             "tool outside the allow-list",
-            post("/mcp/echo", "authorization: Bearer key-full\r\nmcp-name: drop\r\n", &named("drop")),
+            post(
+                "/mcp/echo",
+                "authorization: Bearer key-full\r\nmcp-name: drop\r\n",
+                &named("drop"),
+            ),
         ),
         case(
             "Mcp-Name disagrees with the body",
-            post("/mcp/echo", "authorization: Bearer key-full\r\nmcp-name: echo\r\n", &named("drop")),
+            post(
+                "/mcp/echo",
+                "authorization: Bearer key-full\r\nmcp-name: echo\r\n",
+                &named("drop"),
+            ),
         ),
-        case("a body that is not JSON-RPC", post("/mcp/echo", "authorization: Bearer key-full\r\n", "[1,2]")),
+        case(
+            "a body that is not JSON-RPC",
+            post("/mcp/echo", "authorization: Bearer key-full\r\n", "[1,2]"),
+        ),
         case(
             "a list answer (filtered)",
             format!(
@@ -481,10 +505,22 @@ async fn both_engines_apply_the_edge_alike() {
                 list.len()
             ),
         ),
-        case("rate limit 1", post("/mcp/echo", &bearer("key-limited"), &body)),
-        case("rate limit 2", post("/mcp/echo", &bearer("key-limited"), &body)),
-        case("rate limit 3", post("/mcp/echo", &bearer("key-limited"), &body)),
-        case("rate limit 4: refused", post("/mcp/echo", &bearer("key-limited"), &body)),
+        case(
+            "rate limit 1",
+            post("/mcp/echo", &bearer("key-limited"), &body),
+        ),
+        case(
+            "rate limit 2",
+            post("/mcp/echo", &bearer("key-limited"), &body),
+        ),
+        case(
+            "rate limit 3",
+            post("/mcp/echo", &bearer("key-limited"), &body),
+        ),
+        case(
+            "rate limit 4: refused",
+            post("/mcp/echo", &bearer("key-limited"), &body),
+        ),
     ];
     let mut differences = Vec::new();
     let mut statuses = Vec::new();
@@ -493,16 +529,33 @@ async fn both_engines_apply_the_edge_alike() {
         let b = run(&pingora, case).await;
         statuses.push((case.name, a.status));
         if a != b {
-            differences.push(format!("{}:\n  fast path: {a:?}\n  pingora:   {b:?}", case.name));
+            differences.push(format!(
+                "{}:\n  fast path: {a:?}\n  pingora:   {b:?}",
+                case.name
+            ));
         }
         if case.name.starts_with("allowed tool") {
             assert!(!a.body.contains("authorization"), "{}", a.body);
-            assert!(a.body.contains("x-service-key: proxy-own-credential"), "{}", a.body);
+            assert!(
+                a.body.contains("x-service-key: proxy-own-credential"),
+                "{}",
+                a.body
+            );
         }
     }
-    assert!(differences.is_empty(), "the engines differ:\n{}", differences.join("\n"));
-    let want = [401, 401, 401, 403, 200, 200, 403, 400, 400, 200, 200, 200, 200, 429];
+    assert!(
+        differences.is_empty(),
+        "the engines differ:\n{}",
+        differences.join("\n")
+    );
+    let want = [
+        401, 401, 401, 403, 200, 200, 403, 400, 400, 200, 200, 200, 200, 429,
+    ];
     let got: Vec<u16> = statuses.iter().map(|(_, s)| *s).collect();
     assert_eq!(got, want, "{statuses:?}");
-    assert!(fast.dir.metric("mcp_fleet_request_paths_total{path=\"fast\"}") >= 3.0);
+    assert!(
+        fast.dir
+            .metric("mcp_fleet_request_paths_total{path=\"fast\"}")
+            >= 3.0
+    );
 }
