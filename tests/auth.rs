@@ -562,3 +562,72 @@ async fn anonymous_callers_are_limited_per_address() {
     );
     fleet.assert_engine();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_https_issuer_is_trusted_through_its_ca_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    common::tls::make_ca(d);
+    common::tls::make_cert(d, "idp", "2");
+    let keys = key_set(d, "t");
+    let idp = AuthServer::start_tls(
+        &keys,
+        "http://127.0.0.1:1",
+        &d.join("idp.pem"),
+        &d.join("idp.key"),
+        &d.join("ca.pem"),
+    );
+    // First without auth.ca_file: the system's roots do not know the test CA, so the keys
+    // cannot be fetched and requests get 503 (not 401: the token may well be good).
+    let auth = format!(
+        "mode = \"oauth\"\nissuer = \"{}\"\naudience = \"AUDIENCE\"",
+        idp.issuer()
+    );
+    let fleet = FleetDir::with_sections(
+        &[("api", 1)],
+        &[],
+        &Sections {
+            auth: &auth,
+            ..Sections::default()
+        },
+    );
+    let audience = fleet.base();
+    let config = std::fs::read_to_string(fleet.config()).expect("config");
+    let config = config.replace("AUDIENCE", &audience);
+    std::fs::write(fleet.config(), &config).expect("config");
+    let _serve = fleet.serve();
+    let api = format!("{}/mcp/api", fleet.base());
+    let token = idp
+        .token("es-client", "mcp:api", &format!("{audience}/mcp/api"))
+        .await;
+    let a = post(&api, Some(&token), &call_body("echo"), &[]).await;
+    assert_eq!(a.status, 503, "{}", a.body);
+    assert!(a.body.contains("signing keys"), "{}", a.body);
+
+    // auth.ca_file, applied by a reload: the keys are fetched over verified TLS.
+    let with_ca = config.replace(
+        "mode = \"oauth\"",
+        &format!(
+            "mode = \"oauth\"\nca_file = \"{}\"",
+            d.join("ca.pem").display()
+        ),
+    );
+    std::fs::write(fleet.config(), with_ca).expect("config");
+    let (code, out) = fleet.cli(&["reload"]);
+    assert_eq!(code, 0, "{out}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let a = post(&api, Some(&token), &call_body("echo"), &[]).await;
+        if a.status == 200 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never accepted: {} {}",
+            a.status,
+            a.body
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(fleet.metric("mcp_fleet_auth_signing_keys{state=\"loaded\"}") >= 3.0);
+}

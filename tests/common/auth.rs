@@ -51,11 +51,41 @@ pub struct AuthServer {
     pub port: u16,
     pub audience: String,
     proc: Option<Proc>,
+    /// Served over HTTPS with this (certificate, key, CA) from `tests/common/tls.rs`.
+    tls: Option<(PathBuf, PathBuf, PathBuf)>,
 }
 
 impl AuthServer {
     pub fn issuer(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        match self.tls {
+            Some(_) => format!("https://localhost:{}", self.port),
+            None => format!("http://127.0.0.1:{}", self.port),
+        }
+    }
+
+    /// As [`Self::start`], over HTTPS with `cert`/`key`, which `ca` signs.
+    pub fn start_tls(keys: &Path, audience: &str, cert: &Path, key: &Path, ca: &Path) -> Self {
+        let mut s = Self {
+            port: free_port(),
+            audience: audience.to_string(),
+            proc: None,
+            tls: Some((cert.to_path_buf(), key.to_path_buf(), ca.to_path_buf())),
+        };
+        s.run(keys);
+        s
+    }
+
+    /// `curl` of `url` (verified against the CA when served over HTTPS): status and body.
+    fn curl(&self, args: &[&str]) -> (u16, String) {
+        let mut cmd = Command::new("curl");
+        cmd.args(["-s", "-w", "\n%{http_code}"]);
+        if let Some((_, _, ca)) = &self.tls {
+            cmd.arg("--cacert").arg(ca);
+        }
+        let out = cmd.args(args).output().expect("curl");
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        let (body, code) = text.rsplit_once('\n').unwrap_or((&text, "0"));
+        (code.trim().parse().unwrap_or(0), body.to_string())
     }
 
     /// Starts the server signing with `keys`, for resources under `audience`.
@@ -64,6 +94,7 @@ impl AuthServer {
             port: free_port(),
             audience: audience.to_string(),
             proc: None,
+            tls: None,
         };
         s.run(keys);
         s
@@ -76,7 +107,11 @@ impl AuthServer {
                 .exists(),
             "oidc-provider is not installed: run .ci/setup"
         );
-        let child = Command::new("node")
+        let mut cmd = Command::new("node");
+        if let Some((cert, key, _)) = &self.tls {
+            cmd.env("TLS_CERT", cert).env("TLS_KEY", key);
+        }
+        let child = cmd
             .arg(format!("{FIXTURES}/auth_server.mjs"))
             .arg(self.port.to_string())
             .arg(keys)
@@ -93,7 +128,7 @@ impl AuthServer {
         });
         let url = format!("{}/.well-known/openid-configuration", self.issuer());
         wait_for("the authorization server", Duration::from_secs(30), || {
-            super::plain::blocking_get(&url).filter(|(s, _)| *s == 200)
+            (self.curl(&[&url]).0 == 200).then_some(())
         });
     }
 
@@ -106,6 +141,23 @@ impl AuthServer {
     /// A client-credentials token for `client` (secret `secret-{client}`), `scope`, and the
     /// resource `resource` (RFC 8707).
     pub async fn token(&self, client: &str, scope: &str, resource: &str) -> String {
+        if self.tls.is_some() {
+            // The tests' reqwest speaks no TLS: curl, verifying against the test CA.
+            let (status, body) = self.curl(&[
+                "-u",
+                &format!("{client}:secret-{client}"),
+                "-d",
+                &form(&[
+                    ("grant_type", "client_credentials"),
+                    ("scope", scope),
+                    ("resource", resource),
+                ]),
+                &format!("{}/token", self.issuer()),
+            ]);
+            assert_eq!(status, 200, "token endpoint: {body}");
+            let v: serde_json::Value = serde_json::from_str(&body).expect("token json");
+            return v["access_token"].as_str().expect("a token").to_string();
+        }
         let resp = reqwest::Client::new()
             .post(format!("{}/token", self.issuer()))
             .basic_auth(client, Some(format!("secret-{client}")))

@@ -8,6 +8,7 @@ pub mod dns;
 pub mod fake;
 pub mod raw;
 pub mod stdio;
+pub mod tls;
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
