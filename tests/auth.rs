@@ -468,7 +468,10 @@ async fn api_keys_reach_their_categories_within_their_rate() {
         ),
     )
     .expect("keys");
-    let auth = format!("mode = \"api-key\"\napi_keys_file = \"{}\"", keys.display());
+    let auth = format!(
+        "mode = \"api-key\"\napi_keys_file = \"{}\"\naudit = \"all\"",
+        keys.display()
+    );
     let fleet = FleetDir::with_sections(
         &[("api", 1), ("time", 1)],
         &[],
@@ -537,6 +540,10 @@ async fn api_keys_reach_their_categories_within_their_rate() {
         "an audit line per refusal"
     );
     assert!(!log.contains("key-ci-0123456789"), "keys are never logged");
+    assert!(
+        log.contains("request allowed"),
+        "auth.audit = \"all\" logs allowed requests too"
+    );
     fleet.assert_engine();
 }
 

@@ -433,12 +433,14 @@ async fn both_engines_apply_the_edge_alike() {
         vec![(
             "echo",
             "upstream_headers = { \"X-Service-Key\" = \"env:DIFFERENTIAL_UPSTREAM_KEY\" }\n\
-             [categories.echo.auth]\nscopes = [\"mcp:echo\"]\ntools = [\"echo\", \"read_*\"]"
+             [categories.echo.auth]\nscopes = [\"mcp:echo\"]\ntools = [\"echo\", \"read_*\"]\n\
+             prompts = [\"greet\"]\nresources = [\"file:///docs/*\"]"
                 .to_string(),
         )]
     };
-    // A burst of 3 per principal: the `limited` key's fourth request in a row is refused.
-    let limits = "[proxy.rate_limit]\nper_principal = \"1/m\"\nburst = \"180s\"";
+    // A burst of 5 per principal (`full` uses all five of its own; refusals before the rate
+    // limit are not charged): the `limited` key's sixth request in a row is refused.
+    let limits = "[proxy.rate_limit]\nper_principal = \"1/m\"\nburst = \"300s\"";
     let fast = Instance::start_with(&statics, true, limits, &auth, categories());
     let pingora = Instance::start_with(&statics, false, limits, &auth, categories());
 
@@ -453,6 +455,15 @@ async fn both_engines_apply_the_edge_alike() {
         close_framed: false,
     };
     let list = r#"{"jsonrpc":"2.0","id":8,"method":"tools/list","params":{}}"#;
+    let rpc = |method: &str, params: &str| {
+        let body = format!(r#"{{"jsonrpc":"2.0","id":9,"method":"{method}","params":{params}}}"#);
+        format!(
+            "POST /mcp/echo HTTP/1.1\r\nhost: {{host}}\r\ncontent-type: application/json\r\n\
+             accept: application/json, text/event-stream\r\nauthorization: Bearer key-full\r\n\
+             content-length: {}\r\n\r\n{body}",
+            body.len()
+        )
+    };
     let cases = vec![
         case("no credential", post("/mcp/echo", "", &body)),
         case(
@@ -505,23 +516,35 @@ async fn both_engines_apply_the_edge_alike() {
                 list.len()
             ),
         ),
+        case("prompt allowed", rpc("prompts/get", r#"{"name":"greet"}"#)),
         case(
-            "rate limit 1",
-            post("/mcp/echo", &bearer("key-limited"), &body),
+            "prompt outside the allow-list",
+            rpc("prompts/get", r#"{"name":"leak"}"#),
         ),
         case(
-            "rate limit 2",
-            post("/mcp/echo", &bearer("key-limited"), &body),
+            "resource by prefix",
+            rpc("resources/read", r#"{"uri":"file:///docs/a.md"}"#),
         ),
         case(
-            "rate limit 3",
-            post("/mcp/echo", &bearer("key-limited"), &body),
+            "resource outside the allow-list",
+            rpc("resources/read", r#"{"uri":"file:///etc/passwd"}"#),
         ),
         case(
-            "rate limit 4: refused",
-            post("/mcp/echo", &bearer("key-limited"), &body),
+            "subscription outside the allow-list",
+            rpc("resources/subscribe", r#"{"uri":"file:///etc/passwd"}"#),
         ),
     ];
+    let mut cases = cases;
+    for name in [
+        "rate limit 1",
+        "rate limit 2",
+        "rate limit 3",
+        "rate limit 4",
+        "rate limit 5",
+        "rate limit 6: refused",
+    ] {
+        cases.push(case(name, post("/mcp/echo", &bearer("key-limited"), &body)));
+    }
     let mut differences = Vec::new();
     let mut statuses = Vec::new();
     for case in &cases {
@@ -549,7 +572,8 @@ async fn both_engines_apply_the_edge_alike() {
         differences.join("\n")
     );
     let want = [
-        401, 401, 401, 403, 200, 200, 403, 400, 400, 200, 200, 200, 200, 429,
+        401, 401, 401, 403, 200, 200, 403, 400, 400, 200, 200, 403, 200, 403, 403, 200, 200, 200,
+        200, 200, 429,
     ];
     let got: Vec<u16> = statuses.iter().map(|(_, s)| *s).collect();
     assert_eq!(got, want, "{statuses:?}");

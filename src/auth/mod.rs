@@ -411,7 +411,8 @@ impl Authenticator {
         }
     }
 
-    fn install(&self, set: KeySet) {
+    /// Puts a fetched key set in force (the refresher's step; benches install their own).
+    pub fn install(&self, set: KeySet) {
         let old = self.keys.load();
         // A key that left the set no longer vouches for tokens verified with it.
         if old.ids().any(|kid| !set.holds(kid)) {
@@ -440,6 +441,49 @@ mod tests {
         assert_eq!(bearer(b"bearer  abc "), Ok(&b"abc"[..]));
         assert_eq!(bearer(b"Basic abc"), Err(AuthError::NotBearer));
         assert_eq!(bearer(b"Bearer "), Err(AuthError::NotBearer));
+    }
+
+    fn config(mode: AuthMode) -> AuthConfig {
+        AuthConfig {
+            mode,
+            issuer: Some("https://idp.example.com".into()),
+            audience: Some("https://mcp.example.com".into()),
+            ca_file: None,
+            api_keys_file: Some("keys.toml".into()),
+            api_keys: vec![crate::config::ApiKey {
+                name: "ci".into(),
+                sha256: Sha256::digest(b"key-1").into(),
+                categories: None,
+                scopes: vec!["mcp:a".into()],
+            }],
+            allow_anonymous: false,
+            leeway: Duration::from_secs(30),
+            jwks_refresh: Duration::from_secs(300),
+            jwks_cooldown: Duration::from_secs(10),
+            token_cache: 10,
+            audit: crate::config::AuditMode::Refused,
+        }
+    }
+
+    #[test]
+    fn oauth_also_takes_the_api_keys_and_api_key_mode_takes_nothing_else() {
+        let oauth = Authenticator::new(&config(AuthMode::OAuth));
+        let p = oauth
+            .authenticate(b"key-1")
+            .expect("an API key in oauth mode");
+        assert_eq!(&*p.name, "key:ci");
+        assert!(p.meant_for(Some("https://mcp.example.com"), "any"));
+        assert_eq!(oauth.authenticate(b"key-2"), Err(AuthError::UnknownKey));
+        // A JWT while the issuer's keys are not loaded yet.
+        assert_eq!(
+            oauth.authenticate(b"eyJhbGciOiJSUzI1NiJ9.e30.sig"),
+            Err(AuthError::NoKeys)
+        );
+        let keys = Authenticator::new(&config(AuthMode::ApiKey));
+        assert_eq!(
+            keys.authenticate(b"e30.e30.sig"),
+            Err(AuthError::UnknownKey)
+        );
     }
 
     #[test]
