@@ -133,7 +133,13 @@ fn tls_serves_http1_and_http2_and_renews_its_certificate_under_load() {
         curl(&ca, &url, 3, 1, false),
         ["200 1.1", "200 1.1", "200 1.1"]
     );
+    let pingora_before = fleet.metric("mcp_fleet_request_paths_total{path=\"pingora\"}");
     assert_eq!(curl(&ca, &url, 3, 3, true), ["200 2", "200 2", "200 2"]);
+    let pingora = fleet.metric("mcp_fleet_request_paths_total{path=\"pingora\"}") - pingora_before;
+    assert!(
+        pingora >= 3.0,
+        "HTTP/2 requests are counted on Pingora's path: {pingora}"
+    );
     // Plain HTTP on the TLS port is not served.
     assert!(
         common::plain::blocking_get(&format!("{}/health", fleet.base()))

@@ -263,6 +263,11 @@ impl ProxyHttp for FleetProxy {
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         crate::metrics::metrics().in_flight.inc();
+        // HTTP/1 requests are counted where the gate chooses the engine; an HTTP/2 connection
+        // is Pingora's whole, each of its requests here.
+        if session.as_downstream().is_http2() {
+            crate::metrics::metrics().pingora_path.inc();
+        }
         ctx.guard = Some(RequestGuard);
         ctx.started = Some(Instant::now());
         let snapshot = self.registry.load();
