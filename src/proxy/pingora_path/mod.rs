@@ -2,126 +2,28 @@
 //! streams, `DELETE`, chunked and large bodies, unusual fields, local endpoints, refusals). It
 //! moves bytes through Pingora's hooks and asks the policy core what each step means.
 
+mod client;
+mod ctx;
+
+use client::{preread, refuse, request_framing, respond, Preread};
+use ctx::fallback_refusal;
+pub use ctx::RequestCtx;
+
 use super::policy::{
-    self, admit, answer, enter, filter::ListFilter, refusal, Admission, Admitted, Attempts,
-    BodyFraming, Context, Entry, Failure, Head, Local, Refusal, RoutingFields, SharedEdge, Verdict,
+    self, admit, answer, enter, refusal, Admission, Attempts, BodyFraming, Context, Entry, Failure,
+    Head, Local, Refusal, RoutingFields, SharedEdge,
 };
 use super::{reply, session::SharedCodec, RequestGuard, Traffic};
-use crate::upstream::{clock, Backend, InFlight, Registry, UpstreamSet};
+use crate::upstream::{clock, Registry};
 use async_trait::async_trait;
 use bytes::Bytes;
 use http::{HeaderValue, Method};
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::{HttpPeer, ProxyHttp, Session};
-use pingora::protocols::http::v1::client::FIRST_BYTE_TIMEDOUT;
 use pingora::proxy::FailToProxy;
 use pingora::{Error, ErrorSource, ErrorType, Result};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-/// Pingora drops `Content-Length` when `Transfer-Encoding` is present (RFC 9112 lets a server
-/// do that); a proxy must refuse such a request instead, so look at the head as it arrived.
-fn raw_head_has_content_length(session: &Session) -> bool {
-    session.as_downstream().as_http1().is_some_and(|h1| {
-        h1.get_headers_raw_bytes()
-            .split(|&b| b == b'\n')
-            .skip(1)
-            .any(|line| line.len() > 15 && line[..15].eq_ignore_ascii_case(b"content-length:"))
-    })
-}
-
-/// The request's framing as admission reads it.
-fn request_framing(session: &Session) -> Result<BodyFraming, &'static str> {
-    let headers = &session.req_header().headers;
-    let lengths = headers
-        .get_all(http::header::CONTENT_LENGTH)
-        .iter()
-        .map(HeaderValue::as_bytes);
-    let codings = headers.get_all(http::header::TRANSFER_ENCODING);
-    if codings.iter().next().is_some() && raw_head_has_content_length(session) {
-        return Err("both Content-Length and Transfer-Encoding");
-    }
-    policy::framing(lengths, codings.iter().map(HeaderValue::as_bytes))
-}
-
-enum Preread {
-    Complete,
-    Refused(Refusal),
-}
-
-/// Reads a request body whole (up to 64 KiB), into Pingora's replay buffer, before a server is
-/// chosen: a chunked body so that broken chunk framing is answered here, and a body the policy
-/// reads (`Admitted::wants_body`); nothing of such a request reaches a server until it is read.
-async fn preread(session: &mut Session, limit: Duration) -> Preread {
-    session.as_downstream_mut().enable_retry_buffering();
-    let read = tokio::time::timeout(limit, async {
-        let mut total = 0usize;
-        loop {
-            match session.read_request_body().await {
-                Ok(Some(chunk)) => {
-                    total += chunk.len();
-                    if total > policy::CHUNKED_BODY_LIMIT {
-                        return Preread::Refused(Refusal::chunked_too_large());
-                    }
-                }
-                Ok(None) => return Preread::Complete,
-                Err(_) => return Preread::Refused(Refusal::malformed_chunked()),
-            }
-        }
-    })
-    .await;
-    read.unwrap_or(Preread::Refused(Refusal::body_timeout()))
-}
-
-/// Reads and discards what is left of the request after an early answer, within the policy's
-/// bounds, so a client still writing its body reads the answer instead of a reset.
-async fn linger(session: &mut Session) {
-    if session.as_downstream_mut().is_body_done() {
-        return;
-    }
-    let deadline = tokio::time::Instant::now() + policy::LINGER_TIME;
-    let mut discarded = 0u64;
-    while discarded < policy::LINGER_BYTES {
-        let read = tokio::time::timeout_at(
-            deadline.min(tokio::time::Instant::now() + policy::LINGER_IDLE),
-            session.read_request_body(),
-        );
-        match read.await {
-            Ok(Ok(Some(chunk))) => discarded += chunk.len() as u64,
-            _ => break,
-        }
-    }
-}
-
-async fn respond<V: AsRef<str>>(
-    session: &mut Session,
-    status: u16,
-    body: Vec<u8>,
-    fields: impl Iterator<Item = (&'static str, V)>,
-) -> Result<()> {
-    let mut resp = ResponseHeader::build(status, Some(6))?;
-    resp.insert_header("content-length", body.len())?;
-    for (name, value) in fields {
-        resp.append_header(name, value.as_ref())?;
-    }
-    session.write_response_header(Box::new(resp), false).await?;
-    session
-        .write_response_body(Some(Bytes::from(body)), true)
-        .await?;
-    Ok(())
-}
-
-/// Writes the policy's answer and adds it to its counter; Pingora writes `Connection` itself
-/// from the keep-alive state.
-async fn refuse(session: &mut Session, refusal: &Refusal, category: Option<&str>) -> Result<()> {
-    refusal.record(category);
-    if refusal.close {
-        session.set_keepalive(None);
-    }
-    let written = respond(session, refusal.status, refusal.body(), refusal.fields()).await;
-    linger(session).await;
-    written
-}
 
 /// The proxy. Timeouts, retries and ejection rules come from the category's snapshot
 /// (`UpstreamSet::proxy`), so a reload changes them for the next request.
@@ -153,103 +55,6 @@ fn routing_fields(req: &RequestHeader) -> RoutingFields<'_> {
     RoutingFields {
         method: req.headers.get("mcp-method").map(|v| v.as_bytes()),
         name: req.headers.get("mcp-name").map(|v| v.as_bytes()),
-    }
-}
-
-/// Per-request state, shared across the hooks of one request (and its retries).
-#[derive(Default)]
-pub struct RequestCtx {
-    guard: Option<RequestGuard>,
-    started: Option<Instant>,
-    /// An MCP request (not a local endpoint): counted in the request metrics.
-    counted: bool,
-    set: Option<Arc<UpstreamSet>>,
-    admitted: Option<Admitted>,
-    query: Option<Box<str>>,
-    attempts: Attempts,
-    /// The server of the current attempt.
-    target: Option<Backend>,
-    in_flight: Option<InFlight>,
-    /// When the request was handed to the current upstream connection.
-    sent_at: Option<Instant>,
-    /// The current attempt's answer head has arrived.
-    head_seen: bool,
-    /// A failure a filter found (it returns a bare error to Pingora).
-    failure: Option<Failure>,
-    /// The answer the client gets if the request fails now.
-    refusal: Option<Refusal>,
-    body_bytes: u64,
-    /// The answer is `text/event-stream` (set when its head arrives).
-    event_stream: bool,
-    /// Bytes of the answer so far, and its limit (`answer::body_limit`).
-    response_bytes: u64,
-    response_limit: Option<u64>,
-    /// The answer is a list the caller sees only the allowed part of.
-    filter: Option<ListFilter>,
-    /// The filtered answer is JSON, held until its end.
-    held: Option<Vec<u8>>,
-}
-
-impl RequestCtx {
-    /// What a Pingora error says went wrong with the attempt, when it is the server's doing.
-    fn classify(&self, e: &Error) -> Option<Failure> {
-        if let Some(f) = self.failure {
-            return Some(f);
-        }
-        let wait = self
-            .set
-            .as_ref()
-            .map_or(Duration::ZERO, |s| policy::first_byte_wait(&s.proxy));
-        if e.etype() == &FIRST_BYTE_TIMEDOUT {
-            return Some(Failure::FirstByte(wait));
-        }
-        if e.esource() != &ErrorSource::Upstream {
-            return None;
-        }
-        Some(match e.etype() {
-            ErrorType::ReadTimedout | ErrorType::WriteTimedout => Failure::Idle,
-            _ if self.head_seen => Failure::BrokenAnswer,
-            ErrorType::WriteError => Failure::Send,
-            ErrorType::InvalidHTTPHeader | ErrorType::H1Error => Failure::BadAnswer,
-            _ => Failure::NoAnswer,
-        })
-    }
-
-    /// Accounts a failed attempt through the policy; true when it may be retried.
-    fn attempt_failed(&mut self, failure: Failure) -> bool {
-        let (Some(set), Some(target)) = (&self.set, &self.target) else {
-            return false;
-        };
-        self.in_flight = None;
-        match self.attempts.failed(set, target, failure) {
-            Verdict::Retry => true,
-            Verdict::Fail(refusal) => {
-                self.refusal = Some(refusal);
-                false
-            }
-        }
-    }
-
-    /// A filter found the answer unacceptable: the error it returns to Pingora.
-    fn fail_answer(&mut self, failure: Failure) -> Box<Error> {
-        self.failure = Some(failure);
-        self.attempt_failed(failure);
-        Error::explain(ErrorType::HTTPStatus(502), "upstream answer refused")
-    }
-
-    /// A filter refused the request's body: the error it returns to Pingora.
-    fn refuse_request(&mut self, refusal: Refusal) -> Box<Error> {
-        let status = refusal.status;
-        self.refusal = Some(refusal);
-        Error::explain(ErrorType::HTTPStatus(status), "request refused")
-    }
-}
-
-/// The answer for a failure that is not the server's (the client's, or the proxy's own).
-fn fallback_refusal(e: &Error) -> Refusal {
-    match e.esource() {
-        ErrorSource::Downstream => Refusal::bad_request(),
-        _ => Refusal::internal(),
     }
 }
 
