@@ -450,13 +450,7 @@ async fn oauth_tokens_scopes_allow_lists_and_sessions() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn api_keys_reach_their_categories_within_their_rate() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let sha = |k: &str| {
-        use sha2::Digest;
-        sha2::Sha256::digest(k.as_bytes())
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect::<String>()
-    };
+    let sha = common::auth::sha256_hex;
     let keys = dir.path().join("api-keys.toml");
     std::fs::write(
         &keys,

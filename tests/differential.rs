@@ -404,16 +404,10 @@ async fn both_engines_answer_every_request_alike() {
 /// server is needed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn both_engines_apply_the_edge_alike() {
-    use sha2::Digest;
     let (echo, echo_counts) = fake::spawn(Behaviour::Echo).await;
     let statics = vec![("echo", vec![([127, 0, 0, 1], echo).into()])];
     let keys_dir = tempfile::tempdir().expect("tempdir");
-    let sha = |k: &str| {
-        sha2::Sha256::digest(k.as_bytes())
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect::<String>()
-    };
+    let sha = common::auth::sha256_hex;
     let keys = keys_dir.path().join("keys.toml");
     std::fs::write(
         &keys,

@@ -38,27 +38,17 @@ const BODY: &str = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"n
 /// verified against `ca`; every transfer's "status version".
 fn curl(ca: &Path, url: &str, n: usize, parallel: usize, http2: bool) -> Vec<String> {
     let mut cmd = Command::new("curl");
-    cmd.args(["-s", "--cacert"]).arg(ca).args([
-        "-o",
-        "/dev/null",
-        "-w",
-        "%{http_code} %{http_version}\\n",
-    ]);
-    cmd.arg(if http2 { "--http2" } else { "--http1.1" });
     if parallel > 1 {
         cmd.args(["--parallel", "--parallel-max", &parallel.to_string()]);
     }
     for i in 0..n {
+        // Each transfer after `--next` starts with no options: give every one the same.
         if i > 0 {
             cmd.arg("--next");
-            cmd.args(["-s", "--cacert"]).arg(ca).args([
-                "-o",
-                "/dev/null",
-                "-w",
-                "%{http_code} %{http_version}\\n",
-            ]);
-            cmd.arg(if http2 { "--http2" } else { "--http1.1" });
         }
+        cmd.args(["-s", "--cacert"]).arg(ca);
+        cmd.args(["-o", "/dev/null", "-w", "%{http_code} %{http_version}\\n"]);
+        cmd.arg(if http2 { "--http2" } else { "--http1.1" });
         cmd.args([
             "-X",
             "POST",
