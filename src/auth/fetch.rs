@@ -181,29 +181,15 @@ where
 /// Where the issuer's metadata may be: RFC 8414 (the well-known segment before the issuer's
 /// path), then OpenID Connect Discovery (after it).
 fn metadata_urls(issuer: &str) -> Vec<String> {
-    let (origin, path) = match issuer.find("://").map(|i| i + 3) {
-        Some(start) => match issuer[start..].find('/') {
-            Some(i) => issuer.split_at(start + i),
-            None => (issuer, ""),
-        },
-        None => (issuer, ""),
-    };
     vec![
-        format!("{origin}/.well-known/oauth-authorization-server{path}"),
+        super::well_known(issuer, "/.well-known/oauth-authorization-server"),
         format!("{issuer}/.well-known/openid-configuration"),
     ]
 }
 
 /// Fine for a key set: `https://`, or `http://` on loopback (as the issuer itself).
 fn fetchable(url: &str) -> bool {
-    url.starts_with("https://")
-        || parse(url).is_ok_and(|u| {
-            !u.tls
-                && (u.host == "localhost"
-                    || u.host
-                        .parse::<std::net::IpAddr>()
-                        .is_ok_and(|ip| ip.is_loopback()))
-        })
+    url.starts_with("https://") || crate::config::loopback_http_url(url)
 }
 
 /// The issuer's current signing keys.

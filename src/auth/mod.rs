@@ -35,8 +35,8 @@ pub struct Principal {
     pub scopes: Vec<String>,
     /// Categories an API key is limited to; `None`: any.
     pub categories: Option<Vec<String>>,
-    /// The token's `aud` values (empty for an API key, which is this proxy's own).
-    pub audiences: Vec<String>,
+    /// The token's `aud` values; `None` for an API key, a credential of this proxy's own.
+    pub audiences: Option<Vec<String>>,
     /// Binds sessions to the caller: a session sealed for one principal is refused to another.
     pub binding: [u8; 16],
     /// Seconds since the epoch; `None`: does not expire (an API key).
@@ -59,11 +59,10 @@ impl Principal {
         let Some(audience) = audience else {
             return true;
         };
-        // An API key is this proxy's own credential: it names no other resource.
-        if self.expires.is_none() && self.audiences.is_empty() {
+        let Some(audiences) = &self.audiences else {
             return true;
-        }
-        self.audiences.iter().any(|a| {
+        };
+        audiences.iter().any(|a| {
             let a = a.trim_end_matches('/');
             a == audience
                 || a.strip_prefix(audience)
@@ -121,6 +120,20 @@ impl AuthError {
     }
 }
 
+/// `url` with `segment` (a `/.well-known/...` path) put between its origin and its path, as
+/// RFC 8414 (authorization server metadata) and RFC 9728 (resource metadata) both place it.
+pub fn well_known(url: &str, segment: &str) -> String {
+    let url = url.trim_end_matches('/');
+    let (origin, path) = match url.find("://").map(|i| i + 3) {
+        Some(start) => match url[start..].find('/') {
+            Some(i) => url.split_at(start + i),
+            None => (url, ""),
+        },
+        None => (url, ""),
+    };
+    format!("{origin}{segment}{path}")
+}
+
 /// The credential in an `Authorization` field value: `Bearer <token>` (scheme case-insensitive).
 pub fn bearer(value: &[u8]) -> Result<&[u8], AuthError> {
     let value = value.trim_ascii();
@@ -169,7 +182,7 @@ impl Settings {
                     name: format!("key:{}", k.name).into(),
                     scopes: k.scopes.clone(),
                     categories: k.categories.clone(),
-                    audiences: Vec::new(),
+                    audiences: None,
                     binding: binding("key", &[&k.name]),
                     expires: None,
                 };
@@ -356,7 +369,7 @@ impl Authenticator {
             name: format!("sub:{who}").into(),
             scopes,
             categories: None,
-            audiences,
+            audiences: Some(audiences),
             binding: binding("sub", &[issuer, &who]),
             expires: Some(c.exp),
         })
@@ -492,7 +505,7 @@ mod tests {
             name: "sub:x".into(),
             scopes: vec![],
             categories: None,
-            audiences: vec!["https://mcp.example.com/mcp/database".into()],
+            audiences: Some(vec!["https://mcp.example.com/mcp/database".into()]),
             binding: [0; 16],
             expires: None,
         };

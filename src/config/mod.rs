@@ -26,6 +26,7 @@ pub use access::*;
 pub use error::{ConfigError, LoadError};
 pub use model::*;
 pub use origin::{AllowedOrigin, OriginPort};
+pub use section::loopback_http_url;
 pub use units::{parse_duration, parse_port_range, parse_size};
 pub use warnings::{ephemeral_warnings, stdio_warnings};
 

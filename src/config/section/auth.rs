@@ -138,6 +138,12 @@ fn required_url(key: &str, value: Option<String>, errors: &mut Errors) -> String
     text.trim_end_matches('/').to_string()
 }
 
+/// An `http://` URL whose host is on loopback (the only clear-text URLs the proxy fetches
+/// keys from).
+pub fn loopback_http_url(url: &str) -> bool {
+    url.strip_prefix("http://").is_some_and(loopback_host)
+}
+
 fn loopback_host(rest: &str) -> bool {
     let authority = rest.split('/').next().unwrap_or_default();
     if let Ok(addr) = authority.parse::<SocketAddr>() {

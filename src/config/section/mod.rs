@@ -2,6 +2,7 @@
 //! addresses that clash, port ranges that overlap, a backend listed twice).
 
 mod auth;
+pub use auth::loopback_http_url;
 mod category;
 mod dns;
 mod fleet;

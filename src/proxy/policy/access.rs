@@ -6,7 +6,7 @@
 use super::rate::RateLimiter;
 use super::refusal::{Refusal, Tally};
 use crate::auth::{bearer, AuthError, Authenticator, Principal};
-use crate::config::{AuditMode, AuthMode, ValidConfig};
+use crate::config::{AuditMode, AuthConfig, AuthMode, ValidConfig};
 use crate::upstream::UpstreamSet;
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -28,9 +28,9 @@ impl Edge {
         }
     }
 
-    /// Takes a reloaded config's `[auth]` (rate limits come with the snapshot).
-    pub fn reload(&self, config: &ValidConfig) {
-        self.auth.reload(&config.auth);
+    /// Takes a reloaded `[auth]` (rate limits come with the snapshot).
+    pub fn reload(&self, auth: &AuthConfig) {
+        self.auth.reload(auth);
     }
 }
 
@@ -45,13 +45,13 @@ impl crate::reload::Reread for EdgeReload {
             return Ok(None);
         }
         let edge = Arc::clone(&self.0);
-        let config = config.clone();
+        let auth = config.auth.clone();
         Ok(Some(Box::new(move || {
-            edge.reload(&config);
+            edge.reload(&auth);
             format!(
                 "auth: mode {:?}, {} API key(s)",
-                config.auth.mode,
-                config.auth.api_keys.len()
+                auth.mode,
+                auth.api_keys.len()
             )
         })))
     }
@@ -127,10 +127,7 @@ pub fn check(
     ip: Option<IpAddr>,
     keys_fetched: bool,
 ) -> Checked {
-    let (mode, audience) = edge
-        .auth
-        .with_config(|a| (a.mode, a.audience.clone().map(Arc::<str>::from)));
-    if mode == AuthMode::None {
+    if edge.auth.with_config(|a| a.mode) == AuthMode::None {
         return Checked::Caller(Caller {
             principal: None,
             ip,
@@ -164,7 +161,10 @@ pub fn check(
         }
         Err(e) => return refuse(e),
     };
-    if !principal.meant_for(audience.as_deref(), &set.name) {
+    let meant_for_us = edge
+        .auth
+        .with_config(|a| principal.meant_for(a.audience.as_deref(), &set.name));
+    if !meant_for_us {
         return refuse(AuthError::Audience);
     }
     if !principal.may_reach(&set.name) {

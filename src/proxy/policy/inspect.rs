@@ -45,12 +45,12 @@ pub fn wants_body(set: &UpstreamSet, method: &str, fields: &RoutingFields) -> bo
         && (set.access.auth.inspects_bodies() || fields.method.is_some() || fields.name.is_some())
 }
 
-/// What the step found.
-pub enum Inspection {
+/// What the step found (borrowing the body: nothing is copied for a request that passes).
+pub enum Inspection<'b> {
     Pass {
         /// The method and name, for the audit line.
-        method: Option<String>,
-        name: Option<String>,
+        method: Option<Cow<'b, str>>,
+        name: Option<Cow<'b, str>>,
     },
     /// Allowed; its answer is a list the caller sees only the allowed part of.
     Filter(ListFilter),
@@ -63,7 +63,7 @@ fn allowed(list: &Option<Vec<Pattern>>, name: &str) -> bool {
 }
 
 /// The step for a request to `set` whose whole body is `body`.
-pub fn inspect(set: &UpstreamSet, fields: &RoutingFields, body: &[u8]) -> Inspection {
+pub fn inspect<'b>(set: &UpstreamSet, fields: &RoutingFields, body: &'b [u8]) -> Inspection<'b> {
     let rules = &set.access.auth;
     let refuse = |reason: &'static str, refusal: Refusal| {
         let mut refusal = refusal.counted(Tally::Policy(reason));
@@ -86,12 +86,14 @@ pub fn inspect(set: &UpstreamSet, fields: &RoutingFields, body: &[u8]) -> Inspec
         };
     };
     let method = message.method.as_deref();
+    let on_resource = matches!(
+        method,
+        Some("resources/read" | "resources/subscribe" | "resources/unsubscribe")
+    );
     let params = message.params.as_ref();
-    let target = match method {
-        Some("resources/read" | "resources/subscribe" | "resources/unsubscribe") => {
-            params.and_then(|p| p.uri.as_deref())
-        }
-        _ => params.and_then(|p| p.name.as_deref()),
+    let target = match on_resource {
+        true => params.and_then(|p| p.uri.as_deref()),
+        false => params.and_then(|p| p.name.as_deref()),
     };
     if let Some(field) = fields.method {
         if method.map(str::as_bytes) != Some(field.trim_ascii()) {
@@ -109,19 +111,18 @@ pub fn inspect(set: &UpstreamSet, fields: &RoutingFields, body: &[u8]) -> Inspec
             );
         }
     }
+    // The kind is also the refusal's metrics reason.
     let checked = match method {
-        Some("tools/call") => Some(("tool", "tool", &rules.tools)),
-        Some("prompts/get") => Some(("prompt", "prompt", &rules.prompts)),
-        Some("resources/read" | "resources/subscribe" | "resources/unsubscribe") => {
-            Some(("resource", "resource", &rules.resources))
-        }
+        Some("tools/call") => Some(("tool", &rules.tools)),
+        Some("prompts/get") => Some(("prompt", &rules.prompts)),
+        _ if on_resource => Some(("resource", &rules.resources)),
         _ => None,
     };
-    if let Some((reason, kind, list)) = checked {
+    if let Some((kind, list)) = checked {
         let name = target.unwrap_or_default();
         if !allowed(list, name) {
             let mut refusal = Refusal::not_allowed(kind, name, &set.name, message.id)
-                .counted(Tally::Policy(reason));
+                .counted(Tally::Policy(kind));
             refusal = refusal.with(|d| {
                 d.call = Some((method.unwrap_or_default().to_string(), name.to_string()))
             });
@@ -134,11 +135,14 @@ pub fn inspect(set: &UpstreamSet, fields: &RoutingFields, body: &[u8]) -> Inspec
         Some("resources/list") if rules.resources.is_some() => Some(ListKind::Resources),
         _ => None,
     };
-    match list {
-        Some(kind) => Inspection::Filter(ListFilter::new(kind, set)),
-        None => Inspection::Pass {
-            method: method.map(str::to_string),
-            name: target.map(str::to_string),
-        },
+    if let Some(kind) = list {
+        return Inspection::Filter(ListFilter::new(kind, set));
+    }
+    let name = message
+        .params
+        .and_then(|p| if on_resource { p.uri } else { p.name });
+    Inspection::Pass {
+        method: message.method,
+        name,
     }
 }

@@ -1,6 +1,6 @@
 //! Token buckets for `proxy.rate_limit`, keyed by principal or client address. Sharded locks,
 //! bounded: a full shard forgets the buckets that have refilled (they hold no state worth
-//! keeping), so a flood of new addresses cannot grow memory without end.
+//! keeping, else half of them), so a flood of new addresses cannot grow memory without end.
 
 use crate::config::Rate;
 use std::collections::HashMap;
@@ -45,6 +45,15 @@ impl RateLimiter {
         let mut shard = self.shards[i].lock().unwrap_or_else(|p| p.into_inner());
         if shard.len() >= PER_SHARD && !shard.contains_key(&key) {
             shard.retain(|_, b| refill(b, rate, now_ms) < rate.burst);
+            // All still draining: forget half rather than scan a full shard for every new
+            // caller (a forgotten caller starts again with a full bucket).
+            if shard.len() >= PER_SHARD {
+                let mut n = 0;
+                shard.retain(|_, _| {
+                    n += 1;
+                    n % 2 == 0
+                });
+            }
         }
         let bucket = shard.entry(key).or_insert(Bucket {
             tokens: rate.burst,

@@ -24,15 +24,8 @@ pub const RESOURCE_METADATA: &str = "/.well-known/oauth-protected-resource";
 
 /// The metadata URL of a category's endpoint, for `resource_metadata` in a challenge.
 pub fn resource_metadata_url(audience: &str, category: &str) -> String {
-    let audience = audience.trim_end_matches('/');
-    let (origin, path) = match audience.find("://").map(|i| i + 3) {
-        Some(start) => match audience[start..].find('/') {
-            Some(i) => audience.split_at(start + i),
-            None => (audience, ""),
-        },
-        None => (audience, ""),
-    };
-    format!("{origin}{RESOURCE_METADATA}{path}/mcp/{category}")
+    let base = crate::auth::well_known(audience, RESOURCE_METADATA);
+    format!("{base}/mcp/{category}")
 }
 
 pub fn parse<'a>(path: &'a str, query: Option<&'a str>) -> Route<'a> {
