@@ -6,11 +6,11 @@
 # (fresh proxy, warmed by the same number of plain requests). Reported, not asserted.
 # Every stream holds a client socket and an upstream socket in the proxy, and open files are
 # capped at 20000 here, so STREAMS stays below ~9000.
-# Usage: load-tests/streams.sh [--streams 3000] [--rounds 2]
+# Usage: load-tests/streams.sh [--streams 3000] [--rounds 2] [--proxies "mcp-fleet nginx haproxy"]
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
-streams=3000 rounds=2
-parse_opts streams rounds -- "$@"
+streams=3000 rounds=2 proxies="mcp-fleet nginx haproxy"
+parse_opts streams rounds proxies -- "$@"
 ensure_build
 need_apt nginx haproxy
 ulimit -n "$(ulimit -Hn)"
@@ -75,7 +75,7 @@ start() {
 
 echo "round proxy streams failed rss_before_kib rss_open_kib kib_per_stream"
 for round in $(seq "$rounds"); do
-    for p in mcp-fleet nginx haproxy; do
+    for p in $proxies; do
         start "$p"
         # shellcheck disable=SC2086
         before=$(rss_sum_kib $PIDS)

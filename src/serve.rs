@@ -356,7 +356,7 @@ pub fn run(config: ValidConfig) -> Result<(), ServeError> {
         tls,
     );
     let mut service = Service::new("mcp-fleet proxy".to_string(), gate);
-    service.add_tcp(&config.proxy.listen.to_string());
+    service.add_listener(client_listener(&config));
     server.add_service(service);
     tracing::info!(
         listen = %config.proxy.listen,
@@ -458,5 +458,19 @@ impl ShutdownSignalWatch for TerminationWatch {
             tracing::error!(error = %e, "cannot start the drain watcher; waiting out the grace");
         }
         ShutdownSignal::GracefulTerminate
+    }
+}
+
+/// The client listener. Without TLS the gate and the engines read into their own buffers, so
+/// Pingora's 64 KiB read buffer per connection would only add a copy of every byte and 64 KiB
+/// to every open connection (an idle event stream's memory, mostly); it is left out. rustls
+/// reads records in small pieces, which that buffer serves from memory: kept with TLS.
+fn client_listener(config: &ValidConfig) -> pingora::listeners::ListenerConfig {
+    use pingora::listeners::{L4BufferSettings, ListenerConfig};
+    let listener = ListenerConfig::tcp(config.proxy.listen.to_string());
+    if config.proxy.tls.is_some() {
+        listener
+    } else {
+        listener.l4_buffer(L4BufferSettings::default().read(0))
     }
 }

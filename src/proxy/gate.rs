@@ -90,6 +90,62 @@ impl Gate {
     }
 }
 
+impl Gate {
+    /// One request on Pingora's path; the connection and its keep-alive settings back, unless
+    /// Pingora closed it.
+    async fn pingora_turn(
+        &self,
+        stream: Stream,
+        persistent: Option<HttpPersistentSettings>,
+        idle_secs: u64,
+        shutdown: &ShutdownWatch,
+    ) -> Option<(Stream, Option<HttpPersistentSettings>)> {
+        let mut session = ServerSession::new_http1(stream);
+        match persistent {
+            Some(settings) => settings.apply_to_session(&mut session),
+            None => session.set_keepalive(Some(idle_secs)),
+        }
+        if *shutdown.borrow() {
+            session.set_keepalive(None);
+        }
+        let done = self.proxy.process_new_http(session, shutdown).await;
+        Some(done?.consume())
+    }
+}
+
+/// A TLS connection, by the protocol its client chose (ALPN).
+enum Accepted {
+    H2(Stream),
+    Http1(Stream),
+}
+
+/// The TLS handshake, within `within`; None (counted) when it fails or takes longer.
+async fn handshake(
+    acceptor: &tokio_rustls::TlsAcceptor,
+    stream: Stream,
+    within: std::time::Duration,
+) -> Option<Accepted> {
+    let io = match tokio::time::timeout(within, acceptor.accept(stream)).await {
+        Ok(Ok(tls)) => TlsIo::new(tls),
+        Ok(Err(e)) => {
+            crate::metrics::refused("tls_handshake");
+            tracing::debug!(error = %e, "TLS handshake failed");
+            return None;
+        }
+        Err(_) => {
+            crate::metrics::refused("tls_handshake");
+            return None;
+        }
+    };
+    let h2 = matches!(io.selected_alpn_proto(), Some(ALPN::H2));
+    let stream: Stream = Box::new(io);
+    Some(if h2 {
+        Accepted::H2(stream)
+    } else {
+        Accepted::Http1(stream)
+    })
+}
+
 /// Pingora's own limit on a request head (`MAX_HEADER_SIZE` in its HTTP/1 server).
 const PINGORA_HEAD_LIMIT: usize = 1024 * 1024;
 
@@ -193,32 +249,22 @@ impl ServerApp for Gate {
         let _slot = Slot(&self.open);
         if open > limits.max_connections {
             crate::metrics::refused("max_connections");
-            refuse(stream).await;
+            // Boxed: its read buffer would otherwise be part of every connection's task.
+            Box::pin(refuse(stream)).await;
             return None;
         }
+        // Each step below that is not the fast path's is boxed, and so is a step's state while
+        // the connection waits elsewhere: the task of an idle connection or an open event
+        // stream then holds only the loop's own state (a few KiB less per connection).
         let stream = match &self.tls {
             None => stream,
             Some(acceptor) => {
-                let handshake =
-                    tokio::time::timeout(limits.header_timeout, acceptor.accept(stream)).await;
-                let io = match handshake {
-                    Ok(Ok(tls)) => TlsIo::new(tls),
-                    Ok(Err(e)) => {
-                        crate::metrics::refused("tls_handshake");
-                        tracing::debug!(error = %e, "TLS handshake failed");
-                        return None;
+                match Box::pin(handshake(acceptor, stream, limits.header_timeout)).await? {
+                    Accepted::H2(stream) => {
+                        return Box::pin(self.proxy.process_new(stream, shutdown)).await
                     }
-                    Err(_) => {
-                        crate::metrics::refused("tls_handshake");
-                        return None;
-                    }
-                };
-                let h2 = matches!(io.selected_alpn_proto(), Some(ALPN::H2));
-                let stream: Stream = Box::new(io);
-                if h2 {
-                    return self.proxy.process_new(stream, shutdown).await;
+                    Accepted::Http1(stream) => stream,
                 }
-                stream
             }
         };
         let idle_secs = limits.client_idle_timeout.as_secs().max(1);
@@ -266,16 +312,8 @@ impl ServerApp for Gate {
             crate::metrics::metrics().pingora_path.inc();
             stream = unread(stream, &buf)?;
             buf = Vec::new();
-            let mut session = ServerSession::new_http1(stream);
-            match persistent.take() {
-                Some(settings) => settings.apply_to_session(&mut session),
-                None => session.set_keepalive(Some(idle_secs)),
-            }
-            if *shutdown.borrow() {
-                session.set_keepalive(None);
-            }
-            let done = self.proxy.process_new_http(session, shutdown).await;
-            let (next, settings) = done?.consume();
+            let (next, settings) =
+                Box::pin(self.pingora_turn(stream, persistent.take(), idle_secs, shutdown)).await?;
             stream = next;
             persistent = settings;
             deadline = limits.client_idle_timeout;

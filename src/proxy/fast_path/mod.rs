@@ -1,14 +1,17 @@
-//! The fast path: MCP `POST`s with a small `Content-Length` body, the bulk of MCP traffic,
-//! exchanged in the connection's own task with one parse of each head, one write each way and
-//! a pool of idle upstream connections that needs no task per connection.
+//! The fast path: the requests of the Streamable HTTP transport (`POST`s with a
+//! `Content-Length` body up to 64 KiB, the standalone `GET` event stream, the session's
+//! `DELETE`), exchanged in the connection's own task with one parse of each head, one write
+//! each way and a pool of idle upstream connections that needs no task per connection.
 //!
 //! Pingora's proxy spends two to three times nginx's CPU per small request (boxed futures per
 //! hook, a channel pair between the two sides, header maps rebuilt, a watcher task per pooled
-//! connection); measured in BENCHMARKS.md. Everything else (`GET` event streams, `DELETE`,
-//! chunked uploads, `Expect`, `Connection` options other than `keep-alive` and `close`, local
-//! endpoints, any request admission refuses) goes to Pingora's path untouched, and with
-//! `proxy.fast_path = false` everything does. This engine only moves bytes: admission, the choice of server, retries, blame, the
-//! answers it gives and the fields it rewrites are the policy core's, as on Pingora's path.
+//! connection) and about four times nginx's memory per open event stream; measured in
+//! BENCHMARKS.md. Everything else (larger or chunked uploads, `Expect`, `Connection` options
+//! other than `keep-alive` and `close`, local endpoints, any request admission refuses, a list
+//! answer to filter) goes to Pingora's path untouched, and with `proxy.fast_path = false`
+//! everything does. This engine only moves bytes: admission, the choice of server, retries,
+//! blame, the answers it gives and the fields it rewrites are the policy core's, as on
+//! Pingora's path.
 
 mod chunked;
 mod pool;
@@ -47,19 +50,21 @@ const READ_CHUNK: usize = 16 * 1024;
 /// Room left at the front of the upstream head for its request line.
 const LINE_ROOM: usize = 192;
 
-/// Writes `POST {path}[?query] HTTP/1.1` into the room at the front of `head` (see
+/// Writes `{verb} {path}[?query] HTTP/1.1` into the room at the front of `head` (see
 /// `LINE_ROOM`), or in place of it when it is longer; returns where the head now starts.
-fn request_line(head: &mut Vec<u8>, path: &str, query: Option<&str>) -> usize {
-    let parts: [&[u8]; 5] = match query {
-        Some(q) => [
-            b"POST ",
-            path.as_bytes(),
-            b"?",
-            q.as_bytes(),
-            b" HTTP/1.1\r\n",
-        ],
-        None => [b"POST ", path.as_bytes(), b"", b"", b" HTTP/1.1\r\n"],
+fn request_line(head: &mut Vec<u8>, verb: &str, path: &str, query: Option<&str>) -> usize {
+    let (mark, query): (&[u8], &[u8]) = match query {
+        Some(q) => (b"?", q.as_bytes()),
+        None => (b"", b""),
     };
+    let parts: [&[u8]; 6] = [
+        verb.as_bytes(),
+        b" ",
+        path.as_bytes(),
+        mark,
+        query,
+        b" HTTP/1.1\r\n",
+    ];
     let len: usize = parts.iter().map(|p| p.len()).sum();
     if len > LINE_ROOM {
         head.splice(..LINE_ROOM, parts.concat());
@@ -94,6 +99,9 @@ pub struct Exchange {
     /// (they depend on the server picked).
     upstream_head: Scratch,
     head_start: usize,
+    /// The request's method (`POST`, `GET` or `DELETE`).
+    verb: &'static str,
+    /// The `Mcp-Method` label of its metrics.
     method: &'static str,
     /// The client sent `Connection: close`: answer with it and close after.
     client_close: bool,
@@ -179,7 +187,15 @@ impl FastPath {
             _ => return Plan::Defer,
         };
         let snapshot = self.registry.load();
-        if !snapshot.proxy.fast_path || req.method != Some("POST") || req.version != Some(1) {
+        // The three methods of the Streamable HTTP transport: calls, the standalone event
+        // stream and the end of a session.
+        let verb = match req.method {
+            Some("POST") => "POST",
+            Some("GET") => "GET",
+            Some("DELETE") => "DELETE",
+            _ => return Plan::Defer,
+        };
+        if !snapshot.proxy.fast_path || req.version != Some(1) {
             return Plan::Defer;
         }
         let Some(target) = req.path else {
@@ -251,11 +267,15 @@ impl FastPath {
             None => Ok(BodyFraming::None),
         };
         let body_len = match framing {
-            Ok(BodyFraming::Length(n)) if n <= BODY_LIMIT => n as usize,
+            Ok(BodyFraming::Length(n)) if n <= BODY_LIMIT && (verb == "POST" || n == 0) => {
+                n as usize
+            }
+            // A GET or DELETE carries no body.
+            Ok(BodyFraming::None) if verb != "POST" => 0,
             _ => return Plan::Defer,
         };
         let head = Head {
-            method: "POST",
+            method: verb,
             path,
             query,
             uri_len: target.len(),
@@ -318,13 +338,14 @@ impl FastPath {
                 field.value.as_bytes(),
             );
         }
-        let head_start = request_line(&mut upstream_head, &admitted.set.mcp_path, query);
+        let head_start = request_line(&mut upstream_head, verb, &admitted.set.mcp_path, query);
         Plan::Take(Exchange {
             admitted,
             head_start,
             head_len,
             body_len,
             upstream_head,
+            verb,
             method: crate::metrics::method_label(method_field),
             client_close,
         })
@@ -360,11 +381,11 @@ impl FastPath {
             status: run.status,
             method: ex.method,
             seconds: started.elapsed().as_secs_f64(),
-            ended_session: false,
+            ended_session: run.attempts.session_bound() && ex.verb == "DELETE",
         });
         if tracing::enabled!(tracing::Level::DEBUG) {
             tracing::debug!(
-                method = "POST",
+                method = ex.verb,
                 category = %ex.admitted.set.name,
                 status = run.status,
                 server = run.target.as_ref().map_or("-", |b| &*b.id),
@@ -444,6 +465,9 @@ impl Run<'_> {
                     match send(&mut upstream, request, write_by).await {
                         Sent::All => {
                             buf.drain(..whole);
+                            // Never sent again (a request that reached a server is not
+                            // retried), and an event stream holds it for its whole life.
+                            self.ex.upstream_head.release();
                             match self
                                 .relay(client, buf, upstream, &backend, sent_at, closing)
                                 .await
@@ -527,17 +551,21 @@ mod tests {
     fn the_request_line_fills_the_room_in_front_of_the_fields_or_replaces_it() {
         let mut head = vec![0u8; LINE_ROOM];
         head.extend_from_slice(b"a: 1\r\n");
-        let start = request_line(&mut head, "/mcp", Some("x=1"));
+        let start = request_line(&mut head, "POST", "/mcp", Some("x=1"));
         assert_eq!(&head[start..], b"POST /mcp?x=1 HTTP/1.1\r\na: 1\r\n");
 
         let long = "q".repeat(LINE_ROOM);
         let mut head = vec![0u8; LINE_ROOM];
         head.extend_from_slice(b"a: 1\r\n");
-        let start = request_line(&mut head, "/mcp", Some(&long));
+        let start = request_line(&mut head, "POST", "/mcp", Some(&long));
         assert_eq!(start, 0);
         assert_eq!(
             head,
             format!("POST /mcp?{long} HTTP/1.1\r\na: 1\r\n").into_bytes()
         );
+
+        let mut head = vec![0u8; LINE_ROOM];
+        let start = request_line(&mut head, "DELETE", "/mcp", None);
+        assert_eq!(&head[start..], b"DELETE /mcp HTTP/1.1\r\n");
     }
 }

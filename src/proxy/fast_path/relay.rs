@@ -48,30 +48,17 @@ impl Run<'_> {
                     Ok(Ok(Ok(_))) => {}
                 }
             }
-            let mut fields = [httparse::EMPTY_HEADER; MAX_FIELDS];
-            let mut head = httparse::Response::new(&mut fields);
-            let parsed = match head.parse(&resp) {
-                Ok(httparse::Status::Complete(n)) => Some(n),
-                Ok(httparse::Status::Partial) if resp.len() <= ANSWER_HEAD_LIMIT => None,
-                _ => return Relayed::Failed(Failure::BadAnswer),
-            };
-            let Some(n) = parsed else {
-                need_more = true;
-                continue;
-            };
-            let status = head.code.unwrap_or(0);
-            if (100..200).contains(&status) && status != 101 {
-                if !write_all(client, &resp[..n], deadline(proxy.send_timeout)).await {
-                    return Relayed::Done(Outcome::Close);
+            match self.parse_head(&resp, backend, sent_at, closing, &mut down) {
+                Parsed::Partial => need_more = true,
+                Parsed::Informational(n) => {
+                    if !write_all(client, &resp[..n], deadline(proxy.send_timeout)).await {
+                        return Relayed::Done(Outcome::Close);
+                    }
+                    resp.drain(..n);
+                    need_more = resp.is_empty();
                 }
-                resp.drain(..n);
-                need_more = resp.is_empty();
-                continue;
-            }
-            let now = Instant::now();
-            match self.answer_head(&head, backend, now - sent_at, closing, &mut down) {
-                Ok(answer) => break (n, answer, now),
-                Err(failure) => return Relayed::Failed(failure),
+                Parsed::Final(n, answer, now) => break (n, answer, now),
+                Parsed::Failed(failure) => return Relayed::Failed(failure),
             }
         };
         let AnswerHead {
@@ -81,6 +68,7 @@ impl Run<'_> {
             keep_upstream,
             mut keep_client,
         } = answer;
+        let event_stream = limit.is_none();
 
         // The head goes out with whatever of the body came with it. From here on a failure
         // cannot be answered: the client's connection is closed, so it cannot take a cut
@@ -103,7 +91,13 @@ impl Run<'_> {
             if limit.is_some_and(|l| passed > l) {
                 break Some(Failure::TooLarge);
             }
-            resp.clear();
+            // Between reads the exchange holds no buffer of its own: an open event stream is
+            // mostly waiting, and its memory is what it holds while it waits.
+            resp.release();
+            down.release();
+            if event_stream && pipelined.is_empty() {
+                *pipelined = Vec::new();
+            }
             let read = tokio::time::timeout(
                 proxy.idle_timeout,
                 read_watching(&mut upstream, &mut resp, client, pipelined),
@@ -119,7 +113,7 @@ impl Run<'_> {
                 Err(_) => break Some(Failure::Idle),
                 Ok(Ok(Ok(_))) => {}
             }
-            down.clear();
+            down.ensure(resp.len());
             let mut pending = &resp[..];
             complete = take_body(&mut framing, &mut pending, &mut down, &mut passed);
             clean = complete.is_ok() && pending.is_empty();
@@ -144,6 +138,36 @@ impl Run<'_> {
         } else {
             Outcome::Close
         })
+    }
+
+    /// Parses the answer's head at the front of `resp`. Synchronous, so that the parsed fields
+    /// (2 KiB) are no part of the exchange's future, which an open stream holds for its life.
+    fn parse_head(
+        &mut self,
+        resp: &[u8],
+        backend: &Backend,
+        sent_at: Instant,
+        closing: bool,
+        down: &mut Vec<u8>,
+    ) -> Parsed {
+        let mut fields = [httparse::EMPTY_HEADER; MAX_FIELDS];
+        let mut head = httparse::Response::new(&mut fields);
+        let n = match head.parse(resp) {
+            Ok(httparse::Status::Complete(n)) => n,
+            Ok(httparse::Status::Partial) if resp.len() <= ANSWER_HEAD_LIMIT => {
+                return Parsed::Partial
+            }
+            _ => return Parsed::Failed(Failure::BadAnswer),
+        };
+        let status = head.code.unwrap_or(0);
+        if (100..200).contains(&status) && status != 101 {
+            return Parsed::Informational(n);
+        }
+        let now = Instant::now();
+        match self.answer_head(&head, backend, now - sent_at, closing, down) {
+            Ok(answer) => Parsed::Final(n, answer, now),
+            Err(failure) => Parsed::Failed(failure),
+        }
     }
 
     /// Checks the answer's head, records what it says about the server and writes the head the
@@ -257,6 +281,16 @@ pub(super) async fn send(upstream: &mut TcpStream, bytes: &[u8], by: tokio::time
     }
 }
 
+/// What the bytes at the front of an answer are.
+enum Parsed {
+    Partial,
+    /// A 1xx head of this many bytes, passed on as it is.
+    Informational(usize),
+    /// The answer's head of this many bytes, and when it was read.
+    Final(usize, AnswerHead, Instant),
+    Failed(Failure),
+}
+
 /// What the answer's head says.
 struct AnswerHead {
     status: u16,
@@ -331,9 +365,10 @@ const PIPELINE_LIMIT: usize = 64 * 1024;
 /// request (the MCP rule; Pingora's path does the same), so the exchange ends at once and the
 /// server sees its connection close, instead of working on until the answer finds nobody.
 /// Bytes the client sends meanwhile are kept in `pipelined`, the connection's buffer.
+/// The read buffer is taken only once the server's bytes are there.
 async fn read_watching(
     upstream: &mut TcpStream,
-    resp: &mut Vec<u8>,
+    resp: &mut Scratch,
     client: &mut Stream,
     pipelined: &mut Vec<u8>,
 ) -> Result<std::io::Result<usize>, ClientGone> {
@@ -344,18 +379,27 @@ async fn read_watching(
         }
         tokio::select! {
             biased;
-            read = read_some(upstream, resp) => return Ok(read),
+            ready = upstream.readable() => {
+                if let Err(e) = ready {
+                    return Ok(Err(e));
+                }
+                resp.ensure(READ_CHUNK);
+                match upstream.try_read_buf(&mut **resp) {
+                    // Readiness that was stale: wait again, holding no buffer.
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                        if resp.is_empty() {
+                            resp.release();
+                        }
+                    }
+                    read => return Ok(read),
+                }
+            }
             got = client.read_buf(pipelined), if watch => match got {
                 Ok(0) | Err(_) => return Err(ClientGone),
                 Ok(_) => {}
             },
         }
     }
-}
-
-async fn read_some(upstream: &mut TcpStream, buf: &mut Vec<u8>) -> std::io::Result<usize> {
-    buf.reserve(READ_CHUNK);
-    upstream.read_buf(buf).await
 }
 
 pub(super) fn deadline(after: Duration) -> tokio::time::Instant {

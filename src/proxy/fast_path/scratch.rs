@@ -26,22 +26,40 @@ impl Scratch {
         buf.reserve(capacity);
         Scratch(buf)
     }
+
+    /// Gives the buffer back while the exchange waits (an open event stream between events),
+    /// so a quiet exchange holds none; `ensure` takes one again.
+    pub fn release(&mut self) {
+        give_back(std::mem::take(&mut self.0));
+    }
+
+    /// Room for at least `capacity` more bytes, from a spare when the buffer was released.
+    pub fn ensure(&mut self, capacity: usize) {
+        if self.0.capacity() == 0 {
+            *self = Scratch::take(capacity);
+        } else {
+            self.0.reserve(capacity);
+        }
+    }
+}
+
+fn give_back(buf: Vec<u8>) {
+    if buf.capacity() == 0 || buf.capacity() > KEEP_UP_TO {
+        return;
+    }
+    // A thread being torn down has no stack to give back to: the buffer is simply freed.
+    let _ = SPARE.try_with(|spares| {
+        if let Ok(mut spares) = spares.try_borrow_mut() {
+            if spares.len() < SPARES {
+                spares.push(buf);
+            }
+        }
+    });
 }
 
 impl Drop for Scratch {
     fn drop(&mut self) {
-        if self.0.capacity() > KEEP_UP_TO {
-            return;
-        }
-        let buf = std::mem::take(&mut self.0);
-        // A thread being torn down has no stack to give back to: the buffer is simply freed.
-        let _ = SPARE.try_with(|spares| {
-            if let Ok(mut spares) = spares.try_borrow_mut() {
-                if spares.len() < SPARES {
-                    spares.push(buf);
-                }
-            }
-        });
+        give_back(std::mem::take(&mut self.0));
     }
 }
 
@@ -78,5 +96,13 @@ mod tests {
         drop(big);
         let c = Scratch::take(10);
         assert_ne!(c.as_ptr(), big_ptr);
+        drop(c);
+
+        let mut d = Scratch::take(10);
+        let d_ptr = d.as_ptr();
+        d.release();
+        assert_eq!(d.capacity(), 0, "a released buffer holds nothing");
+        d.ensure(10);
+        assert_eq!(d.as_ptr(), d_ptr, "and takes a spare again");
     }
 }
