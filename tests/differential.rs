@@ -90,6 +90,14 @@ fn post(path: &str, extra: &str, body: &str) -> String {
     )
 }
 
+/// A `GET` for the event stream, as the SDKs open it.
+fn get(path: &str, extra: &str) -> String {
+    format!(
+        "GET {path} HTTP/1.1\r\nhost: {{host}}\r\naccept: text/event-stream\r\n\
+         mcp-protocol-version: 2025-11-25\r\n{extra}\r\n"
+    )
+}
+
 fn call_body() -> String {
     r#"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"echo","arguments":{"text":"x"}}}"#.to_string()
 }
@@ -289,6 +297,32 @@ async fn both_engines_answer_every_request_alike() {
             "Connection: close",
             post("/mcp/echo", "connection: close\r\n", &body),
         ),
+        // GET and DELETE: on the fast path when they carry no body, on Pingora's otherwise.
+        echo_case(
+            "GET without a session",
+            get("/mcp/echo?cursor=2", "last-event-id: 41\r\nconnection: keep-alive\r\n"),
+        ),
+        Case {
+            name: "GET answered as an event stream",
+            request: get("/mcp/echo", "x-answer: sse\r\n"),
+            counts: vec![Arc::clone(&echo_counts)],
+            release: Some(Arc::clone(&echo_counts)),
+            close_framed: false,
+        },
+        echo_case(
+            "GET with a body",
+            "GET /mcp/echo HTTP/1.1\r\nhost: {host}\r\ncontent-length: 2\r\n\r\n{}".to_string(),
+        ),
+        echo_case(
+            "DELETE without a session",
+            "DELETE /mcp/echo HTTP/1.1\r\nhost: {host}\r\n\r\n".to_string(),
+        ),
+        echo_case(
+            "DELETE of a forged session",
+            "DELETE /mcp/echo HTTP/1.1\r\nhost: {host}\r\nmcp-session-id: f1AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA\r\ncontent-length: 0\r\n\r\n"
+                .to_string(),
+        ),
+        echo_case("GET of an unknown category", get("/mcp/nope", "")),
         // The proxy's refusals.
         echo_case("unknown category", post("/mcp/nope", "", &body)),
         echo_case("no such endpoint", post("/v1/chat", "", &body)),
@@ -343,9 +377,7 @@ async fn both_engines_answer_every_request_alike() {
             ),
             echo_case(
                 "event stream of a session",
-                format!(
-                    "GET /mcp/echo HTTP/1.1\r\nhost: {{host}}\r\naccept: text/event-stream\r\nmcp-session-id: {token}\r\n\r\n"
-                ),
+                get("/mcp/echo", &format!("mcp-session-id: {token}\r\n")),
             ),
             echo_case(
                 "end of a session",
@@ -367,6 +399,9 @@ async fn both_engines_answer_every_request_alike() {
             ));
         }
     }
+    let fast_before = fast
+        .dir
+        .metric("mcp_fleet_request_paths_total{path=\"fast\"}");
     for (fast_case, pingora_case) in session_cases(&tokens[0])
         .iter()
         .zip(session_cases(&tokens[1]).iter())
@@ -385,6 +420,22 @@ async fn both_engines_answer_every_request_alike() {
         "the engines differ:\n{}",
         differences.join("\n")
     );
+    // The session's call, its GET stream and its DELETE all took the fast path.
+    assert_eq!(
+        fast.dir
+            .metric("mcp_fleet_request_paths_total{path=\"fast\"}")
+            - fast_before,
+        3.0
+    );
+    // Each engine counted the one session its DELETE ended (not the DELETEs without one).
+    for instance in [&fast, &pingora] {
+        assert_eq!(
+            instance
+                .dir
+                .metric("mcp_fleet_sessions_ended_total{category=\"echo\"}"),
+            1.0
+        );
+    }
     // And the fast path did carry the small POSTs of the first instance.
     assert!(
         fast.dir
