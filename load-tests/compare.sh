@@ -9,11 +9,27 @@
 # --auth api-key | oauth: mcp-fleet checks every request's credential (an API key, or an RS256
 # token from oidc-provider, warm in the token cache); nginx and HAProxy get the same field and
 # pass it on, so all three carry the same bytes.
-# Usage: load-tests/compare.sh [--backends 100] [--rounds 3] [--secs 15] [--conc 64] [--rate 4000] [--auth none]
+# --workload: what the clients send (each on keep-alive connections):
+#   post      the stateless POST above, as oha sends it (no Connection field)
+#   sdk       the same POST with the fields the MCP SDKs add (Connection: keep-alive, their
+#             User-Agent and Accept-Encoding)
+#   body100k  the POST with a 100 KiB argument
+#   chunked   the POST as a chunked upload (load-tests/drive.py)
+#   session   the 2025-11-25 session life: initialize, notifications/initialized, the GET
+#             stream, 10 calls, DELETE (drive.py), all to one server: nginx has no way to send
+#             a session's requests to the server that minted it among several
+#   events    a call answered by 100 progress notifications as an event stream (drive.py):
+#             the unit is an event delivered, not a request
+# The fixed-rate runs are made for the oha workloads only.
+# Usage: load-tests/compare.sh [--backends 100] [--rounds 3] [--secs 15] [--conc 64] [--rate 4000] [--auth none] [--workload post]
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
-backends=100 rounds=3 secs=15 conc=64 rate=4000 auth=none
-parse_opts backends rounds secs conc rate auth -- "$@"
+backends=100 rounds=3 secs=15 conc=64 rate=4000 auth=none workload=post
+parse_opts backends rounds secs conc rate auth workload -- "$@"
+case $workload in
+    post | sdk | body100k | chunked | session | events) ;;
+    *) echo "--workload: post, sdk, body100k, chunked, session or events" >&2; exit 2 ;;
+esac
 ensure_build
 ensure_oha
 need_apt nginx haproxy
@@ -21,18 +37,22 @@ need_apt nginx haproxy
 # Below the ephemeral range, so outgoing connections never take a server's port.
 first=21000
 FLEET_PORT=18080 NGINX_PORT=18081 HAPROXY_PORT=18082
-for i in $(seq 0 $((backends - 1))); do
+# One more for the session workload (a backend belongs to one category).
+one=$((first + backends))
+for i in $(seq 0 "$backends"); do
     port=$((first + i))
     "$BIN" backend --port "$port" --category api >/dev/null 2>&1 &
     started $!
 done
-for i in $(seq 0 $((backends - 1))); do wait_port $((first + i)); done
+for i in $(seq 0 "$backends"); do wait_port $((first + i)); done
 log "$backends servers up on $first-$((first + backends - 1))"
 
 # mcp-fleet: static backends, no fleet; health checks every 30 s as in production.
 list=$(seq -s, -f "\"127.0.0.1:%g\"" $first $((first + backends - 1)))
 write_static_config "$WORK/fleet.toml" "$FLEET_PORT" "$list" \
     "$(printf 'strategy = "round-robin"\nupstream_keepalive = 1024')"
+# The session workload's one server, behind every proxy as /mcp/one.
+printf '[categories.one]\nbackends = ["127.0.0.1:%s"]\n' "$one" >>"$WORK/fleet.toml"
 case $auth in
     none) ;;
     api-key)
@@ -58,9 +78,13 @@ mkdir -p "$WORK/nginx"
     echo "  upstream mcp {"
     for i in $(seq 0 $((backends - 1))); do echo "    server 127.0.0.1:$((first + i));"; done
     echo "    keepalive 1024; }"
+    echo "  upstream one { server 127.0.0.1:$one; keepalive 1024; }"
     echo "  server { listen 127.0.0.1:$NGINX_PORT;"
-    echo "    location = /mcp/api { proxy_pass http://mcp/mcp; proxy_http_version 1.1;"
-    echo "      proxy_set_header Connection \"\"; proxy_set_header Host 127.0.0.1; proxy_buffering off; } } }"
+    for location in api:mcp one:one; do
+        echo "    location = /mcp/${location%%:*} { proxy_pass http://${location#*:}/mcp; proxy_http_version 1.1;"
+        echo "      proxy_set_header Connection \"\"; proxy_set_header Host 127.0.0.1; proxy_buffering off; }"
+    done
+    echo "  } }"
 } >"$WORK/nginx.conf"
 
 {
@@ -73,10 +97,17 @@ mkdir -p "$WORK/nginx"
     echo "  timeout client 60s"
     echo "  timeout server 60s"
     echo "  option http-keep-alive"
+    # Forward each part as it comes: without it the head of an idle event stream waits.
+    echo "  option http-no-delay"
     echo "  http-reuse always"
     echo "frontend fe"
     echo "  bind 127.0.0.1:$HAPROXY_PORT"
+    echo "  use_backend one if { path /mcp/one }"
     echo "  default_backend be"
+    echo "backend one"
+    echo "  http-request set-path /mcp"
+    echo "  http-request set-header Host 127.0.0.1"
+    echo "  server s0 127.0.0.1:$one"
     echo "backend be"
     echo "  balance roundrobin"
     echo "  http-request set-path /mcp"
@@ -106,12 +137,33 @@ group() {
     direct) echo "" ;;
     esac
 }
+category=api
+[ "$workload" = session ] && category=one
 url() {
     case $1 in
-    mcp-fleet) echo "http://127.0.0.1:$FLEET_PORT/mcp/api" ;;
-    nginx) echo "http://127.0.0.1:$NGINX_PORT/mcp/api" ;;
-    haproxy) echo "http://127.0.0.1:$HAPROXY_PORT/mcp/api" ;;
-    direct) echo "http://127.0.0.1:$first/mcp" ;;
+    mcp-fleet) echo "http://127.0.0.1:$FLEET_PORT/mcp/$category" ;;
+    nginx) echo "http://127.0.0.1:$NGINX_PORT/mcp/$category" ;;
+    haproxy) echo "http://127.0.0.1:$HAPROXY_PORT/mcp/$category" ;;
+    direct) [ "$category" = one ] && echo "http://127.0.0.1:$one/mcp" || echo "http://127.0.0.1:$first/mcp" ;;
+    esac
+}
+case $workload in
+    sdk) SDK_FIELDS=(-H 'Connection: keep-alive' -H 'User-Agent: python-httpx/0.28.1' -H 'Accept-Encoding: gzip, deflate') ;;
+    body100k)
+        ECHO_BODY=$(python3 -c 'import json, sys; b = json.loads(sys.argv[1]); b["params"]["arguments"]["text"] = "x" * 102400; print(json.dumps(b))' "$ECHO_BODY")
+        SDK_FIELDS=() ;;
+    *) SDK_FIELDS=() ;;
+esac
+# load URL SECONDS [oha ARGS...]: one run of the workload, its summary line as oha_summary.
+load() {
+    local url=$1 secs=$2
+    shift 2
+    case $workload in
+        chunked | session | events) python3 "$ROOT/load-tests/drive.py" "$workload" "$url" "$secs" "$conc" ;;
+        *)
+            oha_mcp "$url" "${SDK_FIELDS[@]}" -z "${secs}s" -c "$conc" "$@" >"$WORK/run.json"
+            oha_summary "$WORK/run.json"
+            ;;
     esac
 }
 peak_rss_mib() {
@@ -124,7 +176,7 @@ peak_rss_mib() {
 
 # Warm every path (connections, pools, allocator) before measuring.
 for p in mcp-fleet nginx haproxy direct; do
-    oha_mcp "$(url "$p")" -z 3s -c "$conc" >/dev/null
+    load "$(url "$p")" 3 >/dev/null
 done
 
 results="$WORK/results.txt"
@@ -134,15 +186,16 @@ run() { # run NAME MODE (max|rate) ROUND
     local before after
     # shellcheck disable=SC2086
     before=$(cpu_ticks $pids)
+    local summary
     if [ "$mode" = max ]; then
-        oha_mcp "$(url "$p")" -z "${secs}s" -c "$conc" -w >"$WORK/run.json"
+        summary=$(load "$(url "$p")" "$secs" -w)
     else
-        oha_mcp "$(url "$p")" -z "${secs}s" -c "$conc" -q "$rate" --latency-correction -w >"$WORK/run.json"
+        summary=$(load "$(url "$p")" "$secs" -q "$rate" --latency-correction -w)
     fi
     # shellcheck disable=SC2086
     after=$(cpu_ticks $pids)
     local rps p50 p99 ok non200 errors
-    read -r rps p50 p99 ok non200 errors < <(oha_summary "$WORK/run.json")
+    read -r rps p50 p99 ok non200 errors <<<"$summary"
     local cpu_s us_per_req
     cpu_s=$(awk -v t=$((after - before)) -v hz="$CLK_TCK" 'BEGIN {printf "%.2f", t / hz}')
     us_per_req=$(awk -v c="$cpu_s" -v n="$ok" 'BEGIN {printf "%.1f", n ? c * 1e6 / n : 0}')
@@ -157,18 +210,22 @@ for round in $(seq "$rounds"); do
     for p in mcp-fleet nginx haproxy; do run "$p" max "$round"; done
 done
 run direct max 1
-for p in mcp-fleet nginx haproxy; do run "$p" rate 1; done
+case $workload in
+    post | sdk | body100k) for p in mcp-fleet nginx haproxy; do run "$p" rate 1; done ;;
+esac
 
-python3 - "$results" "$backends" "$conc" "$secs" "$rate" <<'EOF'
+python3 - "$results" "$backends" "$conc" "$secs" "$rate" "$workload" <<'EOF'
 import sys, statistics as st
 rows = [l.split() for l in open(sys.argv[1])]
-backends, conc, secs, rate = sys.argv[2:6]
+backends, conc, secs, rate, workload = sys.argv[2:7]
+unit = "event" if workload == "events" else "request"
 def pick(p, mode):
     return [r for r in rows if r[0] == p and r[1] == mode]
 def med(rs, i):
     return st.median(float(r[i]) for r in rs)
-print(f"\n{backends} backends, oha -c {conc}, {secs} s per run, one worker each; medians over rounds")
-print("| proxy | requests/s | p50 ms | p99 ms | proxy CPU s | CPU us/request | peak RSS MiB | failed |")
+client = "load-tests/drive.py" if workload in ("chunked", "session", "events") else "oha"
+print(f"\nworkload {workload}: {backends} backends, {client} -c {conc}, {secs} s per run, one worker each; medians over rounds")
+print(f"| proxy | {unit}s/s | p50 ms | p99 ms | proxy CPU s | CPU us/{unit} | peak RSS MiB | failed |")
 print("|---|---|---|---|---|---|---|---|")
 summary = {}
 for p in ["mcp-fleet", "nginx", "haproxy", "direct"]:
@@ -191,12 +248,12 @@ f = summary.get("mcp-fleet")
 for other in ["nginx", "haproxy"]:
     o = summary.get(other)
     if f and o:
-        print(f"mcp-fleet/{other}: requests/s x{f['rps'] / o['rps']:.2f}, p99 x{f['p99'] / o['p99']:.2f}, CPU per request x{f['us'] / o['us']:.2f}")
+        print(f"mcp-fleet/{other}: {unit}s/s x{f['rps'] / o['rps']:.2f}, p99 x{f['p99'] / o['p99']:.2f}, CPU per {unit} x{f['us'] / o['us']:.2f}")
 # On a shared host the load moves between rounds more than between proxies: the ratio of two
 # runs made seconds apart in the same round is steadier than the ratio of medians.
 print("\nper-round ratios (runs of one round are seconds apart): median (lowest-highest)")
 for other in ["nginx", "haproxy"]:
-    cols = {"requests/s": 3, "p99": 5, "CPU per request": 7}
+    cols = {f"{unit}s/s": 3, "p99": 5, f"CPU per {unit}": 7}
     parts = []
     for label, i in cols.items():
         ratios = []

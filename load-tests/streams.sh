@@ -44,6 +44,8 @@ defaults
   timeout client 600s
   timeout server 600s
   option http-keep-alive
+  # Forward each part as it comes: without it the head of an idle event stream waits.
+  option http-no-delay
 frontend fe
   bind 127.0.0.1:$HAPROXY_PORT
   default_backend be
