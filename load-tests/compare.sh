@@ -74,7 +74,8 @@ mkdir -p "$WORK/nginx"
 {
     echo "worker_processes 1; pid $WORK/nginx/nginx.pid; error_log $WORK/nginx/error.log warn;"
     echo "events { worker_connections 4096; }"
-    echo "http { access_log off; client_body_temp_path $WORK/nginx; proxy_temp_path $WORK/nginx;"
+    # Bodies in memory (as the other two hold them): the workers cannot write to the root-owned $WORK.
+    echo "http { access_log off; client_body_buffer_size 1m; client_body_temp_path $WORK/nginx; proxy_temp_path $WORK/nginx;"
     echo "  upstream mcp {"
     for i in $(seq 0 $((backends - 1))); do echo "    server 127.0.0.1:$((first + i));"; done
     echo "    keepalive 1024; }"
@@ -238,9 +239,10 @@ for p in ["mcp-fleet", "nginx", "haproxy", "direct"]:
     summary[p] = m
     name = "direct (one server)" if p == "direct" else p
     print(f"| {name} | {m['rps']:.0f} | {m['p50']:.2f} | {m['p99']:.2f} | {m['cpu']:.2f} | {m['us']:.1f} | {rss} | {failed} |")
-print(f"\nfixed rate {rate} req/s (oha -q, latency-corrected):")
-print("| proxy | achieved req/s | p50 ms | p99 ms | CPU us/request |")
-print("|---|---|---|---|---|")
+if any(r[1] == "rate" for r in rows):
+    print(f"\nfixed rate {rate} req/s (oha -q, latency-corrected):")
+    print("| proxy | achieved req/s | p50 ms | p99 ms | CPU us/request |")
+    print("|---|---|---|---|---|")
 for p in ["mcp-fleet", "nginx", "haproxy"]:
     for r in pick(p, "rate"):
         print(f"| {p} | {float(r[3]):.0f} | {float(r[4]):.2f} | {float(r[5]):.2f} | {float(r[7]):.1f} |")

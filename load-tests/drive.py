@@ -27,6 +27,18 @@ INITIALIZED = {"jsonrpc": "2.0", "method": "notifications/initialized"}
 COUNTDOWN = {"jsonrpc": "2.0", "id": 3, "method": "tools/call",
              "params": {"name": "countdown", "arguments": {"n": 100, "interval_ms": 0},
                         "_meta": {"progressToken": "p"}}}
+
+
+def stateless(call):
+    """A 2026-07-28 request: the body with its `_meta` fields, and the routing fields."""
+    call = json.loads(json.dumps(call))
+    call["params"].setdefault("_meta", {}).update({
+        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+        "io.modelcontextprotocol/clientInfo": {"name": "drive", "version": "1"},
+        "io.modelcontextprotocol/clientCapabilities": {}})
+    fields = (f"mcp-protocol-version: 2026-07-28\r\nmcp-method: {call['method']}\r\n"
+              f"mcp-name: {call['params']['name']}\r\n")
+    return fields, json.dumps(call).encode()
 # What the SDKs send beside the MCP fields.
 COMMON = ("accept: application/json, text/event-stream\r\n"
           "connection: keep-alive\r\nuser-agent: python-httpx/0.28.1\r\n")
@@ -121,10 +133,9 @@ async def timed(tally, conn, *args, units=1, **kw):
 
 async def chunked_client(url, deadline, tally):
     conn = Conn(url.hostname, url.port)
-    body = json.dumps(CALL).encode()
+    fields, body = stateless(CALL)
     while time.monotonic() < deadline:
-        await timed(tally, conn, "POST", url.path, "mcp-protocol-version: 2026-07-28\r\n",
-                    body, chunked=True)
+        await timed(tally, conn, "POST", url.path, fields, body, chunked=True)
     conn.close()
 
 
@@ -159,11 +170,10 @@ async def session_client(url, deadline, tally):
 
 async def events_client(url, deadline, tally):
     conn = Conn(url.hostname, url.port)
-    body = json.dumps(COUNTDOWN).encode()
+    fields, body = stateless(COUNTDOWN)
     events = lambda payload: payload.count(b"\ndata:") + payload.startswith(b"data:")
     while time.monotonic() < deadline:
-        await timed(tally, conn, "POST", url.path, "mcp-protocol-version: 2026-07-28\r\n", body,
-                    units=events)
+        await timed(tally, conn, "POST", url.path, fields, body, units=events)
     conn.close()
 
 

@@ -1,6 +1,7 @@
 //! The official Python MCP SDK (`mcp`, installed by `.ci/setup` into `target/stdio-servers/py`)
 //! as a client of the proxy in front of built-in servers: its whole session life works, ends
-//! cleanly, and its requests (which carry `Connection: keep-alive`) take the fast path.
+//! cleanly, and all its requests (which carry `Connection: keep-alive`), its GET stream and
+//! DELETE among them, take the fast path.
 
 mod common;
 
@@ -17,6 +18,8 @@ fn the_python_sdks_session_life_ends_cleanly_and_takes_the_fast_path() {
         "the Python SDK is missing: run `bash .ci/setup`"
     );
     let fast_before = dir.metric("mcp_fleet_request_paths_total{path=\"fast\"}");
+    // The harness's own readiness poll (`/stats`) took Pingora's path before this.
+    let pingora_before = dir.metric("mcp_fleet_request_paths_total{path=\"pingora\"}");
     let out = Command::new("python3")
         .arg(concat!(
             env!("CARGO_MANIFEST_DIR"),
@@ -38,9 +41,14 @@ fn the_python_sdks_session_life_ends_cleanly_and_takes_the_fast_path() {
     // failed: 202" against the built-in server before).
     assert!(!stderr.contains("termination failed"), "{stderr}");
     let fast = dir.metric("mcp_fleet_request_paths_total{path=\"fast\"}") - fast_before;
-    let pingora = dir.metric("mcp_fleet_request_paths_total{path=\"pingora\"}");
+    let pingora = dir.metric("mcp_fleet_request_paths_total{path=\"pingora\"}") - pingora_before;
     eprintln!("Python SDK session life: fast path {fast}, Pingora path {pingora}");
     if common::fast_path_on() {
-        assert!(fast >= 20.0, "the SDK's calls missed the fast path: {fast}");
+        // initialize, notifications/initialized, tools/list, 20 calls, the GET stream, DELETE.
+        assert_eq!(
+            (fast, pingora),
+            (25.0, 0.0),
+            "every request of the SDK's session takes the fast path"
+        );
     }
 }
