@@ -384,14 +384,19 @@ async fn read_watching(
                     return Ok(Err(e));
                 }
                 resp.ensure(READ_CHUNK);
-                match upstream.try_read_buf(&mut **resp) {
+                // One poll of tokio's own read, not `try_read_buf`: a read that returns less
+                // than asked clears the socket's readiness there, so the next wait does not
+                // begin with a read that fails with EAGAIN (one wasted `recvfrom` per event of
+                // a stream otherwise).
+                let read = std::pin::pin!(upstream.read_buf(&mut **resp));
+                match futures::poll!(read) {
+                    std::task::Poll::Ready(read) => return Ok(read),
                     // Readiness that was stale: wait again, holding no buffer.
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    std::task::Poll::Pending => {
                         if resp.is_empty() {
                             resp.release();
                         }
                     }
-                    read => return Ok(read),
                 }
             }
             got = client.read_buf(pipelined), if watch => match got {
