@@ -5,6 +5,7 @@
 
 pub mod auth;
 pub mod dns;
+pub mod engines;
 pub mod fake;
 pub mod raw;
 pub mod stdio;
