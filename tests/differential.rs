@@ -38,13 +38,7 @@ async fn both_engines_answer_every_request_alike() {
     let fast = Instance::start(&statics, true);
     let pingora = Instance::start(&statics, false);
 
-    let echo_case = |name, request: String| Case {
-        name,
-        request,
-        counts: vec![Arc::clone(&echo_counts)],
-        release: None,
-        close_framed: false,
-    };
+    let echo_case = |name, request: String| Case::to(name, request, &echo_counts);
     let body = call_body();
     let mut cases = vec![
         echo_case("stateless call", post("/mcp/echo", "", &body)),
@@ -155,13 +149,11 @@ async fn both_engines_answer_every_request_alike() {
         },
     ];
     for (name, counts) in &fault_counts {
-        cases.push(Case {
+        cases.push(Case::to(
             name,
-            request: post(&format!("/mcp/{name}"), "", &body),
-            counts: vec![Arc::clone(counts)],
-            release: None,
-            close_framed: false,
-        });
+            post(&format!("/mcp/{name}"), "", &body),
+            counts,
+        ));
     }
 
     // Sessions: each instance mints its own token for the same server session; what follows

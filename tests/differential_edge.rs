@@ -6,7 +6,6 @@ mod common;
 
 use common::engines::{call_body, post, run, Case, Instance};
 use common::fake::{self, Behaviour};
-use std::sync::Arc;
 
 /// The edge's rules (credentials, scopes, allow-lists, routing fields, no passthrough, the
 /// proxy's own upstream field, rate limits) on both engines: API keys, so no authorization
@@ -50,13 +49,7 @@ async fn both_engines_apply_the_edge_alike() {
     let body = call_body();
     let named = |tool: &str| body.replace("\"echo\"", &format!("\"{tool}\""));
     let bearer = |k: &str| format!("authorization: Bearer {k}\r\nmcp-name: echo\r\n");
-    let case = |name, request: String| Case {
-        name,
-        request,
-        counts: vec![Arc::clone(&echo_counts)],
-        release: None,
-        close_framed: false,
-    };
+    let case = |name, request: String| Case::to(name, request, &echo_counts);
     let list = r#"{"jsonrpc":"2.0","id":8,"method":"tools/list","params":{}}"#;
     let rpc = |method: &str, params: &str| {
         let body = format!(r#"{{"jsonrpc":"2.0","id":9,"method":"{method}","params":{params}}}"#);

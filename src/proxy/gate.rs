@@ -88,9 +88,7 @@ impl Gate {
             }
         }
     }
-}
 
-impl Gate {
     /// One request on Pingora's path; the connection and its keep-alive settings back, unless
     /// Pingora closed it.
     async fn pingora_turn(

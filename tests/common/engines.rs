@@ -78,6 +78,19 @@ pub struct Case {
     pub close_framed: bool,
 }
 
+impl Case {
+    /// A request whose server counts its requests in `counts`, its answer not held back.
+    pub fn to(name: &'static str, request: String, counts: &Arc<Counts>) -> Self {
+        Case {
+            name,
+            request,
+            counts: vec![Arc::clone(counts)],
+            release: None,
+            close_framed: false,
+        }
+    }
+}
+
 pub fn post(path: &str, extra: &str, body: &str) -> String {
     format!(
         "POST {path} HTTP/1.1\r\nhost: {{host}}\r\ncontent-type: application/json\r\n\
