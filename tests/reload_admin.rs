@@ -439,8 +439,12 @@ async fn a_corrupt_state_file_is_moved_aside_and_reported() {
         .collect();
     assert_eq!(aside.len(), 1, "the corrupt file was not moved aside");
     assert!(dir.log().contains("is unreadable"), "not reported");
-    let fresh =
-        std::fs::read_to_string(dir.path().join("state/deployment.json")).expect("new record");
+    // The record is written when the start-up deployment ends, which is a moment after the
+    // last server reports ready (what `serve()` waits for).
+    let record = dir.path().join("state/deployment.json");
+    let fresh = wait_for("the new deployment record", Duration::from_secs(20), || {
+        std::fs::read_to_string(&record).ok()
+    });
     assert!(fresh.contains("alpha-1"), "{fresh}");
 }
 
