@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::engines::{call_body, get, post, run, session_token, Case, Instance};
+use common::engines::{call_body, get, post, post_chunked, run, session_token, Case, Instance};
 use common::fake::{self, Behaviour};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -40,6 +40,7 @@ async fn both_engines_answer_every_request_alike() {
 
     let echo_case = |name, request: String| Case::to(name, request, &echo_counts);
     let body = call_body();
+    let big = "x".repeat(20 * 1024);
     let mut cases = vec![
         echo_case("stateless call", post("/mcp/echo", "", &body)),
         echo_case(
@@ -88,6 +89,36 @@ async fn both_engines_answer_every_request_alike() {
         echo_case(
             "Connection: close",
             post("/mcp/echo", "connection: close\r\n", &body),
+        ),
+        // Chunked uploads: on the fast path when whole, clean and within the limits, decoded
+        // and sent on as one chunk, as Pingora's path re-chunks them; on Pingora's otherwise.
+        echo_case(
+            "chunked upload",
+            post_chunked("/mcp/echo", "", &[&body[..20], &body[20..]], "0\r\n\r\n"),
+        ),
+        echo_case(
+            "empty chunked upload",
+            post_chunked("/mcp/echo", "", &[], "0\r\n\r\n"),
+        ),
+        echo_case(
+            "chunked upload with a trailer",
+            post_chunked("/mcp/echo", "", &[&body], "0\r\nx-checksum: 1\r\n\r\n"),
+        ),
+        echo_case(
+            "chunked upload with a broken chunk",
+            post_chunked("/mcp/echo", "", &[&body], "5\r\nabc\r\n0\r\n\r\n"),
+        ),
+        echo_case(
+            "chunked upload over max_body",
+            post_chunked("/mcp/echo", "", &[&big, &big], "0\r\n\r\n"),
+        ),
+        echo_case(
+            "chunked and a Content-Length",
+            post_chunked("/mcp/echo", "content-length: 4\r\n", &[&body], "0\r\n\r\n"),
+        ),
+        echo_case(
+            "gzip beside a Content-Length",
+            post("/mcp/echo", "transfer-encoding: gzip\r\n", &body),
         ),
         // GET and DELETE: on the fast path when they carry no body, on Pingora's otherwise.
         echo_case(
@@ -179,8 +210,21 @@ async fn both_engines_answer_every_request_alike() {
     };
 
     let mut differences = Vec::new();
+    let fast_count = || {
+        fast.dir
+            .metric("mcp_fleet_request_paths_total{path=\"fast\"}")
+    };
     for case in &cases {
+        let before = fast_count();
         let a = run(&fast, case).await;
+        if case.name == "chunked upload" {
+            assert_eq!(
+                fast_count() - before,
+                1.0,
+                "{}: not on the fast path",
+                case.name
+            );
+        }
         let b = run(&pingora, case).await;
         if a != b {
             differences.push(format!(

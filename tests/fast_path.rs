@@ -331,8 +331,10 @@ async fn a_client_that_hangs_up_while_its_answer_is_awaited_cancels_the_request(
             == 1)
             .then_some(())
     });
-    let in_flight = dir.metric("mcp_fleet_in_flight_requests");
-    assert_eq!(in_flight, 0.0, "the request is over");
+    // The proxy closes the server's connection as it ends the request, then accounts it.
+    common::wait_for("the request to be over", WAIT, || {
+        (dir.metric("mcp_fleet_in_flight_requests") == 0.0).then_some(())
+    });
 }
 
 /// `proxy.fast_path` is applied by a reload: from the next request on, every request takes
@@ -399,4 +401,82 @@ async fn connection_close_is_honoured_on_the_fast_path() {
     if common::fast_path_on() {
         assert_eq!(after - before, 1.0, "taken by the fast path");
     }
+}
+
+/// A chunked POST with the body the policy reads whole before a server is chosen.
+fn chunked_post(chunks: &[&str]) -> Vec<u8> {
+    let mut request = "POST /mcp/echo HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+         Accept: application/json, text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
+        .to_string();
+    for chunk in chunks {
+        request.push_str(&format!("{:x}\r\n{chunk}\r\n", chunk.len()));
+    }
+    request.push_str("0\r\n\r\n");
+    request.into_bytes()
+}
+
+/// The body `Echo` received.
+fn upstream_body(a: &Answer) -> String {
+    let v: serde_json::Value = serde_json::from_str(&a.body).expect("a JSON body");
+    v["result"]["body"]
+        .as_str()
+        .expect("the echoed body")
+        .to_string()
+}
+
+/// A chunked upload is read whole and decoded on the fast path, then sent on as one chunk; two
+/// in one write are answered in order; one whose body comes slower than `proxy.header_timeout`
+/// (which bounds the wait for a head, not for a body) is read by Pingora's path within
+/// `proxy.body_timeout` and answered, not cut off.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chunked_uploads_take_the_fast_path_and_a_slow_one_is_still_answered() {
+    let (_, counts, dir, _serve) = echo_fleet("header_timeout = \"1s\"").await;
+    let mut c = Raw::connect(dir.proxy_port).await;
+    let paths = || {
+        (
+            dir.metric("mcp_fleet_request_paths_total{path=\"fast\"}"),
+            dir.metric("mcp_fleet_request_paths_total{path=\"pingora\"}"),
+        )
+    };
+    let (fast, _) = paths();
+    let body = [
+        r#"{"jsonrpc":"2.0","id":1,"#,
+        r#""method":"tools/call","#,
+        r#""params":{}}"#,
+    ];
+    let mut two = chunked_post(&body);
+    two.extend_from_slice(&chunked_post(&["{}"]));
+    c.send(&two).await;
+    let first = c.answer().await;
+    let second = c.answer().await;
+    assert_eq!((first.status, second.status), (200, 200), "{first:?}");
+    assert_eq!(upstream_body(&first), body.concat());
+    assert_eq!(upstream_body(&second), "{}");
+    let seen = first.upstream_head().to_ascii_lowercase();
+    assert!(seen.contains("\r\ntransfer-encoding: chunked"), "{seen}");
+    assert!(!seen.contains("content-length"), "{seen}");
+    if common::fast_path_on() {
+        assert_eq!(paths().0 - fast, 2.0, "both taken by the fast path");
+    }
+
+    // On a new connection (whose first head has `proxy.header_timeout`), the head, then the
+    // body in two pieces 1.5 s apart.
+    let mut c = Raw::connect(dir.proxy_port).await;
+    let slow = chunked_post(&body);
+    let split = slow
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("head")
+        + 4;
+    let (_, pingora) = paths();
+    c.send(&slow[..split + 10]).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    c.send(&slow[split + 10..]).await;
+    let a = c.answer().await;
+    assert_eq!(a.status, 200, "{a:?}");
+    assert_eq!(upstream_body(&a), body.concat());
+    if common::fast_path_on() {
+        assert!(paths().1 > pingora, "the slow body went to Pingora's path");
+    }
+    assert_eq!(counts.requests(), 3);
 }

@@ -152,10 +152,8 @@ const PINGORA_HEAD_LIMIT: usize = 1024 * 1024;
 /// it advances), is within Pingora's limit and does not start with a broken request line
 /// (which Pingora refuses from what is there).
 fn head_pending(buf: &[u8], scanned: &mut usize) -> bool {
-    let from = scanned.saturating_sub(2);
+    let ended = head_ended(buf, *scanned);
     *scanned = buf.len();
-    let tail = &buf[from..];
-    let ended = tail.windows(2).any(|w| w == b"\n\n") || tail.windows(3).any(|w| w == b"\n\r\n");
     if ended || buf.len() > PINGORA_HEAD_LIMIT {
         return false;
     }
@@ -164,6 +162,13 @@ fn head_pending(buf: &[u8], scanned: &mut usize) -> bool {
         Ok(_) | Err(httparse::Error::TooManyHeaders) => true,
         Err(_) => false,
     }
+}
+
+/// The head at the front of `buf` has ended (an empty line, with CRLF or bare LF endings), looked
+/// for in the bytes from `scanned` on (and the two before, where the end may straddle two reads).
+fn head_ended(buf: &[u8], scanned: usize) -> bool {
+    let tail = &buf[scanned.saturating_sub(2)..];
+    tail.windows(2).any(|w| w == b"\n\n") || tail.windows(3).any(|w| w == b"\n\r\n")
 }
 
 /// Bytes asked for per read of a request head.
@@ -280,6 +285,10 @@ impl ServerApp for Gate {
                 self.next_plan(&mut stream, &mut buf, client_ip),
             );
             match plan.await {
+                // The head is whole and the fast path waits for the body it must read before
+                // a server is chosen (chunked, or one the policy reads): Pingora's path reads
+                // the rest within `proxy.body_timeout` (and answers when it does not come).
+                Err(_) if head_ended(&buf, 0) => {}
                 Err(_) => {
                     crate::metrics::refused("header_timeout");
                     tracing::debug!(?deadline, "request head not received in time; closing");

@@ -100,6 +100,22 @@ pub fn post(path: &str, extra: &str, body: &str) -> String {
     )
 }
 
+/// A chunked `POST`: the chunks as given (a size line with `ext` after the first), then
+/// `end` (the last chunk and any trailer section).
+pub fn post_chunked(path: &str, extra: &str, chunks: &[&str], end: &str) -> String {
+    let mut request = format!(
+        "POST {path} HTTP/1.1\r\nhost: {{host}}\r\ncontent-type: application/json\r\n\
+         accept: application/json, text/event-stream\r\nmcp-protocol-version: 2026-07-28\r\n\
+         mcp-method: tools/call\r\n{extra}transfer-encoding: chunked\r\n\r\n"
+    );
+    for (i, chunk) in chunks.iter().enumerate() {
+        let ext = if i == 0 { ";name=value" } else { "" };
+        request.push_str(&format!("{:x}{ext}\r\n{chunk}\r\n", chunk.len()));
+    }
+    request.push_str(end);
+    request
+}
+
 /// A `GET` for the event stream, as the SDKs open it.
 pub fn get(path: &str, extra: &str) -> String {
     format!(

@@ -62,7 +62,8 @@ pub enum Behaviour {
     Dribble,
     /// An endless `text/event-stream` of 1 KiB events.
     SseFlood,
-    /// A well-behaved server whose JSON answer carries the request head it received, framed
+    /// A well-behaved server whose JSON answer carries the request head and the body (decoded,
+    /// when chunked) it received, framed
     /// as the request's `x-answer` field asks: `length` (default, keep-alive), `close`
     /// (Content-Length and `Connection: close`), `until-close` (no length: the end is the
     /// close), `session` (mints `mcp-session-id: echo-session-1`), `error` (a 500), `early-hints` (a 103 head, then the answer, in one write), `hold` (no answer:
@@ -142,9 +143,11 @@ async fn misbehave(behaviour: Behaviour, stream: &mut TcpStream, counts: &Counts
 
 /// `Echo`'s answer; whether the connection stays open.
 async fn echo(stream: &mut TcpStream, request: &str, counts: &Counts) -> bool {
-    let head = request.split("\r\n\r\n").next().unwrap_or_default();
-    let body =
-        serde_json::json!({ "jsonrpc": "2.0", "id": 1, "result": { "head": head } }).to_string();
+    let (head, received) = request.split_once("\r\n\r\n").unwrap_or((request, ""));
+    let body = serde_json::json!({
+        "jsonrpc": "2.0", "id": 1, "result": { "head": head, "body": received }
+    })
+    .to_string();
     let how = head
         .lines()
         .filter_map(|l| l.split_once(':'))
@@ -200,34 +203,69 @@ async fn echo(stream: &mut TcpStream, request: &str, counts: &Counts) -> bool {
         && matches!(how.as_str(), "length" | "early-hints" | "session" | "error")
 }
 
-/// Reads one HTTP/1.1 request (head and Content-Length body); `None` at EOF.
+/// Reads one HTTP/1.1 request: its head, the empty line and its body (by Content-Length, or
+/// chunked, decoded); `None` at EOF or on framing it cannot read.
 async fn read_request(stream: &mut TcpStream) -> Option<String> {
     let mut buf = Vec::new();
-    let mut chunk = [0u8; 4096];
-    loop {
+    let end = loop {
         if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            let head = String::from_utf8_lossy(&buf[..end]).to_string();
-            let len = head
-                .lines()
-                .filter_map(|l| l.split_once(':'))
-                .find(|(k, _)| k.trim().eq_ignore_ascii_case("content-length"))
-                .and_then(|(_, v)| v.trim().parse::<usize>().ok())
-                .unwrap_or(0);
-            while buf.len() < end + 4 + len {
-                let n = stream.read(&mut chunk).await.ok()?;
-                if n == 0 {
-                    return None;
+            break end;
+        }
+        fill(stream, &mut buf).await?;
+    };
+    let head = String::from_utf8_lossy(&buf[..end]).to_string();
+    let field = |name: &str| {
+        head.lines()
+            .filter_map(|l| l.split_once(':'))
+            .find(|(k, _)| k.trim().eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.trim().to_ascii_lowercase())
+    };
+    let mut rest = buf.split_off(end + 4);
+    let body = if field("transfer-encoding").as_deref() == Some("chunked") {
+        let mut body = Vec::new();
+        loop {
+            let line = loop {
+                if let Some(at) = rest.windows(2).position(|w| w == b"\r\n") {
+                    break at;
                 }
-                buf.extend_from_slice(&chunk[..n]);
+                fill(stream, &mut rest).await?;
+            };
+            let size = String::from_utf8_lossy(&rest[..line]);
+            let size = usize::from_str_radix(size.split(';').next()?.trim(), 16).ok()?;
+            rest.drain(..line + 2);
+            if size == 0 {
+                // No trailers from the proxy: the empty line ends the body.
+                while rest.len() < 2 {
+                    fill(stream, &mut rest).await?;
+                }
+                break;
             }
-            return Some(String::from_utf8_lossy(&buf).to_string());
+            while rest.len() < size + 2 {
+                fill(stream, &mut rest).await?;
+            }
+            body.extend_from_slice(&rest[..size]);
+            rest.drain(..size + 2);
         }
-        let n = stream.read(&mut chunk).await.ok()?;
-        if n == 0 {
-            return None;
+        body
+    } else {
+        let len = field("content-length").and_then(|v| v.parse::<usize>().ok());
+        while rest.len() < len.unwrap_or(0) {
+            fill(stream, &mut rest).await?;
         }
-        buf.extend_from_slice(&chunk[..n]);
+        rest
+    };
+    Some(format!("{head}\r\n\r\n{}", String::from_utf8_lossy(&body)))
+}
+
+/// Reads more of the connection into `buf`; `None` at EOF or on an error.
+async fn fill(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Option<()> {
+    let mut chunk = [0u8; 4096];
+    let n = stream.read(&mut chunk).await.ok()?;
+    if n == 0 {
+        return None;
     }
+    buf.extend_from_slice(&chunk[..n]);
+    Some(())
 }
 
 /// Starts a fake upstream on a free loopback port; it lives as long as the test runtime.

@@ -1,7 +1,11 @@
-//! Finds where a chunked message body ends while its bytes are passed on untouched: the fast
-//! path forwards a server's chunked answer (an SSE stream, typically) as it arrives, and needs
+//! Chunked bodies. An answer's: where it ends while its bytes are passed on untouched (the fast
+//! path forwards a server's chunked answer, an SSE stream typically, as it arrives, and needs
 //! to know when the answer is over, so the connection can carry the next request, and whether
-//! the server broke the framing, so the client is not handed a truncated answer that looks whole.
+//! the server broke the framing, so the client is not handed a truncated answer that looks
+//! whole). A request's: read whole and decoded before a server is chosen, then sent on as one
+//! chunk, as Pingora's path re-chunks what it read.
+
+use super::scratch::Scratch;
 
 /// Longest chunk-size line (with extensions) or trailer line accepted.
 const MAX_LINE: usize = 4096;
@@ -74,6 +78,15 @@ impl ChunkedBody {
     /// Takes the next bytes of the stream; returns how many belong to this body (all of them
     /// unless the body ends inside `bytes`).
     pub fn feed(&mut self, bytes: &[u8]) -> Result<usize, Malformed> {
+        self.feed_with(bytes, |_| {})
+    }
+
+    /// As `feed`, handing each run of payload (the body without its framing) to `data`.
+    pub fn feed_with(
+        &mut self,
+        bytes: &[u8],
+        mut data: impl FnMut(&[u8]),
+    ) -> Result<usize, Malformed> {
         let mut i = 0;
         while i < bytes.len() {
             let b = bytes[i];
@@ -81,6 +94,7 @@ impl ChunkedBody {
                 State::Done => return Ok(i),
                 State::Data { left } => {
                     let take = (bytes.len() - i).min(usize::try_from(left).unwrap_or(usize::MAX));
+                    data(&bytes[i..i + take]);
                     i += take;
                     self.data += take as u64;
                     let left = left - take as u64;
@@ -182,6 +196,91 @@ impl ChunkedBody {
     }
 }
 
+/// Room left in front of a decoded request body for its one chunk-size line.
+const SIZE_ROOM: usize = 18;
+
+/// What the bytes after a chunked request's head hold.
+#[derive(Debug)]
+pub enum Request {
+    /// The whole body, `raw_len` bytes of it in the client's framing, decoded into a
+    /// [`Dechunked`].
+    Whole { raw_len: usize, body: Dechunked },
+    /// More is to come.
+    Partial,
+    /// Not for this engine: broken framing (the other engine's answer is the refusal), a
+    /// trailer section or an extension on the last chunk (which this engine does not pass
+    /// on), or a payload over the limit.
+    Decline,
+}
+
+/// A request body decoded and framed again as one chunk and the last chunk.
+#[derive(Debug)]
+pub struct Dechunked {
+    buf: Scratch,
+    /// Where the size line starts, and where the payload ends.
+    start: usize,
+    end: usize,
+}
+
+impl Dechunked {
+    /// The body as the server gets it.
+    pub fn framed(&self) -> &[u8] {
+        &self.buf[self.start..]
+    }
+
+    /// The payload, for the policy to read.
+    pub fn payload(&self) -> &[u8] {
+        &self.buf[SIZE_ROOM..self.end]
+    }
+}
+
+/// Decodes the chunked body at the front of `bytes`, of at most `limit` payload bytes, into
+/// `buf` (emptied first).
+pub fn request(bytes: &[u8], limit: usize, mut buf: Scratch) -> Request {
+    buf.clear();
+    buf.resize(SIZE_ROOM, 0);
+    let mut body = ChunkedBody::default();
+    let mut over = false;
+    let used = body.feed_with(bytes, |run| {
+        over |= buf.len() - SIZE_ROOM + run.len() > limit;
+        if !over {
+            buf.extend_from_slice(run);
+        }
+    });
+    let raw_len = match used {
+        Ok(_) if over => return Request::Decline,
+        Ok(n) if body.done() => n,
+        // Tiny chunks cost more framing than payload: a body whose framing alone is longer
+        // than this is not one to hold bytes for.
+        Ok(n) if n <= 4 * limit + 4096 => return Request::Partial,
+        Ok(_) | Err(Malformed) => return Request::Decline,
+    };
+    let raw = &bytes[..raw_len];
+    if !(raw == b"0\r\n\r\n" || raw.ends_with(b"\r\n0\r\n\r\n")) {
+        return Request::Decline;
+    }
+    let end = buf.len();
+    let len = end - SIZE_ROOM;
+    let mut start = SIZE_ROOM;
+    if len > 0 {
+        buf.extend_from_slice(b"\r\n");
+        // The size line, hex digits then CRLF, written backwards into the room.
+        start -= 2;
+        buf[start..SIZE_ROOM].copy_from_slice(b"\r\n");
+        let mut n = len;
+        while n > 0 {
+            start -= 1;
+            buf[start] = b"0123456789abcdef"[n & 0xf];
+            n >>= 4;
+        }
+    }
+    buf.extend_from_slice(b"0\r\n\r\n");
+    Request::Whole {
+        raw_len,
+        body: Dechunked { buf, start, end },
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -210,6 +309,67 @@ mod tests {
         assert_eq!(whole(b"5\r\nhel"), Ok((6, false, 3)));
         assert_eq!(whole(b"0\r\n"), Ok((3, false, 0)));
         assert_eq!(whole(b"0\r\n\r\n"), Ok((5, true, 0)));
+    }
+
+    fn decoded(bytes: &[u8], limit: usize) -> Option<(usize, String, String)> {
+        match request(bytes, limit, Scratch::take(0)) {
+            Request::Whole { raw_len, body } => Some((
+                raw_len,
+                String::from_utf8_lossy(body.framed()).into_owned(),
+                String::from_utf8_lossy(body.payload()).into_owned(),
+            )),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn a_request_body_is_decoded_and_framed_as_one_chunk() {
+        let body = b"5\r\nhello\r\na;ext=1\r\n0123456789\r\n0\r\n\r\nNEXT";
+        assert_eq!(
+            decoded(body, 64),
+            Some((
+                body.len() - 4,
+                "f\r\nhello0123456789\r\n0\r\n\r\n".into(),
+                "hello0123456789".into()
+            ))
+        );
+        assert_eq!(
+            decoded(b"0\r\n\r\n", 64),
+            Some((5, "0\r\n\r\n".into(), String::new()))
+        );
+        let big = [b"1000\r\n".as_slice(), &[b'x'; 0x1000], b"\r\n0\r\n\r\n"].concat();
+        let (_, framed, payload) = decoded(&big, 0x1000).expect("whole");
+        assert!(framed.starts_with("1000\r\nxxx"));
+        assert_eq!(payload.len(), 0x1000);
+        // Over the limit, with a trailer, an extension on the last chunk, broken: declined.
+        assert!(matches!(
+            request(&big, 0xfff, Scratch::take(0)),
+            Request::Decline
+        ));
+        for declined in [
+            &b"5\r\nhello\r\n0\r\nx-t: 1\r\n\r\n"[..],
+            b"5\r\nhello\r\n0;x\r\n\r\n",
+            b"5\r\nhelloXX",
+        ] {
+            assert!(matches!(
+                request(declined, 64, Scratch::take(0)),
+                Request::Decline
+            ));
+        }
+        assert!(matches!(
+            request(b"5\r\nhel", 64, Scratch::take(0)),
+            Request::Partial
+        ));
+        // Endless framing around no payload is not waited for.
+        let tiny = b"1;aaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\nx\r\n".repeat(4096);
+        assert!(matches!(
+            request(&tiny, 64 * 1024, Scratch::take(0)),
+            Request::Partial
+        ));
+        assert!(matches!(
+            request(&tiny, 8192, Scratch::take(0)),
+            Request::Decline
+        ));
     }
 
     #[test]

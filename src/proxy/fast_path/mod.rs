@@ -1,12 +1,12 @@
-//! The fast path: the requests of the Streamable HTTP transport (`POST`s with a
-//! `Content-Length` body up to 64 KiB, the standalone `GET` event stream, the session's
+//! The fast path: the requests of the Streamable HTTP transport (`POST`s with a body up to
+//! 64 KiB, by `Content-Length` or chunked, the standalone `GET` event stream, the session's
 //! `DELETE`), exchanged in the connection's own task with one parse of each head, one write
 //! each way and a pool of idle upstream connections that needs no task per connection.
 //!
 //! Pingora's proxy spends two to three times nginx's CPU per small request (boxed futures per
 //! hook, a channel pair between the two sides, header maps rebuilt, a watcher task per pooled
 //! connection) and about four times nginx's memory per open event stream; measured in
-//! BENCHMARKS.md. Everything else (larger or chunked uploads, `Expect`, `Connection` options
+//! BENCHMARKS.md. Everything else (larger uploads, chunked ones with trailers, `Expect`, `Connection` options
 //! other than `keep-alive` and `close`, local endpoints, any request admission refuses, a list
 //! answer to filter) goes to Pingora's path untouched, and with `proxy.fast_path = false`
 //! everything does. This engine only moves bytes: admission, the choice of server, retries,
@@ -27,7 +27,7 @@ use super::policy::{
 use super::session::SharedCodec;
 use super::wire;
 use crate::upstream::{clock, Backend, Registry, UpstreamSet};
-use chunked::ChunkedBody;
+use chunked::{ChunkedBody, Dechunked};
 use pingora::protocols::Stream;
 use pool::UpstreamPool;
 use scratch::Scratch;
@@ -94,7 +94,11 @@ pub enum Plan {
 pub struct Exchange {
     admitted: Admitted,
     head_len: usize,
+    /// The body's length in the client's bytes (after the head).
     body_len: usize,
+    /// A chunked body, decoded (what the policy reads) and framed again as one chunk (what the
+    /// server gets); `None`: the server gets the client's bytes.
+    dechunked: Option<Dechunked>,
     /// The head as the server gets it from `head_start` on, minus `Host` and the final CRLF
     /// (they depend on the server picked).
     upstream_head: Scratch,
@@ -150,8 +154,7 @@ fn persistence(value: &[u8]) -> Option<bool> {
 
 /// Request fields that ask for connection handling this engine does not do.
 fn needs_pingora(name: &str) -> bool {
-    is(name, "transfer-encoding")
-        || is(name, "expect")
+    is(name, "expect")
         || is(name, "upgrade")
         || is(name, "te")
         || is(name, "keep-alive")
@@ -212,6 +215,7 @@ impl FastPath {
         let mut upstream_head = Scratch::take(LINE_ROOM + head_len + 128);
         upstream_head.resize(LINE_ROOM, 0);
         let mut length = None;
+        let mut coding = None;
         let mut host = None;
         let mut token = None;
         let mut origin = None;
@@ -233,6 +237,8 @@ impl FastPath {
             }
             let (once, passed_on) = if is(name, "content-length") {
                 (&mut length, true)
+            } else if is(name, "transfer-encoding") {
+                (&mut coding, true)
             } else if is(name, "host") {
                 (&mut host, false)
             } else if is(name, answer::SESSION_FIELD) {
@@ -262,16 +268,27 @@ impl FastPath {
                 wire::header(&mut upstream_head, name.as_bytes(), f.value);
             }
         }
-        let framing = match length {
-            Some(v) => policy::framing([v], []),
-            None => Ok(BodyFraming::None),
-        };
+        let framing = policy::framing(length, coding);
+        let mut dechunked = None;
         let body_len = match framing {
             Ok(BodyFraming::Length(n)) if n <= BODY_LIMIT && (verb == "POST" || n == 0) => {
                 n as usize
             }
             // A GET or DELETE carries no body.
             Ok(BodyFraming::None) if verb != "POST" => 0,
+            // Read whole before anything else, as on Pingora's path, so that broken framing is
+            // answered (there) and nothing of it reaches a server.
+            Ok(BodyFraming::Chunked) if verb == "POST" => {
+                let scratch = Scratch::take(buf.len() - head_len + 32);
+                match chunked::request(&buf[head_len..], policy::CHUNKED_BODY_LIMIT, scratch) {
+                    chunked::Request::Whole { raw_len, body } => {
+                        dechunked = Some(body);
+                        raw_len
+                    }
+                    chunked::Request::Partial => return Plan::Partial,
+                    chunked::Request::Decline => return Plan::Defer,
+                }
+            }
             _ => return Plan::Defer,
         };
         let head = Head {
@@ -312,8 +329,18 @@ impl FastPath {
                 return Plan::Defer
             }
         };
+        if let Some(body) = &dechunked {
+            // Over the category's limit: Pingora's path counts it as it streams and refuses.
+            if body.payload().len() as u64 > admitted.set.proxy.max_body {
+                return Plan::Defer;
+            }
+        }
         let body = if admitted.wants_body {
-            match buf.get(head_len..head_len + body_len) {
+            match dechunked
+                .as_ref()
+                .map_or(buf.get(head_len..head_len + body_len), |d| {
+                    Some(d.payload())
+                }) {
                 Some(body) => Some(body),
                 // The policy reads the body before a server is chosen: wait for all of it.
                 None => return Plan::Partial,
@@ -344,6 +371,7 @@ impl FastPath {
             head_start,
             head_len,
             body_len,
+            dechunked,
             upstream_head,
             verb,
             method: crate::metrics::method_label(method_field),
@@ -458,7 +486,10 @@ impl Run<'_> {
                     request.truncate(fixed);
                     wire::header(request, b"host", backend.host.as_bytes());
                     request.extend_from_slice(b"\r\n");
-                    request.extend_from_slice(&buf[self.ex.head_len..whole]);
+                    match &self.ex.dechunked {
+                        Some(body) => request.extend_from_slice(body.framed()),
+                        None => request.extend_from_slice(&buf[self.ex.head_len..whole]),
+                    }
                     let sent_at = Instant::now();
                     let write_by = tokio::time::Instant::from_std(sent_at) + proxy.idle_timeout;
                     let request = &request[self.ex.head_start..];
@@ -468,6 +499,7 @@ impl Run<'_> {
                             // Never sent again (a request that reached a server is not
                             // retried), and an event stream holds it for its whole life.
                             self.ex.upstream_head.release();
+                            self.ex.dechunked = None;
                             match self
                                 .relay(client, buf, upstream, &backend, sent_at, closing)
                                 .await

@@ -14,6 +14,7 @@ thread_local! {
     static SPARE: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
 }
 
+#[derive(Debug)]
 pub struct Scratch(Vec<u8>);
 
 impl Scratch {
