@@ -108,3 +108,47 @@ fn a_taken_port_is_reported_and_retried_not_lost() {
     );
     drop(serve);
 }
+
+/// The built-in server is started without a fork-time hook (`posix_spawn`), so it binds itself
+/// to its fleet: told of a parent that is not its own, it refuses to run (that parent is gone,
+/// and no death signal would come); started by a fleet, it runs in its server's cgroups, moved
+/// there by `serve`.
+#[test]
+fn the_builtin_server_binds_itself_to_its_fleet() {
+    let port = common::free_port().to_string();
+    let out = std::process::Command::new(common::BIN)
+        .args(["backend", "--port", &port, "--category", "x"])
+        .env("MCP_FLEET_PARENT_PID", "1")
+        .output()
+        .expect("run backend");
+    assert!(
+        !out.status.success(),
+        "it ran for a parent it does not have"
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("is gone"),
+        "{out:?}"
+    );
+
+    let dir = FleetDir::new(&[("alpha", 1)], &[]);
+    let serve = dir.serve();
+    let kid = spawned_children(serve.pid(), 1)[0];
+    let environ = std::fs::read(format!("/proc/{kid}/environ")).expect("environ");
+    let told = format!("MCP_FLEET_PARENT_PID={}", serve.pid());
+    assert!(
+        environ.split(|&b| b == 0).any(|v| v == told.as_bytes()),
+        "the server was not told its fleet"
+    );
+    let health = common::plain::blocking_get(&format!("{}/health", dir.base())).expect("health");
+    let layer = serde_json::from_str::<serde_json::Value>(&health.1).expect("json")
+        ["memory_enforcement"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let cgroups = std::fs::read_to_string(format!("/proc/{kid}/cgroup")).expect("cgroup");
+    if layer.starts_with("cgroup") {
+        assert!(cgroups.contains("/alpha-0"), "{layer}: {cgroups}");
+    } else {
+        println!("no cgroups here ({layer}); membership not checked");
+    }
+}

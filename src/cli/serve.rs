@@ -47,6 +47,16 @@ pub fn backend(
     debug_tools: bool,
     delay_ms: u64,
 ) -> ExitCode {
+    // Started by a fleet: die with it (`fleet::child::spawn`).
+    if let Some(parent) = std::env::var(mcp_fleet::plugins::fleet::PARENT_PID_ENV)
+        .ok()
+        .and_then(|p| p.parse().ok())
+    {
+        if !mcp_fleet::sys::die_with_parent(parent) {
+            eprintln!("error: the fleet that started this server is gone");
+            return ExitCode::FAILURE;
+        }
+    }
     init_logging(format, "warn");
     // One thread: a fleet runs a thousand of these, so each must stay small.
     let runtime = match tokio::runtime::Builder::new_current_thread()

@@ -96,6 +96,23 @@ pub fn signal_process(pid: u32, signal: libc::c_int) {
     }
 }
 
+/// Asks the kernel for SIGKILL when the parent dies (`PR_SET_PDEATHSIG`), the built-in
+/// server's own half of `bind_child`; false when the parent is no longer `parent` (it died before
+/// the request took effect, so no signal will come).
+pub fn die_with_parent(parent: u32) -> bool {
+    // SAFETY: prctl(PR_SET_PDEATHSIG) and getppid touch no memory of ours.
+    unsafe {
+        libc::prctl(
+            libc::PR_SET_PDEATHSIG,
+            libc::SIGKILL as libc::c_ulong,
+            0,
+            0,
+            0,
+        ) == 0
+            && u32::try_from(libc::getppid()) == Ok(parent)
+    }
+}
+
 /// Makes the child `command` starts die with this process (`PR_SET_PDEATHSIG`, checked against
 /// a parent that died before it took effect) and join the cgroups whose `cgroup.procs` files are
 /// `procs` before it execs, so not even its first fork escapes them.

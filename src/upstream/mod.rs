@@ -233,33 +233,52 @@ struct Members {
     proxy: Arc<ProxyConfig>,
 }
 
+impl CategoryMembers {
+    fn set(&self) -> Arc<UpstreamSet> {
+        let all: Vec<Backend> = self.members.iter().map(|m| m.backend.clone()).collect();
+        let ready: Vec<Backend> = all.iter().filter(|b| b.eligible()).cloned().collect();
+        Arc::new(UpstreamSet {
+            name: Arc::clone(&self.name),
+            mcp_path: Arc::clone(&self.mcp_path),
+            mcp_uri: self
+                .mcp_path
+                .parse()
+                .unwrap_or_else(|_| http::Uri::from_static("/mcp")),
+            strategy_kind: self.strategy,
+            proxy: Arc::clone(&self.proxy),
+            hash_header: self.hash_header.clone(),
+            access: Arc::clone(&self.access),
+            by_addr: all.iter().enumerate().map(|(i, b)| (b.addr, i)).collect(),
+            strategy: strategy::build(self.strategy, &ready, &self.shared.memory),
+            ready,
+            planned: self.members.iter().filter(|m| m.desired).count(),
+            configured: self.desired,
+            all,
+            shared: Arc::clone(&self.shared),
+        })
+    }
+}
+
 impl Members {
     fn snapshot(&self) -> Snapshot {
+        self.snapshot_from(None)
+    }
+
+    /// As `snapshot`, keeping `previous`'s set of every category `changed` does not name (by
+    /// position, the category list being the same): a server's readiness or health changes
+    /// one category, and rebuilding all of them for it made a fleet's start-up quadratic.
+    fn snapshot_from(&self, reuse: Option<(&Snapshot, &[bool])>) -> Snapshot {
         let sets: Vec<Arc<UpstreamSet>> = self
             .categories
             .iter()
-            .map(|c| {
-                let all: Vec<Backend> = c.members.iter().map(|m| m.backend.clone()).collect();
-                let ready: Vec<Backend> = all.iter().filter(|b| b.eligible()).cloned().collect();
-                Arc::new(UpstreamSet {
-                    name: Arc::clone(&c.name),
-                    mcp_path: Arc::clone(&c.mcp_path),
-                    mcp_uri: c
-                        .mcp_path
-                        .parse()
-                        .unwrap_or_else(|_| http::Uri::from_static("/mcp")),
-                    strategy_kind: c.strategy,
-                    proxy: Arc::clone(&c.proxy),
-                    hash_header: c.hash_header.clone(),
-                    access: Arc::clone(&c.access),
-                    by_addr: all.iter().enumerate().map(|(i, b)| (b.addr, i)).collect(),
-                    strategy: strategy::build(c.strategy, &ready, &c.shared.memory),
-                    ready,
-                    planned: c.members.iter().filter(|m| m.desired).count(),
-                    configured: c.desired,
-                    all,
-                    shared: Arc::clone(&c.shared),
-                })
+            .enumerate()
+            .map(|(i, c)| {
+                let kept = reuse.and_then(|(previous, changed)| {
+                    let set = previous.sets.get(i)?;
+                    (!changed.get(i).copied().unwrap_or(true) && set.name == c.name)
+                        .then(|| Arc::clone(set))
+                });
+                kept.unwrap_or_else(|| c.set())
             })
             .collect();
         Snapshot {
@@ -432,17 +451,22 @@ impl Registry {
         let mut members = self.lock();
         let wanted: HashMap<SocketAddr, bool> = changes.iter().copied().collect();
         let mut changed = 0;
-        for c in &mut members.categories {
+        let mut touched = vec![false; members.categories.len()];
+        for (c, touched) in members.categories.iter_mut().zip(&mut touched) {
             for m in &mut c.members {
                 if let Some(&value) = wanted.get(&m.backend.addr) {
                     if change(m, value) {
                         changed += 1;
+                        *touched = true;
                     }
                 }
             }
         }
         if changed > 0 {
-            self.publish(&members);
+            let previous = self.current.load_full();
+            let next = members.snapshot_from(Some((&previous, &touched)));
+            self.current.store(Arc::new(next));
+            self.generation.send_modify(|g| *g += 1);
         }
         changed
     }

@@ -204,3 +204,23 @@ fn ejection_respects_the_share_cap() {
         "ejected: sessions get 404"
     );
 }
+
+#[test]
+fn a_change_rebuilds_only_the_category_it_touches() {
+    let r = registry("[health]\nenabled = false");
+    let before = Arc::clone(&*r.load());
+    let addr: SocketAddr = "127.0.0.1:41001".parse().expect("addr");
+    assert_eq!(r.set_ready(&[(addr, true)]), 1);
+    let after = Arc::clone(&*r.load());
+    let (a0, a1) = (
+        before.category("a").expect("a"),
+        after.category("a").expect("a"),
+    );
+    assert!(!Arc::ptr_eq(a0, a1), "the changed category is rebuilt");
+    assert_eq!(a1.ready_count(), a0.ready_count() + 1);
+    let (b0, b1) = (
+        before.category("b").expect("b"),
+        after.category("b").expect("b"),
+    );
+    assert!(Arc::ptr_eq(b0, b1), "the other one is kept as it was");
+}

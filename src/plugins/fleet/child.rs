@@ -19,7 +19,13 @@ pub struct Launch {
     pub log_max_size: u64,
     pub log_keep: u32,
     pub server_logs: crate::config::ServerLogs,
+    /// The program is this binary's built-in server (`mcp-fleet backend`), which binds itself
+    /// to `serve` after exec (see `spawn`).
+    pub builtin: bool,
 }
+
+/// Tells the built-in server which process it must die with (see `spawn`).
+pub const PARENT_PID_ENV: &str = "MCP_FLEET_PARENT_PID";
 
 /// Variables a child inherits from `serve` (when set there); everything else it gets is
 /// configured explicitly, so one server's secrets in the operator's shell do not leak to all.
@@ -58,8 +64,20 @@ pub fn base_env() -> Vec<(String, String)> {
 /// that forked, so this must be called from the fleet's own long-lived thread, never from a
 /// blocking-pool thread that may exit when idle. It joins its cgroups itself, before exec, so
 /// not even its first fork escapes them.
+///
+/// The built-in server does both itself instead: it sets `PR_SET_PDEATHSIG` first thing (and
+/// exits if `serve` is already gone), and `serve` moves it into its cgroups as soon as it runs
+/// (it never forks, so nothing can escape them in between). With no work between fork and
+/// exec, the child is started by `posix_spawn` (a vfork: no copy of `serve`'s memory map to
+/// make, and none of its pages to copy on write afterwards), which takes a third of the CPU of a
+/// fleet's start-up off `serve` (BENCHMARKS.md).
 pub fn spawn(launch: &Launch, cgroup_procs: &[std::ffi::CString]) -> io::Result<Child> {
     let mut child = command(launch, cgroup_procs, Stdio::null())?.spawn()?;
+    if launch.builtin {
+        if let Some(pid) = child.id() {
+            join_cgroups(pid, cgroup_procs);
+        }
+    }
     if let (Some(out), Some(err)) = (child.stdout.take(), child.stderr.take()) {
         match launch.server_logs {
             crate::config::ServerLogs::Files => {
@@ -105,8 +123,25 @@ fn command(
         .kill_on_drop(true)
         // Its own group, so stopping it reaches any helpers it forked.
         .process_group(0);
-    crate::sys::bind_child(&mut command, cgroup_procs.to_vec());
+    if launch.builtin {
+        command.env(PARENT_PID_ENV, std::process::id().to_string());
+    } else {
+        crate::sys::bind_child(&mut command, cgroup_procs.to_vec());
+    }
     Ok(command)
+}
+
+/// Moves the running process `pid` into the cgroups whose `cgroup.procs` files are `procs`, as
+/// `sys::bind_child` does from inside a forked child (and, like it, goes on when one refuses:
+/// the server runs, unconfined by that one).
+fn join_cgroups(pid: u32, procs: &[std::ffi::CString]) {
+    use std::os::unix::ffi::OsStrExt;
+    for path in procs {
+        let path = Path::new(std::ffi::OsStr::from_bytes(path.as_bytes()));
+        if let Err(e) = std::fs::write(path, pid.to_string()) {
+            tracing::debug!(pid, path = %path.display(), error = %e, "cannot move a server into its cgroup");
+        }
+    }
 }
 
 /// A stdio server's child: like `spawn`, but its stdin and stdout are the JSON-RPC channel,

@@ -27,6 +27,7 @@ mod stdio;
 mod supervisor;
 
 pub use cgroup::MemoryLayer;
+pub use child::PARENT_PID_ENV;
 pub use memory::MemoryTarget;
 pub use plan::{members, plan, PlanDiff, ServerSpec};
 pub use supervisor::ServerState;

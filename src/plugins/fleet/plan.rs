@@ -57,6 +57,11 @@ pub fn plan(config: &ValidConfig) -> Result<Vec<ServerSpec>, FleetError> {
                 program: first.clone(),
                 source,
             })?;
+        // `mcp-fleet`, or this binary by its path.
+        let is_this_binary = first == crate::config::SELF_COMMAND
+            || std::env::current_exe()
+                .and_then(|me| Ok(me.canonicalize()? == program.canonicalize()?))
+                .unwrap_or(false);
         for (index, port) in category.spawned_ports().enumerate() {
             let id = server_id(&category.name, index);
             let host = config.fleet.host.to_string();
@@ -77,6 +82,7 @@ pub fn plan(config: &ValidConfig) -> Result<Vec<ServerSpec>, FleetError> {
                 args.push("--host".into());
                 args.push(host.clone());
             }
+            let builtin = is_this_binary && args.first().is_some_and(|a| a == "backend");
             specs.push(ServerSpec {
                 addr: SocketAddr::new(config.fleet.host, port),
                 category: category.name.as_str().into(),
@@ -92,6 +98,7 @@ pub fn plan(config: &ValidConfig) -> Result<Vec<ServerSpec>, FleetError> {
                     log_max_size: config.fleet.log_max_size,
                     log_keep: config.fleet.log_keep,
                     server_logs: config.fleet.server_logs,
+                    builtin,
                     log_file: config
                         .fleet
                         .log_dir
