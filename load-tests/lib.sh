@@ -109,6 +109,19 @@ cpu_ticks() {
     echo "$total"
 }
 
+# sys_ticks PID...: the system (kernel) part of cpu_ticks.
+sys_ticks() {
+    local total=0 pid
+    for pid in "$@"; do
+        [ -r "/proc/$pid/stat" ] || continue
+        local rest
+        rest=$(sed 's/^.*) //' "/proc/$pid/stat")
+        set -- $rest
+        total=$((total + ${13}))
+    done
+    echo "$total"
+}
+
 # oha_mcp URL ARGS...: oha sending the stateless echo, JSON summary on stdout. OHA_HEADER adds
 # one request field, e.g. OHA_HEADER='Connection: keep-alive' (what every MCP SDK sends).
 oha_mcp() {

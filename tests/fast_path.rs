@@ -480,3 +480,37 @@ async fn chunked_uploads_take_the_fast_path_and_a_slow_one_is_still_answered() {
     }
     assert_eq!(counts.requests(), 3);
 }
+
+/// A body over the 64 KiB the fast path buffers is passed on as it arrives: the server gets all
+/// of it, and a request pipelined behind it is not read as part of it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_body_is_passed_on_as_it_arrives() {
+    let (_, counts, dir, _serve) = echo_fleet("max_body = \"1MiB\"").await;
+    let mut c = Raw::connect(dir.proxy_port).await;
+    let before = dir.metric("mcp_fleet_request_paths_total{path=\"fast\"}");
+    let body = "z".repeat(300 * 1024);
+    let head = format!(
+        "POST /mcp/echo HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+         Accept: application/json, text/event-stream\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    // The head and a first piece, then the rest with a small request behind it.
+    let mut rest = body.as_bytes()[1000..].to_vec();
+    rest.extend_from_slice(&post("echo", "length", "x-n: 2\r\n"));
+    c.send(head.as_bytes()).await;
+    c.send(&body.as_bytes()[..1000]).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    c.send(&rest).await;
+    let first = c.answer().await;
+    assert_eq!(first.status, 200, "{}", first.head);
+    assert_eq!(upstream_body(&first).len(), body.len());
+    assert!(upstream_body(&first).bytes().all(|b| b == b'z'));
+    let second = c.answer().await;
+    assert_eq!(second.status, 200, "{second:?}");
+    assert!(second.upstream_head().contains("x-n: 2"), "{second:?}");
+    assert_eq!(counts.requests(), 2);
+    if common::fast_path_on() {
+        let after = dir.metric("mcp_fleet_request_paths_total{path=\"fast\"}");
+        assert_eq!(after - before, 2.0, "both on the fast path");
+    }
+}

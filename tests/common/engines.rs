@@ -43,7 +43,7 @@ impl Instance {
     ) -> Self {
         let proxy = format!(
             "fast_path = {fast_path}\nfirst_byte_timeout = \"1s\"\nmax_response_body = \"1MiB\"\n\
-             max_body = \"32KiB\"\nmax_retries = 1\neject_after_5xx = 0\nmax_ejected_percent = 0\n\
+             max_body = \"256KiB\"\nmax_retries = 1\neject_after_5xx = 0\nmax_ejected_percent = 0\n\
              allowed_origins = [\"http://localhost:3000\"]\n{more_proxy}"
         );
         let dir = FleetDir::with_sections(

@@ -1,12 +1,12 @@
-//! The fast path: the requests of the Streamable HTTP transport (`POST`s with a body up to
-//! 64 KiB, by `Content-Length` or chunked, the standalone `GET` event stream, the session's
-//! `DELETE`), exchanged in the connection's own task with one parse of each head, one write
+//! The fast path: the requests of the Streamable HTTP transport (`POST`s, with a chunked body
+//! up to 64 KiB or any `Content-Length` within `proxy.max_body`, the standalone `GET` event
+//! stream, the session's `DELETE`), exchanged in the connection's own task with one parse of each head, one write
 //! each way and a pool of idle upstream connections that needs no task per connection.
 //!
 //! Pingora's proxy spends two to three times nginx's CPU per small request (boxed futures per
 //! hook, a channel pair between the two sides, header maps rebuilt, a watcher task per pooled
 //! connection) and about four times nginx's memory per open event stream; measured in
-//! BENCHMARKS.md. Everything else (larger uploads, chunked ones with trailers, `Expect`, `Connection` options
+//! BENCHMARKS.md. Everything else (larger chunked uploads or ones with trailers, `Expect`, `Connection` options
 //! other than `keep-alive` and `close`, local endpoints, any request admission refuses, a list
 //! answer to filter) goes to Pingora's path untouched, and with `proxy.fast_path = false`
 //! everything does. This engine only moves bytes: admission, the choice of server, retries,
@@ -17,7 +17,7 @@ mod chunked;
 mod pool;
 mod relay;
 
-use relay::{deadline, read_at_least, send, write_all};
+use relay::{deadline, read_at_least, send, upload, write_all, Upload};
 mod scratch;
 
 use super::policy::{
@@ -35,8 +35,8 @@ use std::sync::Arc;
 use std::time::Instant;
 use tokio::net::TcpStream;
 
-/// Largest request body the fast path takes (read whole before a server is chosen, as nginx
-/// does by default); larger ones stream through Pingora's path.
+/// Largest request body the fast path reads whole before a server is chosen (as nginx does by
+/// default); the rest of a larger one is passed on as it arrives, after its head.
 const BODY_LIMIT: u64 = 64 * 1024;
 /// Largest request head the fast path parses; a larger one goes to Pingora's path, which
 /// applies `proxy.max_header_bytes`.
@@ -271,8 +271,9 @@ impl FastPath {
         let framing = policy::framing(length, coding);
         let mut dechunked = None;
         let body_len = match framing {
-            Ok(BodyFraming::Length(n)) if n <= BODY_LIMIT && (verb == "POST" || n == 0) => {
-                n as usize
+            // Over `proxy.max_body`, admission refuses it below (on Pingora's path).
+            Ok(BodyFraming::Length(n)) if verb == "POST" || n == 0 => {
+                usize::try_from(n).unwrap_or(usize::MAX)
             }
             // A GET or DELETE carries no body.
             Ok(BodyFraming::None) if verb != "POST" => 0,
@@ -329,6 +330,10 @@ impl FastPath {
                 return Plan::Defer
             }
         };
+        // A body the policy reads is read whole, which is Pingora's path's to do when large.
+        if body_len as u64 > BODY_LIMIT && admitted.wants_body {
+            return Plan::Defer;
+        }
         if let Some(body) = &dechunked {
             // Over the category's limit: Pingora's path counts it as it streams and refuses.
             if body.payload().len() as u64 > admitted.set.proxy.max_body {
@@ -448,7 +453,9 @@ impl Run<'_> {
         let set = Arc::clone(&self.ex.admitted.set);
         let proxy = &set.proxy;
         let whole = self.ex.head_len + self.ex.body_len;
-        if buf.len() < whole {
+        // A large body is not held: what has arrived goes with the head, the rest after it.
+        let streamed = self.ex.body_len as u64 > BODY_LIMIT;
+        if !streamed && buf.len() < whole {
             let deadline = tokio::time::Instant::from_std(self.started) + proxy.body_timeout;
             match tokio::time::timeout_at(deadline, read_at_least(client, buf, whole)).await {
                 Ok(Ok(())) => {}
@@ -472,7 +479,7 @@ impl Run<'_> {
             let backend = match picked {
                 Ok(b) => b,
                 Err(refusal) => {
-                    buf.drain(..whole);
+                    buf.drain(..whole.min(buf.len()));
                     return self.answer(client, &refusal).await;
                 }
             };
@@ -486,20 +493,45 @@ impl Run<'_> {
                     request.truncate(fixed);
                     wire::header(request, b"host", backend.host.as_bytes());
                     request.extend_from_slice(b"\r\n");
+                    let in_buf = whole.min(buf.len());
                     match &self.ex.dechunked {
                         Some(body) => request.extend_from_slice(body.framed()),
-                        None => request.extend_from_slice(&buf[self.ex.head_len..whole]),
+                        None => request.extend_from_slice(&buf[self.ex.head_len..in_buf]),
                     }
-                    let sent_at = Instant::now();
+                    let mut sent_at = Instant::now();
                     let write_by = tokio::time::Instant::from_std(sent_at) + proxy.idle_timeout;
                     let request = &request[self.ex.head_start..];
                     match send(&mut upstream, request, write_by).await {
                         Sent::All => {
-                            buf.drain(..whole);
+                            buf.drain(..in_buf);
                             // Never sent again (a request that reached a server is not
                             // retried), and an event stream holds it for its whole life.
                             self.ex.upstream_head.release();
                             self.ex.dechunked = None;
+                            if in_buf < whole {
+                                let body_by = tokio::time::Instant::from_std(self.started)
+                                    + proxy.body_timeout;
+                                let left = whole - in_buf;
+                                let uploaded = upload(
+                                    client,
+                                    &mut upstream,
+                                    left,
+                                    body_by,
+                                    proxy.idle_timeout,
+                                )
+                                .await;
+                                match uploaded {
+                                    Ok(()) => sent_at = Instant::now(),
+                                    Err(Upload::ClientGone) => return Outcome::Close,
+                                    Err(Upload::ClientSlow) => {
+                                        return self.answer(client, &Refusal::body_timeout()).await
+                                    }
+                                    Err(Upload::Failed(failure)) => {
+                                        let refusal = self.fail(&set, &backend, failure);
+                                        return self.answer(client, &refusal).await;
+                                    }
+                                }
+                            }
                             match self
                                 .relay(client, buf, upstream, &backend, sent_at, closing)
                                 .await
@@ -524,7 +556,7 @@ impl Run<'_> {
             match self.attempts.failed(&set, &backend, failure) {
                 Verdict::Retry => continue,
                 Verdict::Fail(refusal) => {
-                    buf.drain(..whole);
+                    buf.drain(..whole.min(buf.len()));
                     return self.answer(client, &refusal).await;
                 }
             }

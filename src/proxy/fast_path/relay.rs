@@ -354,6 +354,49 @@ pub(super) async fn read_at_least(
     Ok(())
 }
 
+/// How passing the rest of a large body on failed.
+pub(super) enum Upload {
+    /// The client closed (or broke) its connection first.
+    ClientGone,
+    /// The body did not arrive within `proxy.body_timeout`.
+    ClientSlow,
+    /// The server stopped taking it; the request reached it in part.
+    Failed(Failure),
+}
+
+/// Largest piece of a body read from the client before it is written to the server.
+const UPLOAD_CHUNK: usize = 64 * 1024;
+
+/// Passes the `left` last bytes of a request body from the client to the server as they
+/// arrive (a body over the fast path's buffered limit): the client by `body_by`, each write to
+/// the server within `idle`. Never reads past the body, so a pipelined request stays unread.
+pub(super) async fn upload(
+    client: &mut Stream,
+    upstream: &mut TcpStream,
+    mut left: usize,
+    body_by: tokio::time::Instant,
+    idle: Duration,
+) -> Result<(), Upload> {
+    use bytes::BufMut;
+    let mut chunk = Scratch::take(UPLOAD_CHUNK.min(left));
+    while left > 0 {
+        chunk.clear();
+        let want = left.min(UPLOAD_CHUNK);
+        let mut room = (&mut *chunk).limit(want);
+        let n = match tokio::time::timeout_at(body_by, client.read_buf(&mut room)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return Err(Upload::ClientGone),
+            Ok(Ok(n)) => n,
+            Err(_) => return Err(Upload::ClientSlow),
+        };
+        match send(upstream, &chunk[..n], deadline(idle)).await {
+            Sent::All => left -= n,
+            Sent::TimedOut => return Err(Upload::Failed(Failure::Idle)),
+            Sent::Nothing | Sent::Part => return Err(Upload::Failed(Failure::Send)),
+        }
+    }
+    Ok(())
+}
+
 /// The client hung up while its answer was awaited.
 struct ClientGone;
 
