@@ -3,12 +3,16 @@
 # a shared host): one built-in MCP server, `mcp-fleet serve` (one worker thread) in front of it
 # under valgrind, a warm-up of WARMUP stateless `tools/call` POSTs, the counters zeroed, then
 # REQUESTS more with CONC connections (oha). Prints the total of the dump's `summary:` line
-# divided by the requests. `--fast_path false` measures Pingora's path.
-# Usage: load-tests/callgrind.sh [--requests 3000] [--warmup 500] [--conc 8] [--fast_path true]
+# divided by the requests. `--fast_path false` measures Pingora's path; `--text_kib N` makes the
+# call's argument N KiB (100: compare.sh's body100k workload).
+# Usage: load-tests/callgrind.sh [--requests 3000] [--warmup 500] [--conc 8] [--fast_path true] [--text_kib 0]
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
-requests=3000 warmup=500 conc=8 fast_path=true
-parse_opts requests warmup conc fast_path -- "$@"
+requests=3000 warmup=500 conc=8 fast_path=true text_kib=0
+parse_opts requests warmup conc fast_path text_kib -- "$@"
+if [ "$text_kib" -gt 0 ]; then
+    ECHO_BODY=$(python3 -c 'import json, sys; b = json.loads(sys.argv[1]); b["params"]["arguments"]["text"] = "x" * (1024 * int(sys.argv[2])); print(json.dumps(b))' "$ECHO_BODY" "$text_kib")
+fi
 ensure_build
 ensure_oha
 need_apt valgrind
@@ -35,4 +39,4 @@ read -r _ _ _ ok non200 errors <<<"$(oha_summary "$WORK/run.json")"
 dump=$(ls -t "$WORK"/callgrind.out* | head -n 1)
 total=$(awk '/^summary:/ {print $2}' "$dump")
 log "fast_path=$fast_path: $ok answered 200 ($non200 other, $errors errors)"
-echo "instructions per request (fast_path=$fast_path): $((total / requests)) ($total / $requests)"
+echo "instructions per request (fast_path=$fast_path, text_kib=$text_kib): $((total / requests)) ($total / $requests)"
