@@ -77,6 +77,12 @@ async fn both_engines_answer_every_request_alike() {
             release: Some(Arc::clone(&echo_counts)),
             close_framed: false,
         },
+        // No allow-list decides by name here: the routing fields go to the server unchecked
+        // (the check is its MUST), the body unread.
+        echo_case(
+            "Mcp-Name disagreeing with the body, no allow-list",
+            post("/mcp/echo", "mcp-name: not-echo\r\n", &body),
+        ),
         echo_case(
             "allowed Origin",
             post("/mcp/echo", "origin: http://localhost:3000\r\n", &body),

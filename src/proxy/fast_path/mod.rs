@@ -238,7 +238,8 @@ impl FastPath {
             let (once, passed_on) = if is(name, "content-length") {
                 (&mut length, true)
             } else if is(name, "transfer-encoding") {
-                (&mut coding, true)
+                // Passed on below, once the body is known not to be empty.
+                (&mut coding, false)
             } else if is(name, "host") {
                 (&mut host, false)
             } else if is(name, answer::SESSION_FIELD) {
@@ -283,6 +284,9 @@ impl FastPath {
                 let scratch = Scratch::take(buf.len() - head_len + 32);
                 match chunked::request(&buf[head_len..], policy::CHUNKED_BODY_LIMIT, scratch) {
                     chunked::Request::Whole { raw_len, body } => {
+                        if let (Some(coding), false) = (coding, body.payload().is_empty()) {
+                            wire::header(&mut upstream_head, b"transfer-encoding", coding);
+                        }
                         dechunked = Some(body);
                         raw_len
                     }
