@@ -95,32 +95,27 @@ rss_sum_kib() {
     echo "$total"
 }
 
-# cpu_ticks PID...: user + system clock ticks of the processes, all their threads.
-cpu_ticks() {
-    local total=0 pid
+# proc_ticks all|sys PID...: user + system (all) or system (sys) clock ticks of the processes,
+# all their threads.
+proc_ticks() {
+    local which=$1 total=0 pid
+    shift
     for pid in "$@"; do
         [ -r "/proc/$pid/stat" ] || continue
         # Fields after the ")" of the command name: utime is the 12th, stime the 13th.
         local rest
         rest=$(sed 's/^.*) //' "/proc/$pid/stat")
         set -- $rest
-        total=$((total + ${12} + ${13}))
+        if [ "$which" = sys ]; then
+            total=$((total + ${13}))
+        else
+            total=$((total + ${12} + ${13}))
+        fi
     done
     echo "$total"
 }
-
-# sys_ticks PID...: the system (kernel) part of cpu_ticks.
-sys_ticks() {
-    local total=0 pid
-    for pid in "$@"; do
-        [ -r "/proc/$pid/stat" ] || continue
-        local rest
-        rest=$(sed 's/^.*) //' "/proc/$pid/stat")
-        set -- $rest
-        total=$((total + ${13}))
-    done
-    echo "$total"
-}
+cpu_ticks() { proc_ticks all "$@"; }
+sys_ticks() { proc_ticks sys "$@"; }
 
 # oha_mcp URL ARGS...: oha sending the stateless echo, JSON summary on stdout. OHA_HEADER adds
 # one request field, e.g. OHA_HEADER='Connection: keep-alive' (what every MCP SDK sends).
