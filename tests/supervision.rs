@@ -273,8 +273,19 @@ async fn env_cwd_and_placeholders_reach_the_child() {
     );
     std::fs::create_dir_all(dir.path().join("work")).expect("cwd");
     let _serve = dir.serve();
-    let log = std::fs::read_to_string(dir.path().join("logs/envy/envy-0.log")).expect("log");
-    let first = log.lines().next().unwrap_or_default();
+    // The child's stdout and stderr reach the log through two pipes, so the server's own
+    // start-up line may come first: look for the shell's line.
+    let path = dir.path().join("logs/envy/envy-0.log");
+    let first = wait_for(
+        "the shell's line in the log",
+        Duration::from_secs(10),
+        || {
+            let log = std::fs::read_to_string(&path).ok()?;
+            log.lines()
+                .find(|l| l.starts_with("env="))
+                .map(str::to_string)
+        },
+    );
     assert!(first.starts_with("env=hi-envy-0-"), "{first}");
     assert!(
         first.contains(&format!("cwd={}", dir.path().join("work").display())),
