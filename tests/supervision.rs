@@ -273,19 +273,16 @@ async fn env_cwd_and_placeholders_reach_the_child() {
     );
     std::fs::create_dir_all(dir.path().join("work")).expect("cwd");
     let _serve = dir.serve();
-    // The child's stdout and stderr reach the log through two pipes, so the server's own
-    // start-up line may come first: look for the shell's line.
+    // stdout and stderr share one pipe, so the log keeps the order they were written in: the
+    // shell's line (stdout), then the server's own start-up line (stderr).
     let path = dir.path().join("logs/envy/envy-0.log");
-    let first = wait_for(
-        "the shell's line in the log",
-        Duration::from_secs(10),
-        || {
-            let log = std::fs::read_to_string(&path).ok()?;
-            log.lines()
-                .find(|l| l.starts_with("env="))
-                .map(str::to_string)
-        },
-    );
+    let log = wait_for("both lines in the log", Duration::from_secs(10), || {
+        let log = std::fs::read_to_string(&path).ok()?;
+        (log.lines().count() >= 2).then_some(log)
+    });
+    let first = log.lines().next().unwrap_or_default();
+    let second = log.lines().nth(1).unwrap_or_default();
+    assert!(second.contains("MCP server listening"), "{log}");
     assert!(first.starts_with("env=hi-envy-0-"), "{first}");
     assert!(
         first.contains(&format!("cwd={}", dir.path().join("work").display())),

@@ -57,7 +57,9 @@ pub fn base_env() -> Vec<(String, String)> {
 }
 
 /// Starts the server in its own process group (and its own cgroups, when given), with stdout
-/// and stderr piped to its rotating log file.
+/// and stderr on one pipe to its rotating log file (one pipe, not two: the server's lines stay
+/// in the order it wrote them, and `serve` holds one descriptor per server instead of two, which
+/// every later child copies and closes at its exec).
 ///
 /// The child asks the kernel for SIGKILL when its parent dies (`PR_SET_PDEATHSIG`), so even a
 /// SIGKILL of `mcp-fleet serve` leaves no orphan. The kernel ties that signal to the *thread*
@@ -72,41 +74,52 @@ pub fn base_env() -> Vec<(String, String)> {
 /// make, and none of its pages to copy on write afterwards), which takes a third of the CPU of a
 /// fleet's start-up off `serve` (BENCHMARKS.md).
 pub fn spawn(launch: &Launch, cgroup_procs: &[std::ffi::CString]) -> io::Result<Child> {
-    let mut child = command(launch, cgroup_procs, Stdio::null())?.spawn()?;
+    let (writer, output) = tokio::net::unix::pipe::pipe()?;
+    // The child's end blocks, as a program expects of its stdout.
+    let writer = writer.into_blocking_fd()?;
+    let stdio = [
+        Stdio::null(),
+        Stdio::from(writer.try_clone()?),
+        Stdio::from(writer),
+    ];
+    // The command, and with it this process's copies of the pipe's writing end, is gone once
+    // the child runs: the copier sees the end of the output when the child's copies close.
+    let child = command(launch, cgroup_procs, stdio)?.spawn()?;
     if launch.builtin {
         if let Some(pid) = child.id() {
             join_cgroups(pid, cgroup_procs);
         }
     }
-    if let (Some(out), Some(err)) = (child.stdout.take(), child.stderr.take()) {
-        match launch.server_logs {
-            crate::config::ServerLogs::Files => {
-                tokio::spawn(super::logfile::copy(
-                    out,
-                    err,
-                    launch.log_file.clone(),
-                    launch.log_max_size,
-                    launch.log_keep,
-                ));
-            }
-            crate::config::ServerLogs::Stdout => {
-                let id = launch
-                    .log_file
-                    .file_stem()
-                    .map_or_else(String::new, |s| s.to_string_lossy().into_owned());
-                tokio::spawn(super::logfile::to_stdout(out, err, id));
-            }
+    match launch.server_logs {
+        crate::config::ServerLogs::Files => {
+            tokio::spawn(super::logfile::copy(
+                output,
+                launch.log_file.clone(),
+                launch.log_max_size,
+                launch.log_keep,
+            ));
+        }
+        crate::config::ServerLogs::Stdout => {
+            let id = launch
+                .log_file
+                .file_stem()
+                .map_or_else(String::new, |s| s.to_string_lossy().into_owned());
+            tokio::spawn(super::logfile::copy_lines(
+                output,
+                super::logfile::Sink::Stdout,
+                id,
+            ));
         }
     }
     Ok(child)
 }
 
 /// The command for one server process: its own process group, its cgroups, the bounded
-/// environment, stdout and stderr piped; `stdin` as the caller needs it.
+/// environment; stdin, stdout and stderr as the caller needs them.
 fn command(
     launch: &Launch,
     cgroup_procs: &[std::ffi::CString],
-    stdin: Stdio,
+    [stdin, stdout, stderr]: [Stdio; 3],
 ) -> io::Result<Command> {
     if let Some(dir) = launch.log_file.parent() {
         std::fs::create_dir_all(dir)?;
@@ -118,8 +131,8 @@ fn command(
         .env_clear()
         .envs(launch.env.iter().map(|(k, v)| (k, v)))
         .stdin(stdin)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
+        .stdout(stdout)
+        .stderr(stderr)
         .kill_on_drop(true)
         // Its own group, so stopping it reaches any helpers it forked.
         .process_group(0);
@@ -156,7 +169,8 @@ pub fn spawn_stdio(
     tokio::process::ChildStdin,
     tokio::process::ChildStdout,
 )> {
-    let mut child = command(launch, cgroup_procs, Stdio::piped())?.spawn()?;
+    let piped = [Stdio::piped(), Stdio::piped(), Stdio::piped()];
+    let mut child = command(launch, cgroup_procs, piped)?.spawn()?;
     let (Some(stdin), Some(stdout), Some(stderr)) =
         (child.stdin.take(), child.stdout.take(), child.stderr.take())
     else {

@@ -8,7 +8,6 @@ use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use tokio::io::AsyncReadExt;
-use tokio::process::{ChildStderr, ChildStdout};
 
 pub struct Rotating {
     path: PathBuf,
@@ -80,24 +79,19 @@ impl Rotating {
     }
 }
 
-/// Copies both streams into the rotating log until the child closes them.
-pub async fn copy(mut out: ChildStdout, mut err: ChildStderr, path: PathBuf, max: u64, keep: u32) {
+/// Copies the server's output (stdout and stderr on one pipe) into the rotating log until the
+/// child closes it.
+pub async fn copy<R: tokio::io::AsyncRead + Unpin>(
+    mut output: R,
+    path: PathBuf,
+    max: u64,
+    keep: u32,
+) {
     let mut log = Rotating::open(path, max, keep);
-    // Small buffers: a thousand mostly quiet servers each hold two for their whole life.
-    let mut a = [0u8; 2048];
-    let mut b = [0u8; 2048];
-    let (mut out_open, mut err_open) = (true, true);
-    while out_open || err_open {
-        tokio::select! {
-            n = out.read(&mut a), if out_open => match n {
-                Ok(0) | Err(_) => out_open = false,
-                Ok(n) => log.write(&a[..n]),
-            },
-            n = err.read(&mut b), if err_open => match n {
-                Ok(0) | Err(_) => err_open = false,
-                Ok(n) => log.write(&b[..n]),
-            },
-        }
+    // A small buffer: a thousand mostly quiet servers each hold one for their whole life.
+    let mut buf = [0u8; 2048];
+    while let Ok(n @ 1..) = output.read(&mut buf).await {
+        log.write(&buf[..n]);
     }
 }
 
@@ -183,33 +177,6 @@ pub async fn copy_lines<R: tokio::io::AsyncRead + Unpin>(mut from: R, sink: Sink
         }
         if !open {
             return;
-        }
-    }
-}
-
-/// Copies both streams to this process's stdout, line by line, each written whole.
-pub async fn to_stdout(mut out: ChildStdout, mut err: ChildStderr, id: String) {
-    let (mut a, mut b) = ([0u8; 2048], [0u8; 2048]);
-    let (mut pa, mut pb) = (Vec::new(), Vec::new());
-    let (mut out_open, mut err_open) = (true, true);
-    let mut lines = Vec::new();
-    while out_open || err_open {
-        tokio::select! {
-            n = out.read(&mut a), if out_open => match n {
-                Ok(0) | Err(_) => { out_open = false; end_line(&mut pa); }
-                Ok(n) => pa.extend_from_slice(&a[..n]),
-            },
-            n = err.read(&mut b), if err_open => match n {
-                Ok(0) | Err(_) => { err_open = false; end_line(&mut pb); }
-                Ok(n) => pb.extend_from_slice(&b[..n]),
-            },
-        }
-        take_lines(&id, &mut pa, &mut lines);
-        take_lines(&id, &mut pb, &mut lines);
-        if !lines.is_empty() {
-            // One write per batch of whole lines: lines of servers sharing stdout never mix.
-            let _ = std::io::stdout().lock().write_all(&lines);
-            lines.clear();
         }
     }
 }
