@@ -52,7 +52,7 @@ pub fn backend(
         .ok()
         .and_then(|p| p.parse().ok())
     {
-        if !mcp_fleet::sys::die_with_parent(parent) {
+        if !matches!(mcp_fleet::sys::die_with_parent(parent), Ok(true)) {
             eprintln!("error: the fleet that started this server is gone");
             return ExitCode::FAILURE;
         }

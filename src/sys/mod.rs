@@ -96,44 +96,37 @@ pub fn signal_process(pid: u32, signal: libc::c_int) {
     }
 }
 
-/// Asks the kernel for SIGKILL when the parent dies (`PR_SET_PDEATHSIG`), the built-in
-/// server's own half of `bind_child`; false when the parent is no longer `parent` (it died before
-/// the request took effect, so no signal will come).
-pub fn die_with_parent(parent: u32) -> bool {
+/// Asks the kernel for SIGKILL when the parent dies (`PR_SET_PDEATHSIG`): `Ok(false)` when the
+/// parent is no longer `parent` (it died before the request took effect, so no signal will
+/// come). Async-signal-safe: `bind_child` calls it between fork and exec, and the built-in
+/// server, started without that hook, first thing.
+pub fn die_with_parent(parent: u32) -> io::Result<bool> {
     // SAFETY: prctl(PR_SET_PDEATHSIG) and getppid touch no memory of ours.
     unsafe {
-        libc::prctl(
+        if libc::prctl(
             libc::PR_SET_PDEATHSIG,
             libc::SIGKILL as libc::c_ulong,
             0,
             0,
             0,
-        ) == 0
-            && u32::try_from(libc::getppid()) == Ok(parent)
+        ) != 0
+        {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(u32::try_from(libc::getppid()) == Ok(parent))
     }
 }
 
-/// Makes the child `command` starts die with this process (`PR_SET_PDEATHSIG`, checked against
-/// a parent that died before it took effect) and join the cgroups whose `cgroup.procs` files are
-/// `procs` before it execs, so not even its first fork escapes them.
+/// Makes the child `command` starts die with this process (`die_with_parent`) and join the
+/// cgroups whose `cgroup.procs` files are `procs` before it execs, so not even its first fork
+/// escapes them.
 pub fn bind_child(command: &mut tokio::process::Command, procs: Vec<CString>) {
-    let parent = std::process::id() as libc::pid_t;
+    let parent = std::process::id();
     // SAFETY: the closure only makes raw syscalls that are async-signal-safe (prctl, getppid,
     // open, write, close, _exit) on data prepared before the fork, and allocates nothing.
     unsafe {
         command.pre_exec(move || {
-            if libc::prctl(
-                libc::PR_SET_PDEATHSIG,
-                libc::SIGKILL as libc::c_ulong,
-                0,
-                0,
-                0,
-            ) != 0
-            {
-                return Err(io::Error::last_os_error());
-            }
-            // The parent may have died between fork and prctl: then no signal will come.
-            if libc::getppid() != parent {
+            if !die_with_parent(parent)? {
                 libc::_exit(1);
             }
             for path in &procs {

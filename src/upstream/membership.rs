@@ -234,7 +234,7 @@ impl Registry {
         members
             .categories
             .retain(|c| c.desired || !c.members.is_empty());
-        self.publish(&members);
+        self.publish(&members, None);
         done
     }
 
@@ -315,7 +315,7 @@ impl Registry {
             changed = true;
         }
         if changed {
-            self.publish(&members);
+            self.publish(&members, None);
         }
         draining
     }

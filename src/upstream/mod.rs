@@ -436,8 +436,14 @@ impl Registry {
         self.generation.subscribe()
     }
 
-    fn publish(&self, members: &Members) {
-        self.current.store(Arc::new(members.snapshot()));
+    /// Publishes a snapshot of `members`; with `touched`, only those categories' sets are
+    /// rebuilt (see `Members::snapshot_from`).
+    fn publish(&self, members: &Members, touched: Option<&[bool]>) {
+        let next = match touched {
+            Some(touched) => members.snapshot_from(Some((&self.current.load_full(), touched))),
+            None => members.snapshot(),
+        };
+        self.current.store(Arc::new(next));
         self.generation.send_modify(|g| *g += 1);
     }
 
@@ -463,10 +469,7 @@ impl Registry {
             }
         }
         if changed > 0 {
-            let previous = self.current.load_full();
-            let next = members.snapshot_from(Some((&previous, &touched)));
-            self.current.store(Arc::new(next));
-            self.generation.send_modify(|g| *g += 1);
+            self.publish(&members, Some(&touched));
         }
         changed
     }

@@ -263,8 +263,10 @@ pub fn request(bytes: &[u8], limit: usize, mut buf: Scratch) -> Request {
     let end = buf.len();
     let len = end - SIZE_ROOM;
     let mut start = SIZE_ROOM;
+    // An empty body is sent as none at all (no `Transfer-Encoding` either), as Pingora's path
+    // sends it.
     if len > 0 {
-        buf.extend_from_slice(b"\r\n");
+        buf.extend_from_slice(b"\r\n0\r\n\r\n");
         // The size line, hex digits then CRLF, written backwards into the room.
         start -= 2;
         buf[start..SIZE_ROOM].copy_from_slice(b"\r\n");
@@ -274,11 +276,6 @@ pub fn request(bytes: &[u8], limit: usize, mut buf: Scratch) -> Request {
             buf[start] = b"0123456789abcdef"[n & 0xf];
             n >>= 4;
         }
-    }
-    // An empty body is sent as none at all (no `Transfer-Encoding` either), as Pingora's path
-    // sends it.
-    if len > 0 {
-        buf.extend_from_slice(b"0\r\n\r\n");
     }
     Request::Whole {
         raw_len,

@@ -250,10 +250,11 @@ pub fn admit<'h>(
         .as_ref()
         .and_then(hash_field)
         .map(hash_bytes);
-    let named_audit = cx
-        .edge
-        .auth
-        .with_config(|a| a.audit == crate::config::AuditMode::All);
+    let named_audit = || {
+        cx.edge
+            .auth
+            .with_config(|a| a.audit == crate::config::AuditMode::All)
+    };
     let wants_body = inspect::wants_body(set, head.method, &head.routing, named_audit);
     // Routing fields on a body too large to hold are the server's to check (its MUST); a
     // category with allow-lists cannot let an unread body through.

@@ -40,8 +40,8 @@ pub struct RoutingFields<'a> {
 
 /// Whether a request's body must be read for the step: the category decides by method and name
 /// (allow-lists; the routing fields a request carries are then checked against the body, so a
-/// decision on them cannot be bypassed), or the audit names every allowed call (`named_audit`)
-/// and the request says what it calls. Otherwise the proxy decides nothing on `Mcp-Method` or
+/// decision on them cannot be bypassed), or the audit names every allowed call (`named_audit`,
+/// asked only then) and the request says what it calls. Otherwise the proxy decides nothing on `Mcp-Method` or
 /// `Mcp-Name`: checking them against the body is the server's MUST, and repeating it here
 /// parsed every 2026-07-28 request's JSON for nothing (a quarter of the fast path's
 /// instructions per request; BENCHMARKS.md).
@@ -49,11 +49,11 @@ pub fn wants_body(
     set: &UpstreamSet,
     method: &str,
     fields: &RoutingFields,
-    named_audit: bool,
+    named_audit: impl FnOnce() -> bool,
 ) -> bool {
     method == "POST"
         && (set.access.auth.inspects_bodies()
-            || (named_audit && (fields.method.is_some() || fields.name.is_some())))
+            || ((fields.method.is_some() || fields.name.is_some()) && named_audit()))
 }
 
 /// What the step found (borrowing the body: nothing is copied for a request that passes).
