@@ -16,6 +16,7 @@
 
 use super::fast_path::{FastPath, Outcome, Plan};
 use super::policy::Refusal;
+use super::timer::Timers;
 use super::tls::TlsIo;
 use super::{wire, FleetProxy};
 use crate::upstream::Registry;
@@ -278,28 +279,28 @@ impl ServerApp for Gate {
         let mut stream = stream;
         let mut persistent: Option<HttpPersistentSettings> = None;
         let mut buf: Vec<u8> = Vec::new();
+        let mut timers = Timers::default();
         loop {
-            let head_deadline = Instant::now() + deadline;
-            let plan = tokio::time::timeout_at(
-                head_deadline,
+            let plan = timers.client.within(
+                || Instant::now() + deadline,
                 self.next_plan(&mut stream, &mut buf, client_ip),
             );
             match plan.await {
                 // The head is whole and the fast path waits for the body it must read before
                 // a server is chosen (chunked, or one the policy reads): Pingora's path reads
                 // the rest within `proxy.body_timeout` (and answers when it does not come).
-                Err(_) if head_ended(&buf, 0) => {}
-                Err(_) => {
+                None if head_ended(&buf, 0) => {}
+                None => {
                     crate::metrics::refused("header_timeout");
                     tracing::debug!(?deadline, "request head not received in time; closing");
                     return None;
                 }
-                Ok(None) => return None,
-                Ok(Some(Plan::Take(exchange))) => {
+                Some(None) => return None,
+                Some(Some(Plan::Take(exchange))) => {
                     let closing = *shutdown.borrow();
                     match self
                         .fast
-                        .exchange(&mut stream, &mut buf, exchange, closing)
+                        .exchange(&mut stream, &mut timers, &mut buf, exchange, closing)
                         .await
                     {
                         Outcome::KeepAlive => {
@@ -313,7 +314,7 @@ impl ServerApp for Gate {
                         Outcome::Close => return None,
                     }
                 }
-                Ok(Some(_)) => {}
+                Some(Some(_)) => {}
             }
             // Pingora's path: it reads the request again from the bytes given back.
             crate::metrics::metrics().pingora_path.inc();

@@ -11,6 +11,7 @@ pub mod pingora_path;
 pub mod policy;
 pub mod reply;
 pub mod session;
+pub mod timer;
 pub mod tls;
 mod wire;
 

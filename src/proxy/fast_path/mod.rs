@@ -18,7 +18,7 @@ mod plan;
 mod pool;
 mod relay;
 
-use relay::{deadline, read_at_least, send, upload, write_all, Upload};
+use relay::{after, read_at_least, send, upload, write_all, Upload};
 mod scratch;
 
 use super::policy::{
@@ -26,6 +26,7 @@ use super::policy::{
     Failure, Head, Refusal, RoutingFields, SharedEdge, Verdict,
 };
 use super::session::SharedCodec;
+use super::timer::Timers;
 use super::wire;
 use crate::upstream::{clock, Backend, Registry, UpstreamSet};
 use chunked::{ChunkedBody, Dechunked};
@@ -132,6 +133,7 @@ impl FastPath {
     pub async fn exchange(
         &self,
         client: &mut Stream,
+        timers: &mut Timers,
         buf: &mut Vec<u8>,
         ex: Exchange,
         closing: bool,
@@ -143,6 +145,7 @@ impl FastPath {
         let started = Instant::now();
         let mut run = Run {
             path: self,
+            timers,
             attempts: Attempts::new(ex.admitted.target.is_some()),
             ex,
             started,
@@ -176,6 +179,7 @@ impl FastPath {
 /// One taken request in progress.
 struct Run<'a> {
     path: &'a FastPath,
+    timers: &'a mut Timers,
     ex: Exchange,
     attempts: Attempts,
     started: Instant,
@@ -199,11 +203,12 @@ impl Run<'_> {
         // A large body is not held: what has arrived goes with the head, the rest after it.
         let streamed = self.ex.body_len as u64 > BODY_LIMIT;
         if !streamed && buf.len() < whole {
-            let deadline = tokio::time::Instant::from_std(self.started) + proxy.body_timeout;
-            match tokio::time::timeout_at(deadline, read_at_least(client, buf, whole)).await {
-                Ok(Ok(())) => {}
-                Ok(Err(_)) => return Outcome::Close,
-                Err(_) => return self.answer(client, &Refusal::body_timeout()).await,
+            let by = || tokio::time::Instant::from_std(self.started) + proxy.body_timeout;
+            let read = read_at_least(client, buf, whole);
+            match self.timers.client.within(by, read).await {
+                Some(Ok(())) => {}
+                Some(Err(_)) => return Outcome::Close,
+                None => return self.answer(client, &Refusal::body_timeout()).await,
             }
         }
         set.record_request(clock::ms_at(self.started));
@@ -242,9 +247,9 @@ impl Run<'_> {
                         None => request.extend_from_slice(&buf[self.ex.head_len..in_buf]),
                     }
                     let mut sent_at = Instant::now();
-                    let write_by = tokio::time::Instant::from_std(sent_at) + proxy.idle_timeout;
+                    let write_by = || tokio::time::Instant::from_std(sent_at) + proxy.idle_timeout;
                     let request = &request[self.ex.head_start..];
-                    match send(&mut upstream, request, write_by).await {
+                    match send(&mut self.timers.upstream, &mut upstream, request, write_by).await {
                         Sent::All => {
                             buf.drain(..in_buf);
                             // Never sent again (a request that reached a server is not
@@ -256,6 +261,7 @@ impl Run<'_> {
                                     + proxy.body_timeout;
                                 let left = whole - in_buf;
                                 let uploaded = upload(
+                                    self.timers,
                                     client,
                                     &mut upstream,
                                     left,
@@ -308,13 +314,17 @@ impl Run<'_> {
 
     /// A pooled or new connection to `backend` (and whether it was pooled); `None` when it could
     /// not be opened within `proxy.connect_timeout`.
-    async fn connect(&self, set: &UpstreamSet, backend: &Backend) -> Option<(TcpStream, bool)> {
+    async fn connect(&mut self, set: &UpstreamSet, backend: &Backend) -> Option<(TcpStream, bool)> {
         if let Some(stream) = self.path.pool.take(backend.addr, self.started) {
             return Some((stream, true));
         }
-        let connected =
-            tokio::time::timeout(set.proxy.connect_timeout, TcpStream::connect(backend.addr)).await;
-        let stream = connected.ok()?.ok()?;
+        let connect = TcpStream::connect(backend.addr);
+        let connected = self
+            .timers
+            .upstream
+            .within(after(set.proxy.connect_timeout), connect)
+            .await;
+        let stream = connected?.ok()?;
         let _ = stream.set_nodelay(true);
         Some((stream, false))
     }
@@ -332,7 +342,7 @@ impl Run<'_> {
         refusal.record(Some(&self.ex.admitted.set.name));
         let bytes = wire::answer(refusal);
         let send_timeout = self.ex.admitted.set.proxy.send_timeout;
-        if write_all(client, &bytes, deadline(send_timeout)).await {
+        if write_all(&mut self.timers.client, client, &bytes, after(send_timeout)).await {
             self.status = refusal.status;
         }
         Outcome::Close

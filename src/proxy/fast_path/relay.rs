@@ -5,6 +5,7 @@ use super::chunked::ChunkedBody;
 use super::scratch::Scratch;
 use super::{is, Framing, Outcome, Relayed, Run, Sent, ANSWER_HEAD_LIMIT, MAX_FIELDS, READ_CHUNK};
 use crate::proxy::policy::{self, answer, Failure};
+use crate::proxy::timer::{Timer, Timers};
 use crate::proxy::wire;
 use crate::upstream::Backend;
 use pingora::protocols::Stream;
@@ -27,7 +28,7 @@ impl Run<'_> {
         let set = Arc::clone(&self.ex.admitted.set);
         let proxy = &set.proxy;
         let first_byte = policy::first_byte_wait(proxy);
-        let head_deadline = tokio::time::Instant::from_std(sent_at) + first_byte;
+        let head_deadline = move || tokio::time::Instant::from_std(sent_at) + first_byte;
         let mut resp = Scratch::take(READ_CHUNK);
         let mut down = Scratch::take(1024);
 
@@ -36,22 +37,28 @@ impl Run<'_> {
         let mut need_more = true;
         let (head_len, answer, head_at) = loop {
             if need_more {
-                let read = tokio::time::timeout_at(
-                    head_deadline,
-                    read_watching(&mut upstream, &mut resp, client, pipelined),
-                )
-                .await;
+                let read = self
+                    .timers
+                    .upstream
+                    .within(
+                        head_deadline,
+                        read_watching(&mut upstream, &mut resp, client, pipelined),
+                    )
+                    .await;
                 match read {
-                    Ok(Err(ClientGone)) => return Relayed::Done(Outcome::Close),
-                    Err(_) => return Relayed::Failed(Failure::FirstByte(first_byte)),
-                    Ok(Ok(Ok(0))) | Ok(Ok(Err(_))) => return Relayed::Failed(Failure::NoAnswer),
-                    Ok(Ok(Ok(_))) => {}
+                    Some(Err(ClientGone)) => return Relayed::Done(Outcome::Close),
+                    None => return Relayed::Failed(Failure::FirstByte(first_byte)),
+                    Some(Ok(Ok(0))) | Some(Ok(Err(_))) => {
+                        return Relayed::Failed(Failure::NoAnswer)
+                    }
+                    Some(Ok(Ok(_))) => {}
                 }
             }
             match self.parse_head(&resp, backend, sent_at, closing, &mut down) {
                 Parsed::Partial => need_more = true,
                 Parsed::Informational(n) => {
-                    if !write_all(client, &resp[..n], deadline(proxy.send_timeout)).await {
+                    let by = after(proxy.send_timeout);
+                    if !write_all(&mut self.timers.client, client, &resp[..n], by).await {
                         return Relayed::Done(Outcome::Close);
                     }
                     resp.drain(..n);
@@ -77,8 +84,8 @@ impl Run<'_> {
         let mut pending = &resp[head_len..];
         let mut complete = take_body(&mut framing, &mut pending, &mut down, &mut passed);
         let mut clean = complete.is_ok() && pending.is_empty();
-        let write_by = tokio::time::Instant::from_std(head_at) + proxy.send_timeout;
-        if !write_all(client, &down, write_by).await {
+        let write_by = || tokio::time::Instant::from_std(head_at) + proxy.send_timeout;
+        if !write_all(&mut self.timers.client, client, &down, write_by).await {
             return Relayed::Done(Outcome::Close);
         }
         self.status = status;
@@ -98,26 +105,30 @@ impl Run<'_> {
             if event_stream && pipelined.is_empty() {
                 *pipelined = Vec::new();
             }
-            let read = tokio::time::timeout(
-                proxy.idle_timeout,
-                read_watching(&mut upstream, &mut resp, client, pipelined),
-            )
-            .await;
+            let read = self
+                .timers
+                .upstream
+                .within(
+                    after(proxy.idle_timeout),
+                    read_watching(&mut upstream, &mut resp, client, pipelined),
+                )
+                .await;
             match read {
-                Ok(Err(ClientGone)) => return Relayed::Done(Outcome::Close),
-                Ok(Ok(Ok(0))) if matches!(framing, Framing::UntilClose) => {
+                Some(Err(ClientGone)) => return Relayed::Done(Outcome::Close),
+                Some(Ok(Ok(0))) if matches!(framing, Framing::UntilClose) => {
                     keep_client = false;
                     break None;
                 }
-                Ok(Ok(Ok(0))) | Ok(Ok(Err(_))) => break Some(Failure::BrokenAnswer),
-                Err(_) => break Some(Failure::Idle),
-                Ok(Ok(Ok(_))) => {}
+                Some(Ok(Ok(0))) | Some(Ok(Err(_))) => break Some(Failure::BrokenAnswer),
+                None => break Some(Failure::Idle),
+                Some(Ok(Ok(_))) => {}
             }
             down.ensure(resp.len());
             let mut pending = &resp[..];
             complete = take_body(&mut framing, &mut pending, &mut down, &mut passed);
             clean = complete.is_ok() && pending.is_empty();
-            if !write_all(client, &down, deadline(proxy.send_timeout)).await {
+            let by = after(proxy.send_timeout);
+            if !write_all(&mut self.timers.client, client, &down, by).await {
                 return Relayed::Done(Outcome::Close);
             }
         };
@@ -261,7 +272,12 @@ impl Run<'_> {
 }
 
 /// Writes the request by `by`, telling how much of it got out when it fails.
-pub(super) async fn send(upstream: &mut TcpStream, bytes: &[u8], by: tokio::time::Instant) -> Sent {
+pub(super) async fn send(
+    timer: &mut Timer,
+    upstream: &mut TcpStream,
+    bytes: &[u8],
+    by: impl FnOnce() -> tokio::time::Instant,
+) -> Sent {
     let mut written = 0usize;
     let write = async {
         while written < bytes.len() {
@@ -272,12 +288,12 @@ pub(super) async fn send(upstream: &mut TcpStream, bytes: &[u8], by: tokio::time
         }
         true
     };
-    let done = tokio::time::timeout_at(by, write).await;
+    let done = timer.within(by, write).await;
     match done {
-        Ok(true) => Sent::All,
-        Ok(false) if written == 0 => Sent::Nothing,
-        Ok(false) => Sent::Part,
-        Err(_) => Sent::TimedOut,
+        Some(true) => Sent::All,
+        Some(false) if written == 0 => Sent::Nothing,
+        Some(false) => Sent::Part,
+        None => Sent::TimedOut,
     }
 }
 
@@ -371,6 +387,7 @@ const UPLOAD_CHUNK: usize = 64 * 1024;
 /// arrive (a body over the fast path's buffered limit): the client by `body_by`, each write to
 /// the server within `idle`. Never reads past the body, so a pipelined request stays unread.
 pub(super) async fn upload(
+    timers: &mut Timers,
     client: &mut Stream,
     upstream: &mut TcpStream,
     mut left: usize,
@@ -383,12 +400,13 @@ pub(super) async fn upload(
         chunk.clear();
         let want = left.min(UPLOAD_CHUNK);
         let mut room = (&mut *chunk).limit(want);
-        let n = match tokio::time::timeout_at(body_by, client.read_buf(&mut room)).await {
-            Ok(Ok(0)) | Ok(Err(_)) => return Err(Upload::ClientGone),
-            Ok(Ok(n)) => n,
-            Err(_) => return Err(Upload::ClientSlow),
+        let read = timers.client.within(|| body_by, client.read_buf(&mut room));
+        let n = match read.await {
+            Some(Ok(0)) | Some(Err(_)) => return Err(Upload::ClientGone),
+            Some(Ok(n)) => n,
+            None => return Err(Upload::ClientSlow),
         };
-        match send(upstream, &chunk[..n], deadline(idle)).await {
+        match send(&mut timers.upstream, upstream, &chunk[..n], after(idle)).await {
             Sent::All => left -= n,
             Sent::TimedOut => return Err(Upload::Failed(Failure::Idle)),
             Sent::Nothing | Sent::Part => return Err(Upload::Failed(Failure::Send)),
@@ -450,15 +468,17 @@ async fn read_watching(
     }
 }
 
-pub(super) fn deadline(after: Duration) -> tokio::time::Instant {
-    tokio::time::Instant::now() + after
+/// The deadline `wait` from when it is asked for (when a wait turns out to be pending).
+pub(super) fn after(wait: Duration) -> impl FnOnce() -> tokio::time::Instant {
+    move || tokio::time::Instant::now() + wait
 }
 
-/// Writes and flushes by `deadline`; false when the client is gone or too slow.
+/// Writes and flushes by `by`; false when the client is gone or too slow.
 pub(super) async fn write_all(
+    timer: &mut Timer,
     client: &mut Stream,
     bytes: &[u8],
-    deadline: tokio::time::Instant,
+    by: impl FnOnce() -> tokio::time::Instant,
 ) -> bool {
     if bytes.is_empty() {
         return true;
@@ -467,7 +487,7 @@ pub(super) async fn write_all(
         client.write_all(bytes).await?;
         client.flush().await
     };
-    matches!(tokio::time::timeout_at(deadline, write).await, Ok(Ok(())))
+    matches!(timer.within(by, write).await, Some(Ok(())))
 }
 
 #[cfg(test)]
@@ -482,7 +502,8 @@ mod tests {
     async fn a_failed_write_says_whether_any_of_the_request_got_out() {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("test setup");
         let addr = listener.local_addr().expect("test setup");
-        let by = || tokio::time::Instant::now() + Duration::from_secs(10);
+        let by = || after(Duration::from_secs(10));
+        let mut timer = Timer::default();
 
         let mut gone = TcpStream::connect(addr).await.expect("test setup");
         let (peer, _) = listener.accept().await.expect("test setup");
@@ -493,7 +514,7 @@ mod tests {
         let mut probe = [0u8; 1];
         let _ = gone.read(&mut probe).await;
         assert!(matches!(
-            send(&mut gone, b"POST / HTTP/1.1\r\n\r\n", by()).await,
+            send(&mut timer, &mut gone, b"POST / HTTP/1.1\r\n\r\n", by()).await,
             Sent::Nothing
         ));
 
@@ -507,13 +528,16 @@ mod tests {
         });
         // Far more than the socket buffers hold, so the write is still going when the reset comes.
         let big = vec![b'x'; 64 << 20];
-        assert!(matches!(send(&mut cut, &big, by()).await, Sent::Part));
+        assert!(matches!(
+            send(&mut timer, &mut cut, &big, by()).await,
+            Sent::Part
+        ));
         reader.await.expect("test setup");
 
         let mut fine = TcpStream::connect(addr).await.expect("test setup");
         let (_peer, _) = listener.accept().await.expect("test setup");
         assert!(matches!(
-            send(&mut fine, b"GET / HTTP/1.1\r\n\r\n", by()).await,
+            send(&mut timer, &mut fine, b"GET / HTTP/1.1\r\n\r\n", by()).await,
             Sent::All
         ));
     }
