@@ -4,10 +4,13 @@
 //! it in the runtime's timer wheel and takes it out again afterwards, a lock each way: two waits
 //! of each proxied request are always pending (the answer, then the next request), and a write
 //! that never waits still pays for building its timer and reading the clock. A `Timer` belongs
-//! to one connection's side and lives as long as it: a wait polls its future first, arms the
-//! timer only when the future is pending, and moving an armed timer's deadline later (the usual
-//! case: "now plus the same timeout" again) only updates it in place. A deadline passed while
-//! no wait is armed wakes the task once, for nothing.
+//! to one connection's side and lives as long as it: a wait polls its future first and asks
+//! for its deadline only when the future is pending. A deadline later than the armed one (the
+//! usual case: "now plus the same timeout" again) is only written down: the timer fires at the
+//! earlier one, finds the wait's deadline not reached and is armed again for it, once per
+//! timeout at most instead of once per wait (each re-arming clones the runtime's handle and
+//! converts the deadline). A timer that fires while no wait is under way wakes the task once,
+//! for nothing.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -16,7 +19,8 @@ use tokio::time::{Instant, Sleep};
 
 #[derive(Default)]
 pub struct Timer {
-    /// Made at the first wait that is pending.
+    /// Made at the first wait that is pending; armed at or before the deadline of the wait
+    /// under way.
     sleep: Option<Pin<Box<Sleep>>>,
 }
 
@@ -38,22 +42,32 @@ impl Timer {
     ) -> Option<F::Output> {
         let mut fut = std::pin::pin!(fut);
         let mut by = Some(by);
+        let mut deadline = None;
         let slot = &mut self.sleep;
         std::future::poll_fn(move |cx| {
             if let Poll::Ready(out) = fut.as_mut().poll(cx) {
                 return Poll::Ready(Some(out));
             }
             if let Some(by) = by.take() {
-                let deadline = by();
+                let wait_until = by();
+                deadline = Some(wait_until);
                 match slot {
-                    Some(sleep) => sleep.as_mut().reset(deadline),
-                    None => *slot = Some(Box::pin(tokio::time::sleep_until(deadline))),
+                    // Armed earlier: armed again when it fires.
+                    Some(sleep) if sleep.deadline() <= wait_until => {}
+                    Some(sleep) => sleep.as_mut().reset(wait_until),
+                    None => *slot = Some(Box::pin(tokio::time::sleep_until(wait_until))),
                 }
             }
-            match slot {
-                Some(sleep) => sleep.as_mut().poll(cx).map(|()| None),
-                None => Poll::Pending,
+            let (Some(sleep), Some(deadline)) = (slot.as_mut(), deadline) else {
+                return Poll::Pending;
+            };
+            while sleep.as_mut().poll(cx).is_ready() {
+                if sleep.deadline() >= deadline {
+                    return Poll::Ready(None);
+                }
+                sleep.as_mut().reset(deadline);
             }
+            Poll::Pending
         })
         .await
     }
@@ -85,12 +99,20 @@ mod tests {
         let start = Instant::now();
         assert_eq!(timer.within(soon, std::future::pending::<()>()).await, None);
         assert_eq!(start.elapsed(), Duration::from_secs(1));
-        // And later again, past where the earlier one was.
+        // Later again, past where the earlier one was: the timer fires early, is armed again
+        // and the wait ends at its own deadline, not before.
         let start = Instant::now();
         assert_eq!(
             timer.within(later, std::future::pending::<()>()).await,
             None
         );
         assert_eq!(start.elapsed(), Duration::from_secs(30));
+        // A wait that outlives the deadline armed by an earlier one is not timed out by it.
+        let armed = timer.within(soon, tokio::time::sleep(Duration::from_millis(1)));
+        assert_eq!(armed.await, Some(()));
+        let start = Instant::now();
+        let done = tokio::time::sleep(Duration::from_secs(20));
+        assert_eq!(timer.within(later, done).await, Some(()));
+        assert_eq!(start.elapsed(), Duration::from_secs(20));
     }
 }

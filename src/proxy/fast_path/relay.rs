@@ -81,18 +81,22 @@ impl Run<'_> {
         // cannot be answered: the client's connection is closed, so it cannot take a cut
         // answer for a whole one.
         let mut passed = 0u64;
-        let mut pending = &resp[head_len..];
-        let mut complete = take_body(&mut framing, &mut pending, &mut down, &mut passed);
-        let mut clean = complete.is_ok() && pending.is_empty();
+        let after_head = &resp[head_len..];
+        let mut taken = take_body(&mut framing, after_head, &mut passed);
+        let mut clean = matches!(taken, Ok((n, _)) if n == after_head.len());
+        if let Ok((n, _)) = taken {
+            down.extend_from_slice(&after_head[..n]);
+        }
         let write_by = || tokio::time::Instant::from_std(head_at) + proxy.send_timeout;
         if !write_all(&mut self.timers.client, client, &down, write_by).await {
             return Relayed::Done(Outcome::Close);
         }
+        down.release();
         self.status = status;
         let broken = loop {
-            match complete {
-                Ok(true) => break None,
-                Ok(false) => {}
+            match taken {
+                Ok((_, true)) => break None,
+                Ok((_, false)) => {}
                 Err(()) => break Some(Failure::BrokenAnswer),
             }
             if limit.is_some_and(|l| passed > l) {
@@ -101,8 +105,7 @@ impl Run<'_> {
             // Between reads the exchange holds no buffer of its own: an open event stream is
             // mostly waiting, and its memory is what it holds while it waits.
             resp.release();
-            down.release();
-            if event_stream && pipelined.is_empty() {
+            if event_stream && pipelined.is_empty() && pipelined.capacity() > WATCH_ROOM {
                 *pipelined = Vec::new();
             }
             let read = self
@@ -123,12 +126,12 @@ impl Run<'_> {
                 None => break Some(Failure::Idle),
                 Some(Ok(Ok(_))) => {}
             }
-            down.ensure(resp.len());
-            let mut pending = &resp[..];
-            complete = take_body(&mut framing, &mut pending, &mut down, &mut passed);
-            clean = complete.is_ok() && pending.is_empty();
+            // What belongs to the body goes on as it came, with no copy.
+            taken = take_body(&mut framing, &resp, &mut passed);
+            let n = taken.map_or(0, |(n, _)| n);
+            clean = taken.is_ok() && n == resp.len();
             let by = after(proxy.send_timeout);
-            if !write_all(&mut self.timers.client, client, &down, by).await {
+            if !write_all(&mut self.timers.client, client, &resp[..n], by).await {
                 return Relayed::Done(Outcome::Close);
             }
         };
@@ -319,38 +322,28 @@ struct AnswerHead {
     keep_client: bool,
 }
 
-/// Moves the part of `pending` that belongs to the body into `down`. Ok(true) when the body is
-/// complete, Err(()) when the server broke its framing. `passed` counts payload bytes.
-fn take_body(
-    framing: &mut Framing,
-    pending: &mut &[u8],
-    down: &mut Vec<u8>,
-    passed: &mut u64,
-) -> Result<bool, ()> {
+/// How many bytes at the front of `pending` belong to the body (passed on as they are), and
+/// whether they complete it; Err(()) when the server broke its framing. `passed` counts payload
+/// bytes.
+fn take_body(framing: &mut Framing, pending: &[u8], passed: &mut u64) -> Result<(usize, bool), ()> {
     match framing {
-        Framing::Empty => Ok(true),
+        Framing::Empty => Ok((0, true)),
         Framing::Length(left) => {
             let n = pending
                 .len()
                 .min(usize::try_from(*left).unwrap_or(usize::MAX));
-            down.extend_from_slice(&pending[..n]);
-            *pending = &pending[n..];
             *left -= n as u64;
             *passed += n as u64;
-            Ok(*left == 0)
+            Ok((n, *left == 0))
         }
         Framing::Chunked(c) => {
             let n = c.feed(pending).map_err(|_| ())?;
-            down.extend_from_slice(&pending[..n]);
-            *pending = &pending[n..];
             *passed = c.data_len();
-            Ok(c.done())
+            Ok((n, c.done()))
         }
         Framing::UntilClose => {
-            down.extend_from_slice(pending);
             *passed += pending.len() as u64;
-            *pending = &[];
-            Ok(false)
+            Ok((pending.len(), false))
         }
     }
 }
@@ -421,6 +414,9 @@ struct ClientGone;
 /// Client bytes kept while an answer is awaited (a pipelined request); past this the client is
 /// not read (and not watched) until the answer is out.
 const PIPELINE_LIMIT: usize = 64 * 1024;
+/// Room for client bytes while an event stream is open: enough to see the client hang up (and
+/// keep what a client pipelines, a little at a time), small because an open stream holds it.
+const WATCH_ROOM: usize = 64;
 
 /// Reads the server's next bytes while watching the client. A client that hangs up cancels its
 /// request (the MCP rule; Pingora's path does the same), so the exchange ends at once and the
@@ -435,8 +431,10 @@ async fn read_watching(
 ) -> Result<std::io::Result<usize>, ClientGone> {
     loop {
         let watch = pipelined.len() < PIPELINE_LIMIT;
-        if watch {
-            pipelined.reserve(1024);
+        // The connection's buffer usually has room left from reading the request; an event
+        // stream's was given back (it would be held for the stream's life) and gets a little.
+        if watch && pipelined.len() == pipelined.capacity() {
+            pipelined.reserve(WATCH_ROOM);
         }
         tokio::select! {
             biased;
