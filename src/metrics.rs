@@ -158,7 +158,7 @@ pub fn metrics() -> &'static Metrics {
         let uptime = Gauge::new("mcp_fleet_uptime_seconds", "Seconds since serve started.")
             .unwrap_or_else(|e| unreachable!("static gauge is valid: {e}"));
         let _ = r.register(Box::new(uptime.clone()));
-        let paths = counter(&r, "mcp_fleet_request_paths_total", "Requests by the path through the proxy: fast (small POSTs, exchanged directly) or pingora (everything else).", &["path"]);
+        let paths = counter(&r, "mcp_fleet_request_paths_total", "Requests by the path through the proxy: fast (POSTs, event-stream GETs and DELETEs exchanged in the connection's task) or pingora (everything else).", &["path"]);
         let m = Metrics {
             fast_path: paths.with_label_values(&["fast"]),
             pingora_path: paths.with_label_values(&["pingora"]),

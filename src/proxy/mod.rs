@@ -1,6 +1,7 @@
-//! The proxy: one policy core (`policy`) and two engines that call it, the fast path (small
-//! POSTs in the connection's task) and Pingora's path (`pingora_path`, everything else), behind
-//! the connection gate; plus the session codec and the local `/health` and `/stats` answers.
+//! The proxy: one policy core (`policy`) and two engines that call it, the fast path (the
+//! Streamable HTTP requests, exchanged in the connection's task) and Pingora's path
+//! (`pingora_path`, everything else), behind the connection gate; plus the session codec, the
+//! connections' timers and the local `/health` and `/stats` answers.
 //!
 //! The proxy knows upstream sets and nothing of processes: servers appear and vanish in the
 //! registry snapshot it loads once per request.
