@@ -16,7 +16,7 @@
 
 use super::fast_path::{FastPath, Outcome, Plan};
 use super::policy::Refusal;
-use super::timer::Timers;
+use super::timer::{after, Timers};
 use super::tls::TlsIo;
 use super::{wire, FleetProxy};
 use crate::upstream::Registry;
@@ -29,7 +29,6 @@ use pingora::server::ShutdownWatch;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::time::Instant;
 
 pub struct Gate {
     proxy: Arc<HttpProxy<FleetProxy>>,
@@ -282,7 +281,7 @@ impl ServerApp for Gate {
         let mut timers = Timers::default();
         loop {
             let plan = timers.client.within(
-                || Instant::now() + deadline,
+                after(deadline),
                 self.next_plan(&mut stream, &mut buf, client_ip),
             );
             match plan.await {

@@ -32,6 +32,11 @@ pub struct Timers {
     pub upstream: Timer,
 }
 
+/// The deadline `wait` from when it is asked for (when a wait turns out to be pending).
+pub fn after(wait: std::time::Duration) -> impl FnOnce() -> Instant {
+    move || Instant::now() + wait
+}
+
 impl Timer {
     /// `fut`'s output, or None when it has not finished by the deadline `by` gives, which is
     /// asked for only if `fut` does not finish at once.

@@ -18,7 +18,7 @@ mod plan;
 mod pool;
 mod relay;
 
-use relay::{after, read_at_least, send, upload, write_all, Upload};
+use relay::{read_at_least, send, upload, write_all, Upload};
 mod scratch;
 
 use super::policy::{
@@ -26,7 +26,7 @@ use super::policy::{
     Failure, Head, Refusal, RoutingFields, SharedEdge, Verdict,
 };
 use super::session::SharedCodec;
-use super::timer::Timers;
+use super::timer::{after, Timers};
 use super::wire;
 use crate::upstream::{clock, Backend, Registry, UpstreamSet};
 use chunked::{ChunkedBody, Dechunked};

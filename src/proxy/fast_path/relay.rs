@@ -5,7 +5,7 @@ use super::chunked::ChunkedBody;
 use super::scratch::Scratch;
 use super::{is, Framing, Outcome, Relayed, Run, Sent, ANSWER_HEAD_LIMIT, MAX_FIELDS, READ_CHUNK};
 use crate::proxy::policy::{self, answer, Failure};
-use crate::proxy::timer::{Timer, Timers};
+use crate::proxy::timer::{after, Timer, Timers};
 use crate::proxy::wire;
 use crate::upstream::Backend;
 use pingora::protocols::Stream;
@@ -464,11 +464,6 @@ async fn read_watching(
             },
         }
     }
-}
-
-/// The deadline `wait` from when it is asked for (when a wait turns out to be pending).
-pub(super) fn after(wait: Duration) -> impl FnOnce() -> tokio::time::Instant {
-    move || tokio::time::Instant::now() + wait
 }
 
 /// Writes and flushes by `by`; false when the client is gone or too slow.
