@@ -30,7 +30,6 @@ use super::timer::{after, Timers};
 use super::wire;
 use crate::upstream::{clock, Backend, Registry, UpstreamSet};
 use chunked::{ChunkedBody, Dechunked};
-use pingora::protocols::Stream;
 use pool::UpstreamPool;
 use scratch::Scratch;
 use std::sync::Arc;
@@ -51,6 +50,11 @@ const ANSWER_HEAD_LIMIT: usize = 64 * 1024;
 const READ_CHUNK: usize = 16 * 1024;
 /// Room left at the front of the upstream head for its request line.
 const LINE_ROOM: usize = 192;
+
+/// A client connection as the fast path reads and writes it: the TCP socket itself when
+/// nothing stands between (see `gate`), else Pingora's stream (TLS).
+pub trait Client: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Client for T {}
 
 /// What to do with the head at the front of a connection's buffer.
 // `Take` carries the admitted request inline: moved once, cheaper than an allocation.
@@ -130,9 +134,9 @@ impl FastPath {
 
     /// Carries out a taken request on `client`, whose buffer `buf` holds its head (and perhaps
     /// more); the request's bytes are removed from `buf` whatever happens.
-    pub async fn exchange(
+    pub async fn exchange<C: Client>(
         &self,
-        client: &mut Stream,
+        client: &mut C,
         timers: &mut Timers,
         buf: &mut Vec<u8>,
         ex: Exchange,
@@ -196,7 +200,7 @@ enum Relayed {
 }
 
 impl Run<'_> {
-    async fn go(&mut self, client: &mut Stream, buf: &mut Vec<u8>, closing: bool) -> Outcome {
+    async fn go<C: Client>(&mut self, client: &mut C, buf: &mut Vec<u8>, closing: bool) -> Outcome {
         let set = Arc::clone(&self.ex.admitted.set);
         let proxy = &set.proxy;
         let whole = self.ex.head_len + self.ex.body_len;
@@ -338,7 +342,7 @@ impl Run<'_> {
         }
     }
 
-    async fn answer(&mut self, client: &mut Stream, refusal: &Refusal) -> Outcome {
+    async fn answer<C: Client>(&mut self, client: &mut C, refusal: &Refusal) -> Outcome {
         refusal.record(Some(&self.ex.admitted.set.name));
         let bytes = wire::answer(refusal);
         let send_timeout = self.ex.admitted.set.proxy.send_timeout;

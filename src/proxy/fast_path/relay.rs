@@ -3,12 +3,13 @@
 
 use super::chunked::ChunkedBody;
 use super::scratch::Scratch;
-use super::{is, Framing, Outcome, Relayed, Run, Sent, ANSWER_HEAD_LIMIT, MAX_FIELDS, READ_CHUNK};
+use super::{
+    is, Client, Framing, Outcome, Relayed, Run, Sent, ANSWER_HEAD_LIMIT, MAX_FIELDS, READ_CHUNK,
+};
 use crate::proxy::policy::{self, answer, Failure};
 use crate::proxy::timer::{after, Timer, Timers};
 use crate::proxy::wire;
 use crate::upstream::Backend;
-use pingora::protocols::Stream;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -16,9 +17,9 @@ use tokio::net::TcpStream;
 
 impl Run<'_> {
     /// Reads the server's answer and passes it on as it arrives.
-    pub(super) async fn relay(
+    pub(super) async fn relay<C: Client>(
         &mut self,
-        client: &mut Stream,
+        client: &mut C,
         pipelined: &mut Vec<u8>,
         mut upstream: TcpStream,
         backend: &Backend,
@@ -349,8 +350,8 @@ fn take_body(framing: &mut Framing, pending: &[u8], passed: &mut u64) -> Result<
 }
 
 /// Reads until `buf` holds at least `want` bytes.
-pub(super) async fn read_at_least(
-    client: &mut Stream,
+pub(super) async fn read_at_least<C: Client>(
+    client: &mut C,
     buf: &mut Vec<u8>,
     want: usize,
 ) -> std::io::Result<()> {
@@ -379,9 +380,9 @@ const UPLOAD_CHUNK: usize = 64 * 1024;
 /// Passes the `left` last bytes of a request body from the client to the server as they
 /// arrive (a body over the fast path's buffered limit): the client by `body_by`, each write to
 /// the server within `idle`. Never reads past the body, so a pipelined request stays unread.
-pub(super) async fn upload(
+pub(super) async fn upload<C: Client>(
     timers: &mut Timers,
-    client: &mut Stream,
+    client: &mut C,
     upstream: &mut TcpStream,
     mut left: usize,
     body_by: tokio::time::Instant,
@@ -423,10 +424,10 @@ const WATCH_ROOM: usize = 64;
 /// server sees its connection close, instead of working on until the answer finds nobody.
 /// Bytes the client sends meanwhile are kept in `pipelined`, the connection's buffer.
 /// The read buffer is taken only once the server's bytes are there.
-async fn read_watching(
+async fn read_watching<C: Client>(
     upstream: &mut TcpStream,
     resp: &mut Scratch,
-    client: &mut Stream,
+    client: &mut C,
     pipelined: &mut Vec<u8>,
 ) -> Result<std::io::Result<usize>, ClientGone> {
     loop {
@@ -467,9 +468,9 @@ async fn read_watching(
 }
 
 /// Writes and flushes by `by`; false when the client is gone or too slow.
-pub(super) async fn write_all(
+pub(super) async fn write_all<C: Client>(
     timer: &mut Timer,
-    client: &mut Stream,
+    client: &mut C,
     bytes: &[u8],
     by: impl FnOnce() -> tokio::time::Instant,
 ) -> bool {

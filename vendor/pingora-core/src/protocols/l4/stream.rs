@@ -613,6 +613,36 @@ impl Stream {
         Ok(())
     }
 
+    /// mcp-fleet patch: the TCP socket under the buffers, for a caller that reads and writes
+    /// whole messages itself and would otherwise pay for three layers, a clock read per read
+    /// and a copy into the write buffer. `None` unless this is TCP, no receive timestamps are
+    /// asked for, and nothing is held in the rewind buffer or either buffer (bytes written
+    /// around them would reach the peer out of order, or be read out of order).
+    pub fn tcp_mut(&mut self) -> Option<&mut TcpStream> {
+        if !self.rewind_read_buf.is_empty() {
+            return None;
+        }
+        let buffered = self.stream.as_mut()?;
+        if let BufferedStream::BufferedRead(reader) = &*buffered {
+            if !reader.buffer().is_empty() {
+                return None;
+            }
+        }
+        let writer = buffered.writer_mut();
+        if !writer.buffer().is_empty() {
+            return None;
+        }
+        let raw = writer.get_mut();
+        #[cfg(target_os = "linux")]
+        if raw.enable_rx_ts {
+            return None;
+        }
+        match &mut raw.stream {
+            RawStream::Tcp(s) => Some(s),
+            _ => None,
+        }
+    }
+
     /// Put some data back to the head of the stream to be read again.
     ///
     /// This is useful when you've read data to detect a protocol (e.g., PROXY protocol)
