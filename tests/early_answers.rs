@@ -81,3 +81,35 @@ async fn a_client_that_writes_64_mib_before_reading_gets_its_413() {
         "no refused request reached the server"
     );
 }
+
+/// The fast path's early answers linger too: a request whose server cannot be reached is
+/// answered (502 or 503) while its 32 MiB body is still arriving, and a client that writes it
+/// all before reading gets that answer, not a reset.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_whose_server_is_down_gets_its_answer_after_writing_the_body() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("test setup");
+    let port = closed.local_addr().expect("test setup").port();
+    drop(closed);
+    let dir = FleetDir::with_sections(
+        &[],
+        &[("down", vec![([127, 0, 0, 1], port).into()])],
+        &Sections {
+            proxy: "max_body = \"64MiB\"",
+            health: "enabled = false",
+            ..Sections::default()
+        },
+    );
+    let _serve = dir.serve();
+    let addr = format!("127.0.0.1:{}", dir.proxy_port);
+    for _ in 0..2 {
+        let addr = addr.clone();
+        let (status, body) = tokio::task::spawn_blocking(move || {
+            write_all_then_read(&addr, "/mcp/down", "", 32 << 20)
+        })
+        .await
+        .expect("the client thread");
+        assert!(status == 502 || status == 503, "{status}: {body}");
+        let v: serde_json::Value = serde_json::from_str(&body).expect("a JSON-RPC error body");
+        assert!(v["error"]["code"].is_i64(), "{body}");
+    }
+}

@@ -18,7 +18,7 @@ mod plan;
 mod pool;
 mod relay;
 
-use relay::{read_at_least, send, upload, write_all, Upload};
+use relay::{linger, read_at_least, send, upload, write_all, Upload};
 mod scratch;
 
 use super::policy::{
@@ -212,7 +212,10 @@ impl Run<'_> {
             match self.timers.client.within(by, read).await {
                 Some(Ok(())) => {}
                 Some(Err(_)) => return Outcome::Close,
-                None => return self.answer(client, &Refusal::body_timeout()).await,
+                None => {
+                    let unread = whole - buf.len();
+                    return self.answer(client, &Refusal::body_timeout(), unread).await;
+                }
             }
         }
         set.record_request(clock::ms_at(self.started));
@@ -231,8 +234,9 @@ impl Run<'_> {
             let backend = match picked {
                 Ok(b) => b,
                 Err(refusal) => {
+                    let unread = whole.saturating_sub(buf.len());
                     buf.drain(..whole.min(buf.len()));
-                    return self.answer(client, &refusal).await;
+                    return self.answer(client, &refusal, unread).await;
                 }
             };
             self.target = Some(backend.clone());
@@ -276,12 +280,13 @@ impl Run<'_> {
                                 match uploaded {
                                     Ok(()) => sent_at = Instant::now(),
                                     Err(Upload::ClientGone) => return Outcome::Close,
-                                    Err(Upload::ClientSlow) => {
-                                        return self.answer(client, &Refusal::body_timeout()).await
+                                    Err(Upload::ClientSlow(unread)) => {
+                                        let refusal = Refusal::body_timeout();
+                                        return self.answer(client, &refusal, unread).await;
                                     }
-                                    Err(Upload::Failed(failure)) => {
+                                    Err(Upload::Failed(failure, unread)) => {
                                         let refusal = self.fail(&set, &backend, failure);
-                                        return self.answer(client, &refusal).await;
+                                        return self.answer(client, &refusal, unread).await;
                                     }
                                 }
                             }
@@ -292,7 +297,7 @@ impl Run<'_> {
                                 Relayed::Done(outcome) => return outcome,
                                 Relayed::Failed(failure) => {
                                     let refusal = self.fail(&set, &backend, failure);
-                                    return self.answer(client, &refusal).await;
+                                    return self.answer(client, &refusal, 0).await;
                                 }
                             }
                         }
@@ -309,8 +314,9 @@ impl Run<'_> {
             match self.attempts.failed(&set, &backend, failure) {
                 Verdict::Retry => continue,
                 Verdict::Fail(refusal) => {
+                    let unread = whole.saturating_sub(buf.len());
                     buf.drain(..whole.min(buf.len()));
-                    return self.answer(client, &refusal).await;
+                    return self.answer(client, &refusal, unread).await;
                 }
             }
         }
@@ -342,12 +348,20 @@ impl Run<'_> {
         }
     }
 
-    async fn answer<C: Client>(&mut self, client: &mut C, refusal: &Refusal) -> Outcome {
+    /// Gives the policy's answer and closes, after reading and discarding the `unread` bytes
+    /// of the request still to come (within the policy's lingering bounds).
+    async fn answer<C: Client>(
+        &mut self,
+        client: &mut C,
+        refusal: &Refusal,
+        unread: usize,
+    ) -> Outcome {
         refusal.record(Some(&self.ex.admitted.set.name));
         let bytes = wire::answer(refusal);
         let send_timeout = self.ex.admitted.set.proxy.send_timeout;
         if write_all(&mut self.timers.client, client, &bytes, after(send_timeout)).await {
             self.status = refusal.status;
+            linger(&mut self.timers.client, client, unread).await;
         }
         Outcome::Close
     }

@@ -368,10 +368,11 @@ pub(super) async fn read_at_least<C: Client>(
 pub(super) enum Upload {
     /// The client closed (or broke) its connection first.
     ClientGone,
-    /// The body did not arrive within `proxy.body_timeout`.
-    ClientSlow,
-    /// The server stopped taking it; the request reached it in part.
-    Failed(Failure),
+    /// The body did not arrive within `proxy.body_timeout`; so many of its bytes are unread.
+    ClientSlow(usize),
+    /// The server stopped taking it (the request reached it in part); so many of its bytes
+    /// are unread.
+    Failed(Failure, usize),
 }
 
 /// Largest piece of a body read from the client before it is written to the server.
@@ -398,15 +399,35 @@ pub(super) async fn upload<C: Client>(
         let n = match read.await {
             Some(Ok(0)) | Some(Err(_)) => return Err(Upload::ClientGone),
             Some(Ok(n)) => n,
-            None => return Err(Upload::ClientSlow),
+            None => return Err(Upload::ClientSlow(left)),
         };
+        left -= n;
         match send(&mut timers.upstream, upstream, &chunk[..n], after(idle)).await {
-            Sent::All => left -= n,
-            Sent::TimedOut => return Err(Upload::Failed(Failure::Idle)),
-            Sent::Nothing | Sent::Part => return Err(Upload::Failed(Failure::Send)),
+            Sent::All => {}
+            Sent::TimedOut => return Err(Upload::Failed(Failure::Idle, left)),
+            Sent::Nothing | Sent::Part => return Err(Upload::Failed(Failure::Send, left)),
         }
     }
     Ok(())
+}
+
+/// Reads and discards the `unread` bytes of a request answered before it was read in full, as
+/// Pingora's path does (`policy::LINGER_TIME`): a client that writes its whole body before it
+/// reads then sees the answer instead of a reset. Never reads past the request.
+pub(super) async fn linger<C: Client>(timer: &mut Timer, client: &mut C, unread: usize) {
+    use bytes::BufMut;
+    let end = tokio::time::Instant::now() + policy::LINGER_TIME;
+    let mut left = (unread as u64).min(policy::LINGER_BYTES);
+    let mut sink = Vec::with_capacity(UPLOAD_CHUNK.min(unread));
+    while left > 0 {
+        sink.clear();
+        let mut room = (&mut sink).limit(left.min(UPLOAD_CHUNK as u64) as usize);
+        let by = || end.min(tokio::time::Instant::now() + policy::LINGER_IDLE);
+        match timer.within(by, client.read_buf(&mut room)).await {
+            Some(Ok(n)) if n > 0 => left -= n as u64,
+            _ => break,
+        }
+    }
 }
 
 /// The client hung up while its answer was awaited.
