@@ -346,9 +346,15 @@ impl ServerApp for Gate {
                         .await
                 }
                 None => {
-                    let client = &mut stream;
-                    self.fast_turn(client, &mut timers, &mut buf, deadline, client_ip, shutdown)
-                        .await
+                    self.fast_turn(
+                        &mut stream,
+                        &mut timers,
+                        &mut buf,
+                        deadline,
+                        client_ip,
+                        shutdown,
+                    )
+                    .await
                 }
             };
             match turn {

@@ -113,6 +113,14 @@ fn is(name: &str, lower: &str) -> bool {
     name.len() == lower.len() && name.eq_ignore_ascii_case(lower)
 }
 
+/// Removes what has arrived of a `whole`-byte request from the front of `buf`; the number of
+/// its bytes still to come.
+fn take_request(buf: &mut Vec<u8>, whole: usize) -> usize {
+    let arrived = whole.min(buf.len());
+    buf.drain(..arrived);
+    whole - arrived
+}
+
 /// How much of the request a failed write got out.
 enum Sent {
     All,
@@ -213,7 +221,7 @@ impl Run<'_> {
                 Some(Ok(())) => {}
                 Some(Err(_)) => return Outcome::Close,
                 None => {
-                    let unread = whole - buf.len();
+                    let unread = take_request(buf, whole);
                     return self.answer(client, &Refusal::body_timeout(), unread).await;
                 }
             }
@@ -234,8 +242,7 @@ impl Run<'_> {
             let backend = match picked {
                 Ok(b) => b,
                 Err(refusal) => {
-                    let unread = whole.saturating_sub(buf.len());
-                    buf.drain(..whole.min(buf.len()));
+                    let unread = take_request(buf, whole);
                     return self.answer(client, &refusal, unread).await;
                 }
             };
@@ -314,8 +321,7 @@ impl Run<'_> {
             match self.attempts.failed(&set, &backend, failure) {
                 Verdict::Retry => continue,
                 Verdict::Fail(refusal) => {
-                    let unread = whole.saturating_sub(buf.len());
-                    buf.drain(..whole.min(buf.len()));
+                    let unread = take_request(buf, whole);
                     return self.answer(client, &refusal, unread).await;
                 }
             }
