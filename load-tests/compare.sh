@@ -21,11 +21,14 @@
 #   events    a call answered by 100 progress notifications as an event stream (drive.py):
 #             the unit is an event delivered, not a request
 # The fixed-rate runs are made for the oha workloads only.
-# Usage: load-tests/compare.sh [--backends 100] [--rounds 3] [--secs 15] [--conc 64] [--rate 4000] [--auth none] [--workload post]
+# --floor true (post, sdk, body100k): a fourth proxy in each round, examples/relay_floor.rs, the
+# least a tokio proxy does for such a request (no policy, no timeouts, no metrics), so the run
+# shows what the runtime and the kernel cost before anything mcp-fleet decides.
+# Usage: load-tests/compare.sh [--backends 100] [--rounds 3] [--secs 15] [--conc 64] [--rate 4000] [--auth none] [--workload post] [--floor false]
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
-backends=100 rounds=3 secs=15 conc=64 rate=4000 auth=none workload=post
-parse_opts backends rounds secs conc rate auth workload -- "$@"
+backends=100 rounds=3 secs=15 conc=64 rate=4000 auth=none workload=post floor=false
+parse_opts backends rounds secs conc rate auth workload floor -- "$@"
 case $workload in
     post | sdk | body100k | chunked | session | events) ;;
     *) echo "--workload: post, sdk, body100k, chunked, session or events" >&2; exit 2 ;;
@@ -33,10 +36,19 @@ esac
 ensure_build
 ensure_oha
 need_apt nginx haproxy
+proxies="mcp-fleet nginx haproxy"
+if [ "$floor" = true ]; then
+    case $workload in
+        post | sdk | body100k) ;;
+        *) echo "--floor: for the post, sdk and body100k workloads only" >&2; exit 2 ;;
+    esac
+    (cd "$ROOT" && cargo build --release --locked --quiet --example relay_floor)
+    proxies="$proxies floor"
+fi
 
 # Below the ephemeral range, so outgoing connections never take a server's port.
 first=21000
-FLEET_PORT=18080 NGINX_PORT=18081 HAPROXY_PORT=18082
+FLEET_PORT=18080 NGINX_PORT=18081 HAPROXY_PORT=18082 FLOOR_PORT=18083
 # One more for the session workload (a backend belongs to one category).
 one=$((first + backends))
 for i in $(seq 0 "$backends"); do
@@ -125,6 +137,12 @@ started "$nginx_pid"
 haproxy -f "$WORK/haproxy.cfg" -db >"$WORK/haproxy.log" 2>&1 &
 haproxy_pid=$!
 started "$haproxy_pid"
+if [ "$floor" = true ]; then
+    "$ROOT/target/release/examples/relay_floor" "127.0.0.1:$FLOOR_PORT" "$first" "$backends" &
+    floor_pid=$!
+    started "$floor_pid"
+    wait_port $FLOOR_PORT
+fi
 wait_ready "http://127.0.0.1:$FLEET_PORT"
 wait_port $NGINX_PORT
 wait_port $HAPROXY_PORT
@@ -135,6 +153,7 @@ group() {
     mcp-fleet) echo "$fleet_pid" ;;
     nginx) echo "$nginx_pid $(pgrep -P "$nginx_pid" | tr '\n' ' ')" ;;
     haproxy) echo "$haproxy_pid $(pgrep -P "$haproxy_pid" | tr '\n' ' ')" ;;
+    floor) echo "$floor_pid" ;;
     direct) echo "" ;;
     esac
 }
@@ -145,6 +164,7 @@ url() {
     mcp-fleet) echo "http://127.0.0.1:$FLEET_PORT/mcp/$category" ;;
     nginx) echo "http://127.0.0.1:$NGINX_PORT/mcp/$category" ;;
     haproxy) echo "http://127.0.0.1:$HAPROXY_PORT/mcp/$category" ;;
+    floor) echo "http://127.0.0.1:$FLOOR_PORT/mcp/$category" ;;
     direct) [ "$category" = one ] && echo "http://127.0.0.1:$one/mcp" || echo "http://127.0.0.1:$first/mcp" ;;
     esac
 }
@@ -176,7 +196,7 @@ peak_rss_mib() {
 }
 
 # Warm every path (connections, pools, allocator) before measuring.
-for p in mcp-fleet nginx haproxy direct; do
+for p in $proxies direct; do
     load "$(url "$p")" 3 >/dev/null
 done
 
@@ -212,7 +232,7 @@ run() { # run NAME MODE (max|rate) ROUND
 }
 
 for round in $(seq "$rounds"); do
-    for p in mcp-fleet nginx haproxy; do run "$p" max "$round"; done
+    for p in $proxies; do run "$p" max "$round"; done
 done
 run direct max 1
 case $workload in
@@ -233,7 +253,7 @@ print(f"\nworkload {workload}: {backends} backends, {client} -c {conc}, {secs} s
 print(f"| proxy | {unit}s/s | p50 ms | p99 ms | proxy CPU s | CPU us/{unit} | peak RSS MiB | failed |")
 print("|---|---|---|---|---|---|---|---|")
 summary = {}
-for p in ["mcp-fleet", "nginx", "haproxy", "direct"]:
+for p in ["mcp-fleet", "nginx", "haproxy", "floor", "direct"]:
     rs = pick(p, "max")
     if not rs:
         continue
@@ -241,7 +261,7 @@ for p in ["mcp-fleet", "nginx", "haproxy", "direct"]:
     rss = max((r[8] for r in rs), key=lambda x: (x != "-", float(x) if x != "-" else 0))
     failed = sum(int(r[10]) for r in rs)
     summary[p] = m
-    name = "direct (one server)" if p == "direct" else p
+    name = {"direct": "direct (one server)", "floor": "floor (examples/relay_floor.rs)"}.get(p, p)
     print(f"| {name} | {m['rps']:.0f} | {m['p50']:.2f} | {m['p99']:.2f} | {m['cpu']:.2f} | {m['us']:.1f} | {rss} | {failed} |")
 if any(r[1] == "rate" for r in rows):
     print(f"\nfixed rate {rate} req/s (oha -q, latency-corrected):")
@@ -250,24 +270,25 @@ if any(r[1] == "rate" for r in rows):
 for p in ["mcp-fleet", "nginx", "haproxy"]:
     for r in pick(p, "rate"):
         print(f"| {p} | {float(r[3]):.0f} | {float(r[4]):.2f} | {float(r[5]):.2f} | {float(r[7]):.1f} |")
-f = summary.get("mcp-fleet")
-for other in ["nginx", "haproxy"]:
-    o = summary.get(other)
+pairs = [("mcp-fleet", "nginx"), ("mcp-fleet", "haproxy"), ("floor", "nginx"), ("mcp-fleet", "floor")]
+for mine, other in pairs:
+    f, o = summary.get(mine), summary.get(other)
     if f and o:
-        print(f"mcp-fleet/{other}: {unit}s/s x{f['rps'] / o['rps']:.2f}, p99 x{f['p99'] / o['p99']:.2f}, CPU per {unit} x{f['us'] / o['us']:.2f}")
+        print(f"{mine}/{other}: {unit}s/s x{f['rps'] / o['rps']:.2f}, p99 x{f['p99'] / o['p99']:.2f}, CPU per {unit} x{f['us'] / o['us']:.2f}")
 # On a shared host the load moves between rounds more than between proxies: the ratio of two
 # runs made seconds apart in the same round is steadier than the ratio of medians.
 print("\nper-round ratios (runs of one round are seconds apart): median (lowest-highest)")
-for other in ["nginx", "haproxy"]:
+for mine, other in pairs:
     cols = {f"{unit}s/s": 3, "p99": 5, f"CPU per {unit}": 7}
     parts = []
     for label, i in cols.items():
         ratios = []
-        for r in pick("mcp-fleet", "max"):
+        for r in pick(mine, "max"):
             o = [x for x in pick(other, "max") if x[2] == r[2]]
             if o and float(o[0][i]) > 0:
                 ratios.append(float(r[i]) / float(o[0][i]))
         if ratios:
             parts.append(f"{label} x{st.median(ratios):.2f} ({min(ratios):.2f}-{max(ratios):.2f})")
-    print(f"mcp-fleet/{other}: " + ", ".join(parts))
+    if parts:
+        print(f"{mine}/{other}: " + ", ".join(parts))
 EOF

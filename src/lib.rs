@@ -7,6 +7,7 @@ pub mod api;
 pub mod auth;
 pub mod backend;
 pub mod config;
+pub mod fast_hash;
 pub mod health;
 pub mod history;
 pub mod metrics;

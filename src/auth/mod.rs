@@ -15,14 +15,14 @@ mod keys;
 pub use fetch::FetchError;
 pub use keys::KeySet;
 
-use crate::config::{AuthConfig, AuthMode};
+use crate::config::{AuditMode, AuthConfig, AuthMode};
 use arc_swap::ArcSwap;
 use cache::TokenCache;
 use jsonwebtoken::errors::ErrorKind;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -240,6 +240,19 @@ pub struct Authenticator {
     wake: tokio::sync::Notify,
     /// When the last fetch asked for by an unknown key began (ms since the epoch).
     last_forced: AtomicU64,
+    /// `auth.mode` and whether `auth.audit = "all"`, which every request reads (twice or three
+    /// times): one atomic load instead of a load of `settings` each (see [`flags`]).
+    flags: AtomicU8,
+}
+
+/// `mode` in the low two bits, `audit = "all"` in the third.
+fn flags(config: &AuthConfig) -> u8 {
+    let mode = match config.mode {
+        AuthMode::None => 0,
+        AuthMode::ApiKey => 1,
+        AuthMode::OAuth => 2,
+    };
+    mode | (u8::from(config.audit == AuditMode::All) << 2)
 }
 
 impl std::fmt::Debug for Authenticator {
@@ -257,7 +270,22 @@ impl Authenticator {
             fetched: tokio::sync::watch::Sender::new(0),
             wake: tokio::sync::Notify::new(),
             last_forced: AtomicU64::new(0),
+            flags: AtomicU8::new(flags(config)),
         }
+    }
+
+    /// The `auth.mode` in force.
+    pub fn mode(&self) -> AuthMode {
+        match self.flags.load(Ordering::Relaxed) & 3 {
+            0 => AuthMode::None,
+            1 => AuthMode::ApiKey,
+            _ => AuthMode::OAuth,
+        }
+    }
+
+    /// `auth.audit = "all"` is in force.
+    pub fn audits_all(&self) -> bool {
+        self.flags.load(Ordering::Relaxed) & 4 != 0
     }
 
     /// Takes a reloaded `[auth]`. Verified tokens are forgotten (the issuer, audience or keys
@@ -270,6 +298,7 @@ impl Authenticator {
         let issuer_changed =
             old.config.issuer != config.issuer || old.config.ca_file != config.ca_file;
         self.settings.store(Arc::new(Settings::new(config)));
+        self.flags.store(flags(config), Ordering::Relaxed);
         self.cache.clear();
         self.cache.resize(config.token_cache);
         if issuer_changed {
@@ -475,6 +504,24 @@ mod tests {
             jwks_cooldown: Duration::from_secs(10),
             token_cache: 10,
             audit: crate::config::AuditMode::Refused,
+        }
+    }
+
+    #[test]
+    fn the_mode_and_audit_read_per_request_follow_a_reload() {
+        let auth = Authenticator::new(&config(AuthMode::ApiKey));
+        assert_eq!((auth.mode(), auth.audits_all()), (AuthMode::ApiKey, false));
+        for mode in [AuthMode::OAuth, AuthMode::None, AuthMode::ApiKey] {
+            for audit in [
+                crate::config::AuditMode::All,
+                crate::config::AuditMode::Refused,
+            ] {
+                let mut next = config(mode);
+                next.audit = audit;
+                auth.reload(&next);
+                let all = audit == crate::config::AuditMode::All;
+                assert_eq!((auth.mode(), auth.audits_all()), (mode, all));
+            }
         }
     }
 

@@ -11,8 +11,8 @@
 //! a third upstream connection). All worker threads share one tokio I/O driver, so a
 //! connection registered by one is woken on any.
 
+use crate::fast_hash::FastHash;
 use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
 use std::net::SocketAddr;
 use std::sync::Mutex;
 use std::time::Instant;
@@ -28,43 +28,9 @@ struct Idle {
     since: Instant,
 }
 
-/// A multiply-rotate hash for the pool's keys. The keys are configured server addresses, never
-/// client input, so SipHash's flooding defence buys nothing here and costs ~300 instructions a
-/// lookup, twice per request.
-#[derive(Default)]
-struct AddrHasher(u64);
-
-impl Hasher for AddrHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.write_u64(u64::from(b));
-        }
-    }
-
-    fn write_u16(&mut self, n: u16) {
-        self.write_u64(u64::from(n));
-    }
-
-    fn write_u32(&mut self, n: u32) {
-        self.write_u64(u64::from(n));
-    }
-
-    fn write_u64(&mut self, n: u64) {
-        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x517c_c1b7_2722_0a95);
-    }
-
-    fn write_usize(&mut self, n: usize) {
-        self.write_u64(n as u64);
-    }
-
-    fn finish(&self) -> u64 {
-        self.0
-    }
-}
-
 #[derive(Default)]
 struct Inner {
-    by_addr: HashMap<SocketAddr, Vec<Idle>, BuildHasherDefault<AddrHasher>>,
+    by_addr: HashMap<SocketAddr, Vec<Idle>, FastHash>,
     total: usize,
     returns: u64,
 }

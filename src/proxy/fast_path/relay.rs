@@ -179,7 +179,7 @@ impl Run<'_> {
             return Parsed::Informational(n);
         }
         let now = Instant::now();
-        match self.answer_head(&head, backend, now - sent_at, closing, down) {
+        match self.answer_head(&head, backend, (sent_at, now), closing, down) {
             Ok(answer) => Parsed::Final(n, answer, now),
             Err(failure) => Parsed::Failed(failure),
         }
@@ -191,7 +191,7 @@ impl Run<'_> {
         &mut self,
         head: &httparse::Response,
         backend: &Backend,
-        latency: Duration,
+        (sent_at, now): (Instant, Instant),
         closing: bool,
         down: &mut Vec<u8>,
     ) -> Result<AnswerHead, Failure> {
@@ -236,7 +236,8 @@ impl Run<'_> {
                 return Err(Failure::TooLarge);
             }
         }
-        answer::head_received(set, backend, status, latency);
+        let now_ms = crate::upstream::clock::ms_at(now);
+        answer::head_received(set, backend, status, now - sent_at, now_ms);
 
         let until_close = matches!(framing, Framing::UntilClose);
         let keep_client = !closing && !until_close;

@@ -309,8 +309,10 @@ impl ProxyHttp for FleetProxy {
                 return Err(ctx.fail_answer(Failure::TooLarge));
             }
         }
-        let latency = ctx.sent_at.map_or(Duration::ZERO, |t| t.elapsed());
-        answer::head_received(&set, &target, resp.status.as_u16(), latency);
+        let now = std::time::Instant::now();
+        let latency = ctx.sent_at.map_or(Duration::ZERO, |t| now - t);
+        let now_ms = crate::upstream::clock::ms_at(now);
+        answer::head_received(&set, &target, resp.status.as_u16(), latency, now_ms);
         Ok(())
     }
 

@@ -6,7 +6,7 @@
 use super::rate::RateLimiter;
 use super::refusal::{Refusal, Tally};
 use crate::auth::{bearer, AuthError, Authenticator, Principal};
-use crate::config::{AuditMode, AuthConfig, AuthMode, ValidConfig};
+use crate::config::{AuthConfig, AuthMode, ValidConfig};
 use crate::upstream::UpstreamSet;
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -127,7 +127,7 @@ pub fn check(
     ip: Option<IpAddr>,
     keys_fetched: bool,
 ) -> Checked {
-    if edge.auth.with_config(|a| a.mode) == AuthMode::None {
+    if edge.auth.mode() == AuthMode::None {
         return Checked::Caller(Caller {
             principal: None,
             ip,
@@ -246,7 +246,7 @@ pub struct Decision<'a> {
 /// `mcp_fleet::audit` (refused ones always have theirs: `Refusal::record`). Never the
 /// credential itself.
 pub fn audit(edge: &Edge, d: &Decision) {
-    if edge.auth.with_config(|a| a.audit == AuditMode::All) {
+    if edge.auth.audits_all() {
         tracing::info!(
             target: "mcp_fleet::audit",
             decision = "allowed",

@@ -46,10 +46,13 @@ pub struct Head<'a> {
 /// of the field on both engines, so they agree on what is a valid length.
 pub fn content_length(value: &[u8]) -> Option<u64> {
     let value = value.trim_ascii();
-    if value.is_empty() || value.len() > 19 || !value.iter().all(u8::is_ascii_digit) {
+    // Nineteen digits always fit a u64, so the sum below cannot overflow.
+    if value.is_empty() || value.len() > 19 {
         return None;
     }
-    std::str::from_utf8(value).ok()?.parse().ok()
+    value.iter().try_fold(0u64, |n, &b| {
+        b.is_ascii_digit().then(|| n * 10 + u64::from(b - b'0'))
+    })
 }
 
 /// The framing of a request from its `Content-Length` and `Transfer-Encoding` fields, given as
@@ -250,11 +253,7 @@ pub fn admit<'h>(
         .as_ref()
         .and_then(hash_field)
         .map(hash_bytes);
-    let named_audit = || {
-        cx.edge
-            .auth
-            .with_config(|a| a.audit == crate::config::AuditMode::All)
-    };
+    let named_audit = || cx.edge.auth.audits_all();
     let wants_body = inspect::wants_body(set, head.method, &head.routing, named_audit);
     // Routing fields on a body too large to hold are the server's to check (its MUST); a
     // category with allow-lists cannot let an unread body through.
@@ -357,6 +356,35 @@ impl Drop for SseSlot {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_length_is_plain_decimal_digits() {
+        assert_eq!(content_length(b"0"), Some(0));
+        assert_eq!(content_length(b" 179\t"), Some(179));
+        assert_eq!(
+            content_length(b"9999999999999999999"),
+            Some(9_999_999_999_999_999_999)
+        );
+        assert_eq!(content_length(b"00012"), Some(12));
+        for bad in [
+            &b""[..],
+            b" ",
+            b"+1",
+            b"-1",
+            b"1 2",
+            b"1,2",
+            b"0x10",
+            b"12a",
+            b"10000000000000000000",
+        ] {
+            assert_eq!(
+                content_length(bad),
+                None,
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+    }
 
     #[test]
     fn framing_is_read_one_way() {

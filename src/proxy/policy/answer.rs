@@ -4,7 +4,7 @@
 //! recorded when the request ends. Both engines call these with what they parsed.
 
 use crate::proxy::session::SessionCodec;
-use crate::upstream::{clock, Backend, UpstreamSet};
+use crate::upstream::{Backend, UpstreamSet};
 use std::time::Duration;
 
 /// The MCP session field, on requests and answers.
@@ -32,9 +32,15 @@ pub fn body_limit(set: &UpstreamSet, event_stream: bool) -> Option<u64> {
 }
 
 /// Records what an answer head (not a 1xx) says about its server: its latency since the
-/// request went out, and its status towards a run of 5xx that ejects it.
-pub fn head_received(set: &UpstreamSet, backend: &Backend, status: u16, latency: Duration) {
-    let now = clock::now_ms();
+/// request went out, and its status towards a run of 5xx that ejects it; `now` is
+/// `clock::now_ms()`, given by a caller that has just read the clock.
+pub fn head_received(
+    set: &UpstreamSet,
+    backend: &Backend,
+    status: u16,
+    latency: Duration,
+    now: u64,
+) {
     backend.state.observe_latency(latency, now);
     if backend
         .state
