@@ -78,12 +78,22 @@ mod tests {
     fn lengths_and_connection_tokens() {
         assert_eq!(content_length(b"42"), Some(42));
         assert_eq!(content_length(b" 7 "), Some(7));
+        assert_eq!(content_length(b"00012"), Some(12));
+        // Nineteen digits is the longest accepted: every such number fits a u64.
+        assert_eq!(
+            content_length(b"9999999999999999999"),
+            Some(9_999_999_999_999_999_999)
+        );
         for bad in [
             &b""[..],
+            b" ",
             b"-1",
             b"+1",
             b"1,1",
+            b"1 2",
+            b"12a",
             b"0x10",
+            b"10000000000000000000",
             b"99999999999999999999",
         ] {
             assert_eq!(content_length(bad), None, "{bad:?}");

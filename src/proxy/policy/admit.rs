@@ -358,35 +358,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_length_is_plain_decimal_digits() {
-        assert_eq!(content_length(b"0"), Some(0));
-        assert_eq!(content_length(b" 179\t"), Some(179));
-        assert_eq!(
-            content_length(b"9999999999999999999"),
-            Some(9_999_999_999_999_999_999)
-        );
-        assert_eq!(content_length(b"00012"), Some(12));
-        for bad in [
-            &b""[..],
-            b" ",
-            b"+1",
-            b"-1",
-            b"1 2",
-            b"1,2",
-            b"0x10",
-            b"12a",
-            b"10000000000000000000",
-        ] {
-            assert_eq!(
-                content_length(bad),
-                None,
-                "{:?}",
-                String::from_utf8_lossy(bad)
-            );
-        }
-    }
-
-    #[test]
     fn framing_is_read_one_way() {
         let none: [&[u8]; 0] = [];
         assert_eq!(framing(none, none), Ok(BodyFraming::None));
