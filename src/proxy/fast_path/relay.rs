@@ -459,9 +459,13 @@ async fn read_watching<C: Client>(
         if watch && pipelined.len() == pipelined.capacity() {
             pipelined.reserve(WATCH_ROOM);
         }
+        // Readiness through the socket's own reader slot (`poll_read_ready`), as the read
+        // itself uses, not `readable()`: that future queues a waiter in the socket's shared
+        // list under its lock on every wait, ~450 instructions a request or event.
+        let upstream_ready = std::future::poll_fn(|cx| upstream.poll_read_ready(cx));
         tokio::select! {
             biased;
-            ready = upstream.readable() => {
+            ready = upstream_ready => {
                 if let Err(e) = ready {
                     return Ok(Err(e));
                 }
