@@ -17,6 +17,43 @@ pub fn header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     out.extend_from_slice(b"\r\n");
 }
 
+/// Copies a field of the head parsed from `buf` to `out` as its sender wrote it, from its name to
+/// the end of its value (one copy, not four; the value's trailing spaces and the sender's line
+/// ending are left out, as `header` leaves them), or through `header` when the field's bytes
+/// are not where `buf` holds them (an empty value).
+pub fn field_as_written(out: &mut Vec<u8>, buf: &[u8], f: &httparse::Header) {
+    let base = buf.as_ptr() as usize;
+    let start = (f.name.as_ptr() as usize).wrapping_sub(base);
+    let end = (f.value.as_ptr() as usize)
+        .wrapping_sub(base)
+        .wrapping_add(f.value.len());
+    match buf.get(start..end) {
+        Some(line) if !f.value.is_empty() && start + f.name.len() < end => {
+            out.extend_from_slice(line);
+            out.extend_from_slice(b"\r\n");
+        }
+        _ => header(out, f.name.as_bytes(), f.value),
+    }
+}
+
+/// The status line of an answer whose head is `raw`, for the client: the server's own line when
+/// it is already what `status_line` would write (`HTTP/1.1`, a reason, CRLF), else rewritten.
+pub fn answer_status_line(out: &mut Vec<u8>, raw: &[u8], status: u16, reason: Option<&str>) {
+    if let (Some(reason), Some(end)) = (reason, raw.iter().position(|&b| b == b'\n')) {
+        let line = &raw[..=end];
+        // "HTTP/1.1 " + three digits + " " + the reason + CRLF, and nothing else.
+        if !reason.is_empty()
+            && line.starts_with(b"HTTP/1.1 ")
+            && line.len() == 9 + 3 + 1 + reason.len() + 2
+            && line.ends_with(b"\r\n")
+        {
+            out.extend_from_slice(line);
+            return;
+        }
+    }
+    status_line(out, status, reason);
+}
+
 pub fn status_line(out: &mut Vec<u8>, status: u16, reason: Option<&str>) {
     let reason = reason
         .filter(|r| !r.is_empty())
@@ -73,6 +110,47 @@ pub fn answer(refusal: &Refusal) -> Vec<u8> {
 mod tests {
     use super::super::policy::{code, content_length};
     use super::*;
+
+    #[test]
+    fn an_answer_keeps_its_status_line_only_when_it_is_the_one_written_otherwise() {
+        let line = |raw: &[u8]| {
+            let mut fields = [httparse::EMPTY_HEADER; 4];
+            let mut head = httparse::Response::new(&mut fields);
+            assert!(head.parse(raw).expect("test setup").is_complete());
+            let mut out = Vec::new();
+            answer_status_line(&mut out, raw, head.code.unwrap_or(0), head.reason);
+            let mut rewritten = Vec::new();
+            status_line(&mut rewritten, head.code.unwrap_or(0), head.reason);
+            assert_eq!(out, rewritten, "{:?}", String::from_utf8_lossy(raw));
+            out
+        };
+        assert_eq!(line(b"HTTP/1.1 200 OK\r\n\r\n"), b"HTTP/1.1 200 OK\r\n");
+        assert_eq!(
+            line(b"HTTP/1.1 404 Not Found\r\na: 1\r\n\r\n"),
+            b"HTTP/1.1 404 Not Found\r\n"
+        );
+        // Rewritten: another version, no reason, a bare LF, a reason with spaces around it.
+        assert_eq!(line(b"HTTP/1.0 200 OK\r\n\r\n"), b"HTTP/1.1 200 OK\r\n");
+        assert_eq!(line(b"HTTP/1.1 200 \r\n\r\n"), b"HTTP/1.1 200 OK\r\n");
+        assert_eq!(
+            line(b"HTTP/1.1 202 Accepted\n\n"),
+            b"HTTP/1.1 202 Accepted\r\n"
+        );
+        assert_eq!(line(b"HTTP/1.1 200  OK \r\n\r\n"), b"HTTP/1.1 200  OK \r\n");
+    }
+
+    #[test]
+    fn a_field_is_copied_as_written_up_to_the_end_of_its_value() {
+        let head = b"POST / HTTP/1.1\r\nX-A:  one two \r\nX-Empty:\r\nX-B:3\n\r\n";
+        let mut fields = [httparse::EMPTY_HEADER; 4];
+        let mut req = httparse::Request::new(&mut fields);
+        assert!(req.parse(head).expect("test setup").is_complete());
+        let mut out = Vec::new();
+        for f in req.headers.iter() {
+            field_as_written(&mut out, head, f);
+        }
+        assert_eq!(out, b"X-A:  one two\r\nX-Empty: \r\nX-B:3\r\n");
+    }
 
     #[test]
     fn lengths_and_connection_tokens() {

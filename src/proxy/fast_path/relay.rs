@@ -179,7 +179,7 @@ impl Run<'_> {
             return Parsed::Informational(n);
         }
         let now = Instant::now();
-        match self.answer_head(&head, backend, (sent_at, now), closing, down) {
+        match self.answer_head(&head, &resp[..n], backend, (sent_at, now), closing, down) {
             Ok(answer) => Parsed::Final(n, answer, now),
             Err(failure) => Parsed::Failed(failure),
         }
@@ -190,6 +190,7 @@ impl Run<'_> {
     fn answer_head(
         &mut self,
         head: &httparse::Response,
+        raw: &[u8],
         backend: &Backend,
         (sent_at, now): (Instant, Instant),
         closing: bool,
@@ -242,7 +243,7 @@ impl Run<'_> {
         let until_close = matches!(framing, Framing::UntilClose);
         let keep_client = !closing && !until_close;
         down.clear();
-        wire::status_line(down, status, head.reason);
+        wire::answer_status_line(down, raw, status, head.reason);
         for f in head.headers.iter() {
             // With chunked framing a Content-Length is wrong (RFC 9112 section 6.3): dropped.
             if answer::hop_by_hop(f.name) || (chunked && is(f.name, "content-length")) {
@@ -256,7 +257,7 @@ impl Run<'_> {
                 }
                 continue;
             }
-            wire::header(down, f.name.as_bytes(), f.value);
+            wire::field_as_written(down, raw, f);
         }
         if event_stream {
             let (name, value) = answer::ACCEL_BUFFERING;
