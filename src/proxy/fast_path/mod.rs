@@ -159,13 +159,11 @@ impl FastPath {
         metrics.fast_path.inc();
         metrics.in_flight.inc();
         let _guard = super::RequestGuard;
-        let started = ex.started;
         let mut run = Run {
             path: self,
             timers,
             attempts: Attempts::new(ex.admitted.target.is_some()),
             ex,
-            started,
             status: 0,
             target: None,
         };
@@ -176,7 +174,7 @@ impl FastPath {
             set: Some(&ex.admitted.set),
             status: run.status,
             method: ex.method,
-            seconds: started.elapsed().as_secs_f64(),
+            seconds: ex.started.elapsed().as_secs_f64(),
             ended_session: run.attempts.session_bound() && ex.verb == "DELETE",
         });
         if tracing::enabled!(tracing::Level::DEBUG) {
@@ -199,7 +197,6 @@ struct Run<'a> {
     timers: &'a mut Timers,
     ex: Box<Exchange>,
     attempts: Attempts,
-    started: Instant,
     /// The status the client got (0 when it got none).
     status: u16,
     target: Option<Backend>,
@@ -220,7 +217,7 @@ impl Run<'_> {
         // A large body is not held: what has arrived goes with the head, the rest after it.
         let streamed = self.ex.body_len as u64 > BODY_LIMIT;
         if !streamed && buf.len() < whole {
-            let by = || tokio::time::Instant::from_std(self.started) + proxy.body_timeout;
+            let by = || tokio::time::Instant::from_std(self.ex.started) + proxy.body_timeout;
             let read = read_at_least(client, buf, whole);
             match self.timers.client.within(by, read).await {
                 Some(Ok(())) => {}
@@ -277,7 +274,7 @@ impl Run<'_> {
                             self.ex.upstream_head.release();
                             self.ex.dechunked = None;
                             if in_buf < whole {
-                                let body_by = tokio::time::Instant::from_std(self.started)
+                                let body_by = tokio::time::Instant::from_std(self.ex.started)
                                     + proxy.body_timeout;
                                 let left = whole - in_buf;
                                 let uploaded = upload(
@@ -336,7 +333,7 @@ impl Run<'_> {
     /// A pooled or new connection to `backend` (and whether it was pooled); `None` when it could
     /// not be opened within `proxy.connect_timeout`.
     async fn connect(&mut self, set: &UpstreamSet, backend: &Backend) -> Option<(TcpStream, bool)> {
-        if let Some(stream) = self.path.pool.take(backend.addr, self.started) {
+        if let Some(stream) = self.path.pool.take(backend.addr, self.ex.started) {
             return Some((stream, true));
         }
         let connect = TcpStream::connect(backend.addr);
