@@ -10,6 +10,38 @@ pub fn says_close(value: &[u8]) -> bool {
         .any(|token| token.trim_ascii().eq_ignore_ascii_case(b"close"))
 }
 
+/// A field name as a parser accepted it (token characters only, RFC 9110 section 5.6.2) is
+/// `lower`, a name of lowercase letters, digits and `-`, in any case. Setting bit 5 lowercases
+/// a letter and leaves a digit or `-` as it is, and no other token character becomes one of
+/// them (only controls would), so one OR per byte does what `eq_ignore_ascii_case`'s two case
+/// mappings do, and eight bytes at a time (the last word overlapping the one before): on the
+/// fast path these comparisons were ~1,000 instructions per request.
+#[inline]
+pub fn name_is(name: &str, lower: &str) -> bool {
+    debug_assert!(lower
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-'));
+    let (name, lower) = (name.as_bytes(), lower.as_bytes());
+    let len = name.len();
+    if len != lower.len() {
+        return false;
+    }
+    if len < 8 {
+        return name.iter().zip(lower).all(|(&n, &l)| n | 0x20 == l);
+    }
+    let word =
+        |s: &[u8], at: usize| u64::from_le_bytes(s[at..at + 8].try_into().expect("eight bytes"));
+    const BIT5: u64 = 0x2020_2020_2020_2020;
+    let mut at = 0;
+    while at + 8 < len {
+        if word(name, at) | BIT5 != word(lower, at) {
+            return false;
+        }
+        at += 8;
+    }
+    word(name, len - 8) | BIT5 == word(lower, len - 8)
+}
+
 pub fn header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     out.extend_from_slice(name);
     out.extend_from_slice(b": ");
@@ -17,22 +49,63 @@ pub fn header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     out.extend_from_slice(b"\r\n");
 }
 
-/// Copies a field of the head parsed from `buf` to `out` as its sender wrote it, from its name to
-/// the end of its value (one copy, not four; the value's trailing spaces and the sender's line
-/// ending are left out, as `header` leaves them), or through `header` when the field's bytes
-/// are not where `buf` holds them (an empty value).
-pub fn field_as_written(out: &mut Vec<u8>, buf: &[u8], f: &httparse::Header) {
-    let base = buf.as_ptr() as usize;
-    let start = (f.name.as_ptr() as usize).wrapping_sub(base);
-    let end = (f.value.as_ptr() as usize)
-        .wrapping_sub(base)
-        .wrapping_add(f.value.len());
-    match buf.get(start..end) {
-        Some(line) if !f.value.is_empty() && start + f.name.len() < end => {
-            out.extend_from_slice(line);
-            out.extend_from_slice(b"\r\n");
+/// Copies fields of a head parsed from `buf` to `out` as their sender wrote them, each from its
+/// name to the end of its value (the value's trailing spaces and the sender's line ending are
+/// left out, as `header` leaves them), and fields that follow one another with one CRLF between
+/// in one copy: most of a request's fields are passed on in a row, and a copy per field was ~70
+/// instructions. A field whose bytes are not where `buf` holds them (an empty value) goes
+/// through `header`. Anything else written to `out` meanwhile goes through `write`, after
+/// what is pending; `finish` writes the rest.
+pub struct FieldCopy<'a> {
+    out: &'a mut Vec<u8>,
+    buf: &'a [u8],
+    run: Option<std::ops::Range<usize>>,
+}
+
+impl<'a> FieldCopy<'a> {
+    pub fn new(out: &'a mut Vec<u8>, buf: &'a [u8]) -> Self {
+        FieldCopy {
+            out,
+            buf,
+            run: None,
         }
-        _ => header(out, f.name.as_bytes(), f.value),
+    }
+
+    // Inlined: a call per field cost more than the copy's own work.
+    #[inline]
+    pub fn copy(&mut self, f: &httparse::Header) {
+        let base = self.buf.as_ptr() as usize;
+        let start = (f.name.as_ptr() as usize).wrapping_sub(base);
+        let end = (f.value.as_ptr() as usize)
+            .wrapping_sub(base)
+            .wrapping_add(f.value.len());
+        if f.value.is_empty() || self.buf.get(start..end).is_none() || start + f.name.len() >= end {
+            self.write(f.name.as_bytes(), f.value);
+            return;
+        }
+        match &mut self.run {
+            Some(run) if self.buf.get(run.end..start) == Some(b"\r\n".as_slice()) => run.end = end,
+            _ => {
+                self.flush();
+                self.run = Some(start..end);
+            }
+        }
+    }
+
+    pub fn write(&mut self, name: &[u8], value: &[u8]) {
+        self.flush();
+        header(self.out, name, value);
+    }
+
+    pub fn finish(mut self) {
+        self.flush();
+    }
+
+    fn flush(&mut self) {
+        if let Some(run) = self.run.take() {
+            self.out.extend_from_slice(&self.buf[run]);
+            self.out.extend_from_slice(b"\r\n");
+        }
     }
 }
 
@@ -112,6 +185,47 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_name_matches_as_eq_ignore_ascii_case_does_for_every_byte_the_parser_accepts_in_one() {
+        let accepted: Vec<u8> = (0..=255u8)
+            .filter(|&byte| {
+                let mut fields = [httparse::EMPTY_HEADER; 1];
+                let raw = [&[byte], b": v\r\n\r\n".as_slice()].concat();
+                matches!(
+                    httparse::parse_headers(&raw, &mut fields),
+                    Ok(httparse::Status::Complete(_))
+                )
+            })
+            .collect();
+        assert!(
+            accepted.len() > 70 && accepted.iter().all(u8::is_ascii),
+            "{accepted:?}"
+        );
+        for target in [
+            "connection",
+            "mcp-session-id",
+            "x-2",
+            "te",
+            "proxy-connection",
+            "mcp-protocol-version",
+        ] {
+            for at in 0..target.len() {
+                for &byte in &accepted {
+                    let mut probe = target.as_bytes().to_vec();
+                    probe[at] = byte;
+                    let probe = std::str::from_utf8(&probe).expect("ASCII");
+                    assert_eq!(
+                        name_is(probe, target),
+                        probe.eq_ignore_ascii_case(target),
+                        "{probe:?} against {target:?}"
+                    );
+                }
+            }
+        }
+        assert!(name_is("Content-Length", "content-length"));
+        assert!(!name_is("content-lengt", "content-length"));
+    }
+
+    #[test]
     fn an_answer_keeps_its_status_line_only_when_it_is_the_one_written_otherwise() {
         let line = |raw: &[u8]| {
             let mut fields = [httparse::EMPTY_HEADER; 4];
@@ -140,16 +254,28 @@ mod tests {
     }
 
     #[test]
-    fn a_field_is_copied_as_written_up_to_the_end_of_its_value() {
-        let head = b"POST / HTTP/1.1\r\nX-A:  one two \r\nX-Empty:\r\nX-B:3\n\r\n";
-        let mut fields = [httparse::EMPTY_HEADER; 4];
+    fn fields_are_copied_as_written_up_to_the_end_of_their_values_in_runs_and_in_order() {
+        let head = b"POST / HTTP/1.1\r\nX-A:  one two \r\nX-Empty:\r\nX-B:3\nX-C: 4\r\nX-D: 5\r\nSkip: 6\r\nX-E: 7\r\nX-F: 8\r\n\r\n";
+        let mut fields = [httparse::EMPTY_HEADER; 9];
         let mut req = httparse::Request::new(&mut fields);
         assert!(req.parse(head).expect("test setup").is_complete());
         let mut out = Vec::new();
+        let mut copy = FieldCopy::new(&mut out, head);
         for f in req.headers.iter() {
-            field_as_written(&mut out, head, f);
+            match f.name {
+                "Skip" => {}
+                "X-E" => {
+                    copy.copy(f);
+                    copy.write(b"mine", b"9");
+                }
+                _ => copy.copy(f),
+            }
         }
-        assert_eq!(out, b"X-A:  one two\r\nX-Empty: \r\nX-B:3\r\n");
+        copy.finish();
+        assert_eq!(
+            String::from_utf8_lossy(&out),
+            "X-A:  one two\r\nX-Empty: \r\nX-B:3\r\nX-C: 4\r\nX-D: 5\r\nX-E: 7\r\nmine: 9\r\nX-F: 8\r\n"
+        );
     }
 
     #[test]

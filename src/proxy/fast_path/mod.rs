@@ -114,8 +114,9 @@ enum Framing {
     UntilClose,
 }
 
+/// A parsed field name is `lower` (see `wire::name_is` for what `lower` may hold).
 fn is(name: &str, lower: &str) -> bool {
-    name.len() == lower.len() && name.eq_ignore_ascii_case(lower)
+    wire::name_is(name, lower)
 }
 
 /// Removes what has arrived of a `whole`-byte request from the front of `buf`; the number of

@@ -7,9 +7,15 @@ use super::*;
 impl FastPath {
     /// Decides on the head at the front of `buf`, from a client at `client_ip`.
     pub fn plan(&self, buf: &[u8], client_ip: Option<std::net::IpAddr>) -> Plan {
-        let mut fields = [httparse::EMPTY_HEADER; MAX_FIELDS];
-        let mut req = httparse::Request::new(&mut fields);
-        let head_len = match req.parse(buf) {
+        // Slots the parse fills, not set up before (2 KiB of empty fields per head otherwise).
+        let mut fields = [const { std::mem::MaybeUninit::uninit() }; MAX_FIELDS];
+        let mut req = httparse::Request::new(&mut []);
+        let parsed = httparse::ParserConfig::default().parse_request_with_uninit_headers(
+            &mut req,
+            buf,
+            &mut fields,
+        );
+        let head_len = match parsed {
             Ok(httparse::Status::Complete(n)) => n,
             Ok(httparse::Status::Partial) if buf.len() <= HEAD_LIMIT => return Plan::Partial,
             _ => return Plan::Defer,
@@ -50,11 +56,12 @@ impl FastPath {
         let mut authorization = None;
         let mut field_bytes = 0u64;
         let mut client_close = false;
+        let mut copy = wire::FieldCopy::new(&mut upstream_head, buf);
         for f in req.headers.iter() {
             field_bytes += (f.name.len() + f.value.len()) as u64;
             let (once, passed_on) = match field(f.name) {
                 Field::Other => {
-                    wire::field_as_written(&mut upstream_head, buf, f);
+                    copy.copy(f);
                     continue;
                 }
                 // Hop-by-hop: honoured here, never passed on.
@@ -83,9 +90,10 @@ impl FastPath {
                 return Plan::Defer;
             }
             if passed_on {
-                wire::field_as_written(&mut upstream_head, buf, f);
+                copy.copy(f);
             }
         }
+        copy.finish();
         let framing = policy::framing(length, coding);
         let mut dechunked = None;
         let body_len = match framing {
@@ -133,7 +141,8 @@ impl FastPath {
         let hash_field = |name: &http::HeaderName| {
             req.headers
                 .iter()
-                .find(|f| is(f.name, name.as_str()))
+                // Any configured name (it may hold any token character): not `is`.
+                .find(|f| f.name.eq_ignore_ascii_case(name.as_str()))
                 .map(|f| f.value)
         };
         let codec = self.codec.load();
@@ -308,7 +317,7 @@ fn field(name: &str) -> Field {
     };
     named
         .iter()
-        .find(|(n, _)| name.eq_ignore_ascii_case(n))
+        .find(|(n, _)| is(name, n))
         .map_or(Other, |&(_, kind)| kind)
 }
 

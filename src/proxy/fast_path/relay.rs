@@ -165,9 +165,14 @@ impl Run<'_> {
         closing: bool,
         down: &mut Vec<u8>,
     ) -> Parsed {
-        let mut fields = [httparse::EMPTY_HEADER; MAX_FIELDS];
-        let mut head = httparse::Response::new(&mut fields);
-        let n = match head.parse(resp) {
+        let mut fields = [const { std::mem::MaybeUninit::uninit() }; MAX_FIELDS];
+        let mut head = httparse::Response::new(&mut []);
+        let parsed = httparse::ParserConfig::default().parse_response_with_uninit_headers(
+            &mut head,
+            resp,
+            &mut fields,
+        );
+        let n = match parsed {
             Ok(httparse::Status::Complete(n)) => n,
             Ok(httparse::Status::Partial) if resp.len() <= ANSWER_HEAD_LIMIT => {
                 return Parsed::Partial
@@ -244,6 +249,7 @@ impl Run<'_> {
         let keep_client = !closing && !until_close;
         down.clear();
         wire::answer_status_line(down, raw, status, head.reason);
+        let mut copy = wire::FieldCopy::new(down, raw);
         for f in head.headers.iter() {
             // With chunked framing a Content-Length is wrong (RFC 9112 section 6.3): dropped.
             if answer::hop_by_hop(f.name) || (chunked && is(f.name, "content-length")) {
@@ -253,12 +259,13 @@ impl Run<'_> {
                 let caller = &self.ex.admitted.caller;
                 let codec = self.path.codec.load();
                 if let Some(token) = answer::seal(&codec, set, caller, backend, f.value) {
-                    wire::header(down, f.name.as_bytes(), token.as_bytes());
+                    copy.write(f.name.as_bytes(), token.as_bytes());
                 }
                 continue;
             }
-            wire::field_as_written(down, raw, f);
+            copy.copy(f);
         }
+        copy.finish();
         if event_stream {
             let (name, value) = answer::ACCEL_BUFFERING;
             wire::header(down, name.as_bytes(), value.as_bytes());

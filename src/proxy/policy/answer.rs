@@ -18,11 +18,11 @@ pub fn is_event_stream(content_type: &[u8]) -> bool {
     content_type.starts_with(b"text/event-stream")
 }
 
-/// Answer fields that describe the server's connection, not the client's: never passed on.
+/// Answer fields (names as parsed) that describe the server's connection, not the client's:
+/// never passed on.
 pub fn hop_by_hop(name: &str) -> bool {
-    name.eq_ignore_ascii_case("connection")
-        || name.eq_ignore_ascii_case("keep-alive")
-        || name.eq_ignore_ascii_case("proxy-connection")
+    use crate::proxy::wire::name_is;
+    name_is(name, "connection") || name_is(name, "keep-alive") || name_is(name, "proxy-connection")
 }
 
 /// The answer's body limit: `proxy.max_response_body`, except for event streams, which are
