@@ -307,6 +307,37 @@ mod tests {
     }
 
     #[test]
+    fn a_body_split_anywhere_in_two_reads_as_it_does_whole() {
+        let body = b"19\r\nevent: message\ndata: {}\n\n\r\n5;x\r\nhello\r\n0\r\n\r\nNEXT";
+        let read = |pieces: &[&[u8]]| {
+            let mut c = ChunkedBody::default();
+            let mut payload = Vec::new();
+            let mut used = 0;
+            for piece in pieces {
+                used += c.feed_with(piece, |d| payload.extend_from_slice(d))?;
+            }
+            Ok::<_, Malformed>((used, c.done(), c.data_len(), payload))
+        };
+        let one = read(&[body]).expect("well-formed");
+        assert_eq!((one.0, one.1, one.2), (body.len() - 4, true, 30));
+        for at in 0..=body.len() {
+            assert_eq!(
+                read(&[&body[..at], &body[at..]]),
+                Ok(one.clone()),
+                "split at {at}"
+            );
+        }
+        let broken = b"19\r\nevent: message\ndata: {}\n\n\rX";
+        for at in 0..=broken.len() {
+            assert_eq!(
+                read(&[&broken[..at], &broken[at..]]),
+                Err(Malformed),
+                "split at {at}"
+            );
+        }
+    }
+
+    #[test]
     fn an_unfinished_body_is_not_done() {
         assert_eq!(whole(b"5\r\nhel"), Ok((6, false, 3)));
         assert_eq!(whole(b"0\r\n"), Ok((3, false, 0)));
