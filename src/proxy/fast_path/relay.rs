@@ -242,8 +242,7 @@ impl Run<'_> {
                 return Err(Failure::TooLarge);
             }
         }
-        let now_ms = crate::upstream::clock::ms_at(now);
-        answer::head_received(set, backend, status, now - sent_at, now_ms);
+        answer::head_received(set, backend, status, now - sent_at, now);
 
         let until_close = matches!(framing, Framing::UntilClose);
         let keep_client = !closing && !until_close;

@@ -311,8 +311,7 @@ impl ProxyHttp for FleetProxy {
         }
         let now = std::time::Instant::now();
         let latency = ctx.sent_at.map_or(Duration::ZERO, |t| now - t);
-        let now_ms = crate::upstream::clock::ms_at(now);
-        answer::head_received(&set, &target, resp.status.as_u16(), latency, now_ms);
+        answer::head_received(&set, &target, resp.status.as_u16(), latency, now);
         Ok(())
     }
 

@@ -4,8 +4,8 @@
 //! recorded when the request ends. Both engines call these with what they parsed.
 
 use crate::proxy::session::SessionCodec;
-use crate::upstream::{Backend, UpstreamSet};
-use std::time::Duration;
+use crate::upstream::{clock, Backend, UpstreamSet};
+use std::time::{Duration, Instant};
 
 /// The MCP session field, on requests and answers.
 pub const SESSION_FIELD: &str = "mcp-session-id";
@@ -32,15 +32,16 @@ pub fn body_limit(set: &UpstreamSet, event_stream: bool) -> Option<u64> {
 }
 
 /// Records what an answer head (not a 1xx) says about its server: its latency since the
-/// request went out, and its status towards a run of 5xx that ejects it; `now` is
-/// `clock::now_ms()`, given by a caller that has just read the clock.
+/// request went out, and its status towards a run of 5xx that ejects it; `at` is when it came,
+/// from the caller's own reading of the clock (which its latency is measured to as well).
 pub fn head_received(
     set: &UpstreamSet,
     backend: &Backend,
     status: u16,
     latency: Duration,
-    now: u64,
+    at: Instant,
 ) {
+    let now = clock::ms_at(at);
     backend.state.observe_latency(latency, now);
     if backend
         .state
